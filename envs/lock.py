@@ -1,0 +1,457 @@
+"""Is the environment the one that was tested? Lock files against what is installed.
+
+Two lock formats are read: conda-lock's unified ``conda-lock.yml`` (version 1) and conda's
+``@EXPLICIT`` lists (``conda list --explicit --md5``, ``conda-lock --kind explicit``). The
+lock is compared with the ``conda-meta/*.json`` records the installer wrote, and its pip
+entries with the ``*.dist-info`` folders of the environment.
+
+Plugins start often, so :func:`check_lock_for_launch` caches its verdict keyed by the lock
+file (path, mtime, size) and the ``conda-meta`` folder (mtime), and imports nothing heavy:
+PyYAML is loaded only when a ``conda-lock.yml`` must actually be parsed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from .model import Environment, EnvError
+
+POLICIES = ("strict", "warn", "off")
+#: Manifest key naming the lock file (relative to the plugin folder):
+#: ``"ekl": {"lock": "locks/conda-lock.yml"}``. eKuiper ignores keys it does not know.
+MANIFEST_SECTION = "ekl"
+MANIFEST_LOCK_KEY = "lock"
+_CACHE_VERSION = "1"
+
+
+def current_subdir() -> str:
+    """conda's platform name for this machine (``CONDA_SUBDIR`` overrides, as in conda)."""
+    if os.environ.get("CONDA_SUBDIR"):
+        return os.environ["CONDA_SUBDIR"]
+    system = platform.system().lower()
+    machine = platform.machine().lower()
+    osname = {"linux": "linux", "darwin": "osx", "windows": "win"}.get(system, system)
+    arch = {"x86_64": "64", "amd64": "64", "aarch64": "aarch64", "arm64": "arm64",
+            "ppc64le": "ppc64le", "s390x": "s390x", "armv7l": "armv7l", "i686": "32",
+            "i386": "32"}.get(machine, machine)
+    if osname == "osx" and arch == "aarch64":
+        arch = "arm64"
+    if osname == "linux" and arch == "arm64":
+        arch = "aarch64"
+    return f"{osname}-{arch}"
+
+
+def lock_candidates(plugin_dir: Path) -> List[Path]:
+    sub = current_subdir()
+    return [plugin_dir / "conda-lock.yml", plugin_dir / "conda-lock.yaml",
+            plugin_dir / f"conda-{sub}.lock"]
+
+
+def find_lock_file(plugin_dir: Path, manifest: Mapping[str, Any]) -> Optional[Path]:
+    """The plugin's lock: the one its JSON names, else a conventional name beside it."""
+    section = manifest.get(MANIFEST_SECTION)
+    named = section.get(MANIFEST_LOCK_KEY) if isinstance(section, Mapping) else None
+    if named:
+        p = Path(os.path.expanduser(str(named)))
+        if not p.is_absolute():
+            p = plugin_dir / p
+        if not p.is_file():
+            raise EnvError(f"lock file {p} named by \"{MANIFEST_SECTION}\": "
+                           f"{{\"{MANIFEST_LOCK_KEY}\": ...}} in the plugin's JSON does not "
+                           f"exist; fix the path or remove the key")
+        return p
+    for p in lock_candidates(plugin_dir):
+        if p.is_file():
+            return p
+    return None
+
+
+@dataclass
+class LockedPackage:
+    manager: str  # "conda" | "pip"
+    name: str
+    version: str
+    build: Optional[str] = None
+    url: Optional[str] = None
+    md5: Optional[str] = None
+    sha256: Optional[str] = None
+    depends: List[str] = field(default_factory=list)
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name} {self.version}" + (f" {self.build}" if self.build else "")
+
+
+@dataclass
+class Lock:
+    path: Path
+    format: str  # "conda-lock" | "explicit"
+    platforms: List[str]
+    subdir: str
+    packages: List[LockedPackage]
+    channels: List[str] = field(default_factory=list)
+
+    @property
+    def conda(self) -> List[LockedPackage]:
+        return [p for p in self.packages if p.manager == "conda"]
+
+    @property
+    def pip(self) -> List[LockedPackage]:
+        return [p for p in self.packages if p.manager == "pip"]
+
+
+_EXT = (".conda", ".tar.bz2")
+
+
+def split_filename(fn: str) -> Tuple[str, str, str]:
+    """``numpy-1.26.0-py311h_0.conda`` -> (name, version, build)."""
+    for ext in _EXT:
+        if fn.endswith(ext):
+            fn = fn[: -len(ext)]
+            break
+    parts = fn.rsplit("-", 2)
+    if len(parts) != 3:
+        raise ValueError(f"not a conda package file name: {fn}")
+    return parts[0], parts[1], parts[2]
+
+
+def read_lock(path: Path, subdir: Optional[str] = None) -> Lock:
+    """Parse a lock file for one platform (default: this machine's)."""
+    sub = subdir or current_subdir()
+    try:
+        with open(path, encoding="utf-8") as f:
+            head = f.read(4096)
+    except OSError as e:
+        raise EnvError(f"cannot read lock file {path}: {e.strerror}") from None
+    yaml_like = head.lstrip().startswith(("version:", "metadata:", "package:"))
+    if "@EXPLICIT" in head or (path.suffix in (".txt", ".lock") and not yaml_like):
+        return _read_explicit(path, sub)
+    return _read_conda_lock(path, sub)
+
+
+def _read_explicit(path: Path, sub: str) -> Lock:
+    plat: Optional[str] = None
+    seen_marker = False
+    pkgs: List[LockedPackage] = []
+    with open(path, encoding="utf-8") as f:
+        for n, raw in enumerate(f, 1):
+            line = raw.strip()
+            if not line:
+                continue
+            if line.startswith("#"):
+                m = re.match(r"#\s*platform:\s*(\S+)", line)
+                if m:
+                    plat = m.group(1)
+                continue
+            if line == "@EXPLICIT":
+                seen_marker = True
+                continue
+            if not seen_marker:
+                raise EnvError(f"{path}:{n}: an explicit lock must have the line @EXPLICIT "
+                               f"before its URLs; regenerate it with "
+                               f"`conda list --explicit --md5 > {path.name}`")
+            url, _, frag = line.partition("#")
+            url = url.strip()
+            fn = url.rsplit("/", 1)[-1]
+            try:
+                name, version, build = split_filename(fn)
+            except ValueError:
+                raise EnvError(f"{path}:{n}: {fn!r} is not a conda package URL") from None
+            md5 = sha256 = None
+            frag = frag.strip()
+            if frag.startswith("sha256:"):
+                sha256 = frag[7:].lower()
+            elif re.fullmatch(r"[0-9a-fA-F]{64}", frag):
+                sha256 = frag.lower()
+            elif re.fullmatch(r"[0-9a-fA-F]{32}", frag):
+                md5 = frag.lower()
+            pkgs.append(LockedPackage("conda", name, version, build, url, md5, sha256))
+    if not seen_marker:
+        raise EnvError(f"{path} has no @EXPLICIT line, so it is not an explicit lock; "
+                       f"regenerate it with `conda list --explicit --md5`")
+    platforms = [plat] if plat else [sub]
+    return Lock(path, "explicit", platforms, sub, pkgs if sub in platforms else [])
+
+
+def _yaml_load(path: Path) -> Any:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.load(f, Loader=loader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise EnvError(f"lock file {path} is not valid YAML ({first}); regenerate it with "
+                       f"`conda-lock lock`") from None
+
+
+def _read_conda_lock(path: Path, sub: str) -> Lock:
+    data = _yaml_load(path)
+    if not isinstance(data, dict) or "package" not in data:
+        raise EnvError(f"{path} is neither a conda-lock.yml (no 'package' list) nor an "
+                       f"@EXPLICIT list; regenerate it with `conda-lock lock`")
+    version = data.get("version")
+    if version != 1:
+        raise EnvError(f"{path} has lock format version {version!r}; ekl reads conda-lock "
+                       f"version 1 (conda-lock >= 1.0 writes it)")
+    meta = data.get("metadata") or {}
+    platforms = [str(p) for p in meta.get("platforms") or []]
+    channels = [c.get("url", "") if isinstance(c, dict) else str(c)
+                for c in meta.get("channels") or []]
+    pkgs: List[LockedPackage] = []
+    for i, p in enumerate(data.get("package") or []):
+        if not isinstance(p, dict):
+            continue
+        if str(p.get("platform")) != sub or p.get("optional"):
+            continue
+        manager = str(p.get("manager", "conda"))
+        name = str(p.get("name", ""))
+        url = p.get("url")
+        h = p.get("hash") or {}
+        build = None
+        if manager == "conda":
+            try:
+                _, _, build = split_filename(str(url).rsplit("/", 1)[-1])
+            except ValueError:
+                raise EnvError(f"{path}: package #{i + 1} ({name}) has url {url!r}, not a "
+                               f"conda package file; regenerate the lock") from None
+        deps = p.get("dependencies") or {}
+        pkgs.append(LockedPackage(
+            manager, name, str(p.get("version", "")), build, str(url) if url else None,
+            str(h["md5"]).lower() if h.get("md5") else None,
+            str(h["sha256"]).lower() if h.get("sha256") else None,
+            [f"{k} {v}".strip() for k, v in deps.items()] if isinstance(deps, dict) else []))
+    if not platforms:
+        platforms = sorted({str(p.get("platform")) for p in data.get("package") or []
+                            if isinstance(p, dict)})
+    return Lock(path, "conda-lock", platforms, sub, pkgs, channels)
+
+
+# -- what is installed --------------------------------------------------------------------
+
+@dataclass
+class Installed:
+    name: str
+    version: str
+    build: Optional[str]
+    md5: Optional[str] = None
+    sha256: Optional[str] = None
+    url: Optional[str] = None
+    source: str = ""
+
+
+def installed_conda(prefix: Path) -> Dict[str, Installed]:
+    out: Dict[str, Installed] = {}
+    meta = prefix / "conda-meta"
+    try:
+        names = sorted(n for n in os.listdir(meta) if n.endswith(".json"))
+    except OSError:
+        return out
+    for n in names:
+        p = meta / n
+        try:
+            with open(p, encoding="utf-8") as f:
+                rec = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(rec, dict) or "name" not in rec:
+            continue
+        out[rec["name"]] = Installed(
+            str(rec["name"]), str(rec.get("version", "")), rec.get("build"),
+            (rec.get("md5") or None), (rec.get("sha256") or None), rec.get("url"), str(p))
+    return out
+
+
+def _norm_pip(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def site_packages(prefix: Path) -> List[Path]:
+    return sorted(prefix.glob("lib/python*/site-packages"))
+
+
+def installed_pip(prefix: Path) -> Dict[str, Tuple[Installed, str]]:
+    """Distributions in the prefix's site-packages, with who installed them."""
+    out: Dict[str, Tuple[Installed, str]] = {}
+    for sp in site_packages(prefix):
+        try:
+            entries = os.listdir(sp)
+        except OSError:
+            continue
+        for e in entries:
+            if not e.endswith((".dist-info", ".egg-info")):
+                continue
+            stem = e.rsplit(".", 1)[0]
+            name, _, version = stem.partition("-")
+            version = version.split("-", 1)[0]
+            installer = ""
+            try:
+                installer = (sp / e / "INSTALLER").read_text(encoding="utf-8").strip()
+            except OSError:
+                pass
+            out[_norm_pip(name)] = (Installed(name, version, None, source=str(sp / e)),
+                                    installer)
+    return out
+
+
+# -- comparison -----------------------------------------------------------------------------
+
+@dataclass
+class Drift:
+    lock: str
+    prefix: str
+    subdir: str
+    missing: List[str] = field(default_factory=list)
+    extra: List[str] = field(default_factory=list)
+    changed: List[str] = field(default_factory=list)
+    problems: List[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.extra or self.changed or self.problems)
+
+    def counts(self) -> str:
+        parts = []
+        if self.problems:
+            parts.append(self.problems[0])
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing")
+        if self.extra:
+            parts.append(f"{len(self.extra)} extra")
+        if self.changed:
+            parts.append(f"{len(self.changed)} changed ({self.changed[0]})")
+        return ", ".join(parts)
+
+    def summary(self, plugin_ref: str = "PLUGIN") -> str:
+        return (f"env {self.prefix} drifted from {self.lock}: {self.counts()}; "
+                f"run `ekl env check {plugin_ref}` for the list")
+
+    def lines(self) -> List[str]:
+        out = [f"problem: {p}" for p in self.problems]
+        out += [f"missing: {m}" for m in self.missing]
+        out += [f"extra:   {m}" for m in self.extra]
+        out += [f"changed: {m}" for m in self.changed]
+        return out
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["clean"] = self.clean
+        return d
+
+
+def compare(lock: Lock, prefix: Path) -> Drift:
+    """Every difference between the lock (for this platform) and the prefix."""
+    d = Drift(str(lock.path), str(prefix), lock.subdir)
+    if lock.subdir not in lock.platforms:
+        d.problems.append(f"the lock covers {', '.join(lock.platforms) or 'no platform'}, "
+                          f"not {lock.subdir}")
+        return d
+    inst = installed_conda(prefix)
+    locked = {p.name: p for p in lock.conda}
+    for name, p in sorted(locked.items()):
+        i = inst.get(name)
+        if i is None:
+            d.missing.append(p.spec)
+            continue
+        if i.version != p.version:
+            d.changed.append(f"{name} {p.version} -> {i.version}")
+        elif p.build and i.build != p.build:
+            d.changed.append(f"{name} {p.version} build {p.build} -> {i.build}")
+        elif p.sha256 and i.sha256 and p.sha256 != i.sha256.lower():
+            d.changed.append(f"{name} {p.version} sha256 {p.sha256[:12]}… -> "
+                             f"{i.sha256.lower()[:12]}…")
+        elif p.md5 and i.md5 and p.md5 != i.md5.lower():
+            d.changed.append(f"{name} {p.version} md5 {p.md5[:12]}… -> {i.md5.lower()[:12]}…")
+    for name, i in sorted(inst.items()):
+        if name not in locked:
+            d.extra.append(f"{name} {i.version} {i.build or ''}".rstrip())
+    if lock.pip:
+        pip = installed_pip(prefix)
+        lp = {_norm_pip(p.name): p for p in lock.pip}
+        for key, p in sorted(lp.items()):
+            got = pip.get(key)
+            if got is None:
+                d.missing.append(f"{p.name} {p.version} (pip)")
+            elif got[0].version != p.version:
+                d.changed.append(f"{p.name} {p.version} -> {got[0].version} (pip)")
+        conda_names = {_norm_pip(n) for n in inst}
+        for key, (i, installer) in sorted(pip.items()):
+            if key not in lp and key not in conda_names and installer == "pip":
+                d.extra.append(f"{i.name} {i.version} (pip)")
+    return d
+
+
+def check_environment(plugin_dir: Path, manifest: Mapping[str, Any],
+                      env: Environment) -> Optional[Drift]:
+    """The full comparison (for ``ekl env check``), or None when the plugin has no lock."""
+    lock_path = find_lock_file(plugin_dir, manifest)
+    if lock_path is None:
+        return None
+    return compare(read_lock(lock_path), env.prefix)
+
+
+# -- the launch path -----------------------------------------------------------------------
+
+def _mtime(p: Path) -> str:
+    try:
+        return str(p.stat().st_mtime_ns)
+    except OSError:
+        return "-"
+
+
+def _cache_key(lock_path: Path, prefix: Path) -> str:
+    st = lock_path.stat()
+    parts = [_CACHE_VERSION, str(lock_path.resolve()), str(st.st_mtime_ns), str(st.st_size),
+             str(prefix), _mtime(prefix / "conda-meta"), current_subdir()]
+    parts += [f"{sp}:{_mtime(sp)}" for sp in site_packages(prefix)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def check_lock_for_launch(plugin_dir: Path, manifest: Mapping[str, Any], env: Environment,
+                          policy: str) -> Optional[str]:
+    """Lock policy at plugin start: None (no lock, clean, or off), a warning text, or raise.
+
+    ``strict`` raises :class:`EnvError` on drift; ``warn`` returns the one-line summary for
+    the launcher to log; ``off`` reads nothing.
+    """
+    if policy not in POLICIES:
+        raise EnvError(f"lock policy {policy!r} is not one of {', '.join(POLICIES)}")
+    if policy == "off":
+        return None
+    lock_path = find_lock_file(plugin_dir, manifest)
+    if lock_path is None:
+        return None
+    from .probe import cache_dir
+
+    key = _cache_key(lock_path, env.prefix)
+    cache_file = cache_dir() / "lockcheck" / f"{key}.json"
+    summary: Optional[str] = None
+    try:
+        summary = json.loads(cache_file.read_text(encoding="utf-8"))["summary"]
+        hit = True
+    except (OSError, ValueError, KeyError, TypeError):
+        hit = False
+    if not hit:
+        drift = compare(read_lock(lock_path), env.prefix)
+        summary = None if drift.clean else drift.summary(str(plugin_dir))
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"summary": summary, "lock": str(lock_path),
+                                       "prefix": str(env.prefix)}), encoding="utf-8")
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass  # an unwritable cache only costs the comparison again
+    if summary is None:
+        return None
+    if policy == "strict":
+        raise EnvError(summary)
+    return summary

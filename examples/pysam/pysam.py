@@ -1,0 +1,14 @@
+"""The pysam example plugin: source ``pyjson``, sink ``print`` and function ``revert``.
+
+It uses only the public ``ekuiper`` API, so it runs on the official SDK as well as on ekl's.
+"""
+
+from ekuiper import PluginConfig, plugin
+from print_sink import PrintSink
+from pyjson import PyJson
+from revert import revert_instance
+
+if __name__ == "__main__":
+    c = PluginConfig("pysam", {"pyjson": lambda: PyJson()}, {"print": lambda: PrintSink()},
+                     {"revert": lambda: revert_instance})
+    plugin.start(c)

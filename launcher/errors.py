@@ -1,0 +1,49 @@
+"""Errors the user sees. Each message is one line naming the thing at fault and the fix."""
+
+from __future__ import annotations
+
+from typing import Iterable, List
+
+
+class EklError(Exception):
+    """Base of every error ekl reports without a traceback."""
+
+    exit_code = 2
+
+
+class ManifestError(EklError):
+    """Every problem found in a plugin's JSON and folder, one line each."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems: List[str] = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class PluginStartError(EklError):
+    """The plugin process did not come up (exited, or no handshake in time)."""
+
+    exit_code = 1
+
+
+class CommandError(EklError):
+    """The plugin answered a control command with an error text."""
+
+    exit_code = 1
+
+
+class HostTimeout(EklError):
+    """The plugin did not answer in time (a command, a function call, an ack)."""
+
+    exit_code = 1
+
+
+class FunctionError(EklError):
+    """A function call answered ``state: false``; the text is the plugin's."""
+
+    exit_code = 1
+
+
+class AckError(EklError):
+    """A sink acknowledged a record with an error."""
+
+    exit_code = 1

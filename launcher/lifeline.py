@@ -1,0 +1,57 @@
+"""A watchdog that kills the launcher's plugins when the launcher dies, even by SIGKILL.
+
+The launcher starts this file as a separate process (not a child of any plugin) with a
+pipe on its stdin, and writes ``+PGID`` / ``-PGID`` lines as plugins start and stop. When
+the pipe reaches EOF the launcher is gone: every registered process group gets SIGTERM,
+then SIGKILL after a short grace, so nothing outlives the launcher by more than ~1 s.
+
+This file must stay runnable on its own (no package imports): it starts on every launch.
+"""
+
+import os
+import signal
+import sys
+import time
+
+GRACE_S = 0.8
+
+
+def _alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def main():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the launcher's
+    groups = set()
+    for line in sys.stdin:
+        line = line.strip()
+        if len(line) < 2 or not line[1:].isdigit():
+            continue
+        pgid = int(line[1:])
+        if line[0] == "+":
+            groups.add(pgid)
+        elif line[0] == "-":
+            groups.discard(pgid)
+    live = [g for g in groups if _alive(g)]
+    for g in live:
+        try:
+            os.killpg(g, signal.SIGTERM)
+        except OSError:
+            pass
+    end = time.monotonic() + GRACE_S
+    while live and time.monotonic() < end:
+        time.sleep(0.05)
+        live = [g for g in live if _alive(g)]
+    for g in live:
+        try:
+            os.killpg(g, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    main()

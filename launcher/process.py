@@ -1,0 +1,249 @@
+"""One plugin OS process: spawn it, stream its output, and kill its whole tree."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Deque, Dict, List, Optional
+
+import psutil
+
+from .errors import PluginStartError
+
+log = logging.getLogger("ekl")
+
+#: How many of the plugin's last stderr lines an error message may quote.
+TAIL_LINES = 20
+
+
+@dataclass
+class LaunchSpec:
+    """Everything needed to start the plugin process, decided before it starts."""
+
+    name: str
+    argv: List[str]
+    cwd: str
+    env: Dict[str, str]
+    interpreter: Optional[str] = None
+    environment: Optional[str] = None
+    log_file: Optional[str] = None
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 3
+    extra: Dict[str, str] = field(default_factory=dict)
+
+
+class Lifeline:
+    """Client of ``lifeline.py``: registers plugin process groups with the watchdog."""
+
+    def __init__(self) -> None:
+        self._proc: Optional[subprocess.Popen] = None
+        self._lock = threading.Lock()
+
+    def _ensure(self) -> subprocess.Popen:
+        if self._proc is None or self._proc.poll() is not None:
+            script = Path(__file__).with_name("lifeline.py")
+            self._proc = subprocess.Popen(
+                [sys.executable, "-S", "-E", str(script)], stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True, close_fds=True, text=True, bufsize=1)
+        return self._proc
+
+    def _write(self, line: str) -> None:
+        with self._lock:
+            p = self._ensure()
+            try:
+                assert p.stdin is not None
+                p.stdin.write(line + "\n")
+                p.stdin.flush()
+            except (BrokenPipeError, OSError):
+                self._proc = None
+
+    def register(self, pgid: int) -> None:
+        self._write(f"+{pgid}")
+
+    def unregister(self, pgid: int) -> None:
+        if self._proc is not None:
+            self._write(f"-{pgid}")
+
+    def close(self) -> None:
+        """EOF makes the watchdog kill whatever is still registered, then exit."""
+        with self._lock:
+            p, self._proc = self._proc, None
+        if p is not None:
+            try:
+                assert p.stdin is not None
+                p.stdin.close()
+            except OSError:
+                pass
+            try:
+                p.wait(3)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+class PluginProcess:
+    """The plugin's process in its own process group, output streamed line by line."""
+
+    def __init__(self, spec: LaunchSpec, lifeline: Optional[Lifeline] = None) -> None:
+        self.spec = spec
+        self.lifeline = lifeline
+        self.popen: Optional[subprocess.Popen] = None
+        self.stderr_tail: Deque[str] = deque(maxlen=TAIL_LINES)
+        self.started_at: Optional[float] = None
+        self._readers: List[threading.Thread] = []
+        self._out = logging.getLogger(f"ekl.plugin.{spec.name}")
+        self._file_handler: Optional[logging.Handler] = None
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.popen.pid if self.popen else None
+
+    def start(self) -> PluginProcess:
+        spec = self.spec
+        if spec.log_file and self._file_handler is None:
+            h = logging.handlers.RotatingFileHandler(spec.log_file, maxBytes=spec.log_max_bytes,
+                                                     backupCount=spec.log_backups)
+            h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+            self._out.addHandler(h)
+            self._file_handler = h
+        try:
+            self.popen = subprocess.Popen(
+                spec.argv, cwd=spec.cwd, env=spec.env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                close_fds=True)
+        except OSError as e:
+            raise PluginStartError(f"plugin {spec.name}: cannot run {spec.argv[0]}: "
+                                   f"{e.strerror}") from None
+        self.started_at = time.time()
+        if self.lifeline is not None:
+            self.lifeline.register(self.popen.pid)
+        for stream, is_err in ((self.popen.stdout, False), (self.popen.stderr, True)):
+            t = threading.Thread(target=self._pump, args=(stream, is_err), daemon=True,
+                                 name=f"{spec.name}-{'err' if is_err else 'out'}")
+            t.start()
+            self._readers.append(t)
+        return self
+
+    def _pump(self, stream: IO[bytes], is_err: bool) -> None:
+        prefix = f"[{self.spec.name}] "
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if is_err:
+                self.stderr_tail.append(line)
+            self._out.info("%s%s", prefix, line)
+        stream.close()
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self.popen.poll() if self.popen else None
+
+    def exit_description(self) -> str:
+        rc = self.returncode
+        if rc is None:
+            return "running"
+        if rc < 0:
+            try:
+                return f"killed by {signal.Signals(-rc).name}"
+            except ValueError:
+                return f"killed by signal {-rc}"
+        return f"exited with code {rc}"
+
+    def tail(self, n: int = 3) -> str:
+        """The last stderr lines, joined on one line, for error messages."""
+        self.flush_output()
+        lines = [ln.strip() for ln in self.stderr_tail if ln.strip()][-n:]
+        return " | ".join(lines) if lines else "(no output on stderr)"
+
+    def flush_output(self, timeout: float = 1.0) -> None:
+        """Wait for the output readers once the process is gone, so nothing is lost."""
+        if self.alive():
+            return
+        end = time.monotonic() + timeout
+        for t in self._readers:
+            t.join(max(0.0, end - time.monotonic()))
+
+    def tree(self) -> List[psutil.Process]:
+        """The process and every descendant, including ones that left its process group."""
+        if self.popen is None:
+            return []
+        procs: Dict[int, psutil.Process] = {}
+        try:
+            root = psutil.Process(self.popen.pid)
+            procs[root.pid] = root
+            for c in root.children(recursive=True):
+                procs[c.pid] = c
+        except psutil.NoSuchProcess:
+            pass
+        pgid = self.popen.pid
+        for p in psutil.process_iter(["pid"]):
+            try:
+                if p.pid not in procs and os.getpgid(p.pid) == pgid:
+                    procs[p.pid] = p
+            except (ProcessLookupError, psutil.Error, OSError):
+                pass
+        return list(procs.values())
+
+    def kill_tree(self, stop_timeout: float = 5.0, sig: int = signal.SIGTERM) -> List[int]:
+        """SIGTERM the tree, wait ``stop_timeout``, SIGKILL the rest; return the survivors.
+
+        eKuiper SIGKILLs only the process it started, which orphans a ``conda run``
+        wrapper's python child; here every descendant gets the signal.
+        """
+        if self.popen is None:
+            return []
+        pgid = self.popen.pid
+        procs = [p for p in self.tree() if p.pid != self.popen.pid]
+        for p in [*procs]:
+            try:
+                p.send_signal(sig)
+            except psutil.Error:
+                pass
+        if self.popen.poll() is None:
+            try:
+                self.popen.send_signal(sig)
+            except ProcessLookupError:
+                pass
+        end = time.monotonic() + stop_timeout
+        try:
+            self.popen.wait(max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        _, rest = psutil.wait_procs(procs, timeout=max(0.0, end - time.monotonic()))
+        if self.popen.poll() is None:
+            log.warning("plugin %s did not stop within %.1f s after %s; killing it",
+                        self.spec.name, stop_timeout, signal.Signals(sig).name)
+            self.popen.kill()
+        for p in rest:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        try:
+            os.killpg(pgid, signal.SIGKILL)  # anything that appeared since
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.popen.wait()
+        _, survivors = psutil.wait_procs(rest, timeout=1.0)
+        if self.lifeline is not None:
+            self.lifeline.unregister(pgid)
+        self.flush_output()
+        return [p.pid for p in survivors]
+
+    def close_log(self) -> None:
+        if self._file_handler is not None:
+            self._out.removeHandler(self._file_handler)
+            self._file_handler.close()
+            self._file_handler = None

@@ -1,0 +1,200 @@
+"""Decide how to start a plugin: which interpreter, which environment, which argv.
+
+Precedence for Python plugins: ``--python``, then ``$EKL_PYTHON_BIN``, then
+``portable.pythonBin`` from an eKuiper ``kuiper.yaml`` (``--ekuiper-conf``), then the
+plugin's own environment (``virtualEnvType``/``env``), then the interpreter ekl runs on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ekl.envs.probe import InterpreterInfo, ProbeError, cache_dir, clean_env, probe
+from ekuiper import protocol
+
+from .errors import EklError
+from .manifest import PluginManifest
+from .process import LaunchSpec
+
+log = logging.getLogger("ekl")
+PYTHON_BIN_ENV = "EKL_PYTHON_BIN"
+MIN_PYTHON = (3, 8)
+
+
+@dataclass
+class LaunchOptions:
+    python: Optional[str] = None
+    ekuiper_conf: Optional[str] = None
+    conda_run: bool = False
+    send_timeout_ms: int = protocol.DEFAULT_SEND_TIMEOUT_MS
+    lock_policy: str = "warn"
+    log_file: Optional[str] = None
+    extra_env: Optional[Dict[str, str]] = None
+
+
+@dataclass
+class Resolution:
+    spec: LaunchSpec
+    #: True when the plugin's SDK honours EKUIPER_IPC_DIR (ours), so a private folder works
+    private_ipc: bool
+    info: Optional[InterpreterInfo] = None
+    hosted_sdk: bool = False
+    source: str = ""           # where the interpreter choice came from
+
+
+def read_kuiper_yaml(path: str) -> Dict[str, Any]:
+    """``portable`` settings from eKuiper's kuiper.yaml; warns about eKuiper's pitfalls."""
+    import yaml
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except OSError as e:
+        raise EklError(f"--ekuiper-conf {path}: cannot read it: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise EklError(f"--ekuiper-conf {path}: not valid YAML: {' '.join(str(e).split())}") from None
+    portable = data.get("portable") if isinstance(data, dict) else None
+    if not isinstance(portable, dict):
+        raise EklError(f"--ekuiper-conf {path}: has no 'portable' section; it is not an eKuiper "
+                       f"kuiper.yaml")
+    if "initTimeout" not in portable:
+        log.warning("%s: portable.initTimeout is missing; eKuiper then waits 5000 *nanoseconds* "
+                    "for every handshake and every plugin start fails. Add 'initTimeout: 5000'.",
+                    path)
+    return portable
+
+
+def hosted_sdk_dir() -> Path:
+    """A cached copy of our ``ekuiper`` package folder alone, to put on PYTHONPATH.
+
+    Only the SDK is exposed to the plugin's interpreter, never ekl's own site-packages.
+    """
+    import ekuiper
+
+    src = Path(ekuiper.__file__).parent
+    h = hashlib.sha256()
+    for f in sorted(src.rglob("*.py")):
+        h.update(f.relative_to(src).as_posix().encode())
+        h.update(f.read_bytes())
+    dest = cache_dir() / "sdk" / h.hexdigest()[:16]
+    if not (dest / "ekuiper" / "__init__.py").is_file():
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp / "ekuiper", ignore=shutil.ignore_patterns("__pycache__"))
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(tmp, dest)
+        except OSError:  # another ekl won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _pip_command(python: str, env_desc: Optional[str]) -> str:
+    if env_desc and env_desc.startswith("conda"):
+        return f"{python} -m pip install pynng   (or: conda install -p <prefix> -c conda-forge pynng)"
+    return f"{python} -m pip install pynng"
+
+
+def resolve(manifest: PluginManifest, opts: Optional[LaunchOptions] = None) -> Resolution:
+    opts = opts or LaunchOptions()
+    conf_arg = protocol.encode_portable_config(opts.send_timeout_ms)
+    base_env = clean_env()
+    base_env.update(opts.extra_env or {})
+    cwd = str(manifest.executable.parent)
+    if manifest.language == "go":
+        spec = LaunchSpec(manifest.name, [str(manifest.executable), conf_arg], cwd, base_env,
+                          interpreter=None, environment=None, log_file=opts.log_file)
+        return Resolution(spec, private_ipc=False, source="go executable")
+
+    python: Optional[str] = None
+    source = ""
+    env_vars = base_env
+    wrap = None
+    env_desc: Optional[str] = None
+    if opts.python:
+        python, source = opts.python, "--python"
+    elif os.environ.get(PYTHON_BIN_ENV):
+        python, source = os.environ[PYTHON_BIN_ENV], f"${PYTHON_BIN_ENV}"
+    elif opts.ekuiper_conf and read_kuiper_yaml(opts.ekuiper_conf).get("pythonBin"):
+        python = str(read_kuiper_yaml(opts.ekuiper_conf)["pythonBin"])
+        source = f"portable.pythonBin in {opts.ekuiper_conf}"
+    if opts.ekuiper_conf and python is None:
+        read_kuiper_yaml(opts.ekuiper_conf)  # still warn about its pitfalls
+
+    if opts.conda_run:
+        return _conda_run(manifest, opts, python or "python", conf_arg, base_env, cwd)
+
+    if python is None and manifest.virtual_env_type:
+        from ekl.envs import EnvError, find_environment
+
+        try:
+            environment = find_environment(manifest.virtual_env_type, manifest.env or "",
+                                           plugin_dir=manifest.folder)
+        except EnvError as e:
+            raise EklError(f"{manifest.path.name}: field 'env': {e}") from None
+        python = str(environment.python)
+        env_vars = environment.activation(base_env)
+        wrap = environment.wrap_command
+        env_desc = f"{environment.kind} {environment.prefix}"
+        source = f"{manifest.path.name} virtualEnvType={manifest.virtual_env_type}"
+        if opts.lock_policy != "off":
+            from ekl.envs import check_lock_for_launch
+
+            try:
+                warning = check_lock_for_launch(manifest.folder, manifest.raw, environment,
+                                                opts.lock_policy)
+            except EnvError as e:
+                raise EklError(str(e)) from None
+            if warning:
+                log.warning("%s", warning)
+    if python is None:
+        python, source = sys.executable, "the interpreter ekl runs on"
+
+    try:
+        info = probe(python, env_vars)
+    except ProbeError as e:
+        raise EklError(f"{e} (chosen by {source})") from None
+    if info.version < MIN_PYTHON:
+        raise EklError(f"interpreter {python} is Python {info.version_text} (chosen by {source}); "
+                       f"eKuiper plugins need Python 3.8 or newer")
+    if info.pynng is None:
+        raise EklError(f"interpreter {python} (chosen by {source}) cannot import pynng "
+                       f"({info.pynng_error}); install it with: {_pip_command(python, env_desc)}")
+    hosted = False
+    if info.ekuiper is None:
+        sdk = str(hosted_sdk_dir())
+        env_vars = dict(env_vars)
+        env_vars["PYTHONPATH"] = sdk
+        hosted = True
+        log.info("hosting ekl's SDK for %s from %s", python, sdk)
+    argv: List[str] = [python, "-u", str(manifest.executable), conf_arg]
+    if wrap is not None:
+        argv = wrap(argv)
+    spec = LaunchSpec(manifest.name, argv, cwd, dict(env_vars), interpreter=python,
+                      environment=env_desc, log_file=opts.log_file)
+    private = hosted or info.sdk_flavour == "ekl"
+    return Resolution(spec, private_ipc=private, info=info, hosted_sdk=hosted, source=source)
+
+
+def _conda_run(manifest: PluginManifest, opts: LaunchOptions, python_bin: str, conf_arg: str,
+               base_env: Dict[str, str], cwd: str) -> Resolution:
+    """eKuiper's own command, plus ``--no-capture-output`` so output is not buffered."""
+    if manifest.virtual_env_type != "conda" or not manifest.env:
+        raise EklError(f"--conda-run: {manifest.path.name} has no \"virtualEnvType\": \"conda\" "
+                       f"with an \"env\"; drop --conda-run or add them")
+    conda = shutil.which("conda", path=base_env.get("PATH"))
+    if conda is None:
+        raise EklError("--conda-run needs a conda binary on PATH and none was found; drop "
+                       "--conda-run (ekl activates the environment itself) or add conda to PATH")
+    argv = [conda, "run", "--no-capture-output", "-n", manifest.env, python_bin,
+            str(manifest.executable), conf_arg]
+    spec = LaunchSpec(manifest.name, argv, cwd, base_env, interpreter=python_bin,
+                      environment=f"conda run -n {manifest.env}", log_file=opts.log_file)
+    return Resolution(spec, private_ipc=False, source="--conda-run")

@@ -1,0 +1,49 @@
+"""Every timeout and limit of the host and supervisor, each a named setting with a default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from ekuiper import protocol
+
+
+@dataclass
+class HostSettings:
+    #: wait for the plugin's handshake (eKuiper ``portable.initTimeout``)
+    init_timeout_s: float = protocol.INIT_TIMEOUT_MS / 1000
+    #: wait for a start/stop result; a source start may spend 5 s dialing
+    command_timeout_s: float = 15.0
+    #: handed to the plugin in argv[1] (eKuiper ``PortbleConf.SendTimeout``)
+    plugin_send_timeout_ms: int = protocol.DEFAULT_SEND_TIMEOUT_MS
+    #: wait for a function's answer (eKuiper ``portable.recvTimeout``)
+    function_timeout_s: float = 5.0
+    #: wait for the plugin to take a sink message (eKuiper ``portable.sendTimeout``)
+    sink_send_timeout_s: float = 5.0
+    #: wait for a sink's ack when the rule sets requireAck
+    ack_timeout_s: float = 5.0
+    #: SIGTERM to SIGKILL when stopping the plugin's process tree
+    stop_timeout_s: float = 5.0
+    #: socket folder; None picks a private one when the plugin's SDK supports it
+    ipc_dir: Optional[str] = None
+
+
+@dataclass
+class SupervisorSettings:
+    restart: str = "on-failure"            # always | on-failure | never
+    backoff_initial_s: float = 0.5
+    backoff_factor: float = 2.0
+    backoff_max_s: float = 30.0
+    #: healthy this long after a start and the back-off resets
+    startsecs: float = 5.0
+    #: more than start_limit starts within start_limit_window_s -> FATAL
+    start_limit: int = 5
+    start_limit_window_s: float = 60.0
+    health_interval_s: float = 2.0
+    probe_timeout_s: float = 3.0
+    #: restart when RSS stays above this for rss_strikes consecutive checks (None: no limit)
+    max_rss_mb: Optional[float] = None
+    rss_strikes: int = 3
+
+
+RESTART_POLICIES = ("always", "on-failure", "never")

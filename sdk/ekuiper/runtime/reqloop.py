@@ -1,0 +1,54 @@
+"""The plugin side of the inverted request/reply used on control and function channels.
+
+The plugin owns the REQ socket although the host gives the orders: it sends ``handshake``,
+receives each order as the reply, and sends the result as its next request. When no order
+comes within the keep-alive time it sends ``handshake`` again (a REQ socket must send
+before it may receive again); the host discards those with its stale-handshake rule.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+from ..protocol import HANDSHAKE
+from ..transport import ReqSocket, TransportClosed, TransportError, TransportTimeout
+from .logs import log
+
+
+def serve_inverted(sock: ReqSocket, handle: Callable[[bytes], bytes], name: str,
+                   stopping: Callable[[], bool]) -> None:
+    """Answer orders with ``handle`` until the socket is closed or ``stopping()`` is true."""
+    pending: Optional[bytes] = HANDSHAKE
+    while not stopping():
+        if pending is not None:
+            try:
+                sock.send(pending)
+            except TransportTimeout:
+                # No peer to take it (host gone or restarting): retry the same bytes, so a
+                # result is never replaced by a handshake (the host would resend the order).
+                continue
+            except TransportClosed:
+                return
+            except TransportError as e:
+                if stopping():
+                    return
+                log.warning("%s: send failed: %s", name, e)
+                time.sleep(0.05)  # a transport that fails at once must not spin
+                continue
+            pending = None
+        try:
+            msg = sock.recv()
+        except TransportTimeout:
+            pending = HANDSHAKE  # keep-alive
+            continue
+        except TransportClosed:
+            return
+        except TransportError as e:
+            if stopping():
+                return
+            log.warning("%s: receive failed: %s", name, e)
+            time.sleep(0.05)
+            pending = HANDSHAKE
+            continue
+        pending = handle(msg)

@@ -1,0 +1,302 @@
+"""Running symbols: one object per started source, sink or function, with its thread."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional
+
+from .. import protocol
+from ..protocol import Control, FuncMeta, Meta
+from ..transport import (
+    PullSocket,
+    PushSocket,
+    ReqSocket,
+    Transport,
+    TransportClosed,
+    TransportError,
+)
+from .contextimpl import ContextImpl
+from .logs import log, one_line
+from .reqloop import serve_inverted
+
+
+@dataclass
+class Settings:
+    """Timeouts and retries of the plugin side; every one has a named default."""
+
+    send_timeout_ms: int = protocol.DEFAULT_SEND_TIMEOUT_MS
+    keepalive_ms: int = protocol.KEEPALIVE_MS
+    dial_retries: int = protocol.DIAL_RETRIES
+    dial_interval_s: float = protocol.DIAL_INTERVAL_S
+    listen_retries: int = 10
+    listen_interval_s: float = 0.05
+    #: how long the control peer may be gone before the plugin concludes the host died
+    host_lost_grace_s: float = 2.0
+    #: total time for stopping every symbol on shutdown (the process exits within 2 s)
+    shutdown_budget_s: float = 1.5
+    ipc_dir: Optional[str] = None
+
+
+class StartError(Exception):
+    """A symbol could not start; the text goes back to the host as the command result."""
+
+
+def call_with_deadline(fn: Callable[[], Any], timeout: float, what: str) -> None:
+    """Run user code that may hang (``close``) without letting it hold up shutdown."""
+    done = threading.Event()
+    err: list = []
+
+    def target() -> None:
+        try:
+            fn()
+        except Exception as e:  # user code: report and go on
+            err.append(e)
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name=what, daemon=True).start()
+    if not done.wait(timeout):
+        log.warning("%s did not return within %.1f s; going on without it", what, timeout)
+    elif err:
+        log.warning("%s raised %s: %s", what, type(err[0]).__name__, one_line(err[0]))
+
+
+class SymbolRuntime:
+    """Lifecycle of one running symbol: ``start`` (sockets, configure) then ``stop``."""
+
+    kind = ""
+
+    def __init__(self, ctrl: Control, instance: Any, transport: Transport,
+                 settings: Settings) -> None:
+        self.ctrl = ctrl
+        self.s = instance
+        self.transport = transport
+        self.settings = settings
+        self.running = False
+        self.thread: Optional[threading.Thread] = None
+        self.ctx = ContextImpl(ctrl.meta, ctrl.symbol_name)
+
+    @property
+    def name(self) -> str:
+        return self.ctrl.describe
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def _spawn(self, target: Callable[[], None]) -> None:
+        self.running = True
+        self.thread = threading.Thread(target=target, name=self.ctrl.key, daemon=True)
+        self.thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        raise NotImplementedError
+
+    def is_running(self) -> bool:
+        return self.running
+
+    def _configure(self, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except Exception as e:
+            raise StartError(f"{self.name}: configure failed: {type(e).__name__}: "
+                             f"{one_line(e)}") from None
+
+    def _dial_push(self, url: str) -> PushSocket:
+        try:
+            return self.transport.dial_push(url, send_timeout_ms=self.settings.send_timeout_ms,
+                                            retries=self.settings.dial_retries,
+                                            interval_s=self.settings.dial_interval_s)
+        except TransportError as e:
+            raise StartError(f"{self.name}: {one_line(e)}") from None
+
+
+class SourceRuntime(SymbolRuntime):
+    kind = protocol.TYPE_SOURCE
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.sock: Optional[PushSocket] = None
+
+    def start(self) -> None:
+        self._configure(lambda: self.s.configure(self.ctrl.data_source, self.ctrl.config or {}))
+        self.sock = self._dial_push(protocol.data_url(self.ctrl.meta, self.settings.ipc_dir))
+        self.ctx.set_emitter(self.sock)
+        self._spawn(self._run)
+
+    def _run(self) -> None:
+        try:
+            self.s.open(self.ctx)
+        except TransportClosed:
+            pass  # stopped while emitting
+        except Exception as e:
+            if self.running:
+                log.error("%s: open raised %s: %s", self.name, type(e).__name__, one_line(e),
+                          exc_info=log.isEnabledFor(10))
+        finally:
+            if self.running:
+                log.info("%s: open returned; the source stops", self.name)
+                self.running = False
+                self._close_socket()
+
+    def _close_socket(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        was_running, self.running = self.running, False
+        if was_running or self.thread is not None:
+            call_with_deadline(lambda: self.s.close(self.ctx), timeout, f"{self.name}: close")
+        self._close_socket()
+        if self.thread is not None:
+            self.thread.join(timeout=min(0.2, timeout))
+
+
+class SinkRuntime(SymbolRuntime):
+    kind = protocol.TYPE_SINK
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.pull: Optional[PullSocket] = None
+        self.ack: Optional[PushSocket] = None
+        self._closed = False
+
+    def start(self) -> None:
+        config = self.ctrl.config or {}
+        self._configure(lambda: self.s.configure(config))
+        meta, d = self.ctrl.meta, self.settings.ipc_dir
+        try:
+            self.pull = self.transport.listen_pull(
+                protocol.data_url(meta, d), retries=self.settings.listen_retries,
+                interval_s=self.settings.listen_interval_s)
+        except TransportError as e:
+            raise StartError(f"{self.name}: {one_line(e)}") from None
+        self.ctx.require_ack = protocol.require_ack(config)
+        if self.ctx.require_ack:
+            try:
+                self.ack = self._dial_push(protocol.ack_url(meta, d))
+            except StartError:
+                self.pull.close()
+                raise
+            self.ctx.set_ack_emitter(self.ack)
+        self._spawn(self._run)
+
+    def _run(self) -> None:
+        try:
+            self.s.open(self.ctx)
+        except Exception as e:
+            log.error("%s: open raised %s: %s", self.name, type(e).__name__, one_line(e))
+            self.running = False
+            self._close_sockets()
+            return
+        assert self.pull is not None
+        while self.running:
+            try:
+                data = self.pull.recv()
+            except TransportClosed:
+                break
+            except TransportError as e:
+                log.warning("%s: receive failed: %s", self.name, e)
+                continue
+            self.ctx.acked = False
+            try:
+                self.s.collect(self.ctx, data)
+            except Exception as e:
+                text = f"{self.ctrl.symbol_name}: collect raised {type(e).__name__}: {one_line(e)}"
+                log.error("%s", text)
+                if not self.ctx.acked:
+                    # The host waits for an ack per message when requireAck is set.
+                    self.ctx.ack_error(text)
+
+    def _close_sockets(self) -> None:
+        for s in (self.pull, self.ack):
+            if s is not None:
+                s.close()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self.running = False
+        self._close_sockets()
+        if self.thread is not None:
+            self.thread.join(timeout=min(0.5, timeout))
+        if not self._closed:
+            self._closed = True
+            call_with_deadline(lambda: self.s.close(self.ctx), timeout, f"{self.name}: close")
+
+
+class FunctionRuntime(SymbolRuntime):
+    kind = protocol.TYPE_FUNC
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.sock: Optional[ReqSocket] = None
+        self.contexts: Dict[str, ContextImpl] = {}
+
+    def start(self) -> None:
+        url = protocol.function_url(self.ctrl.symbol_name, self.settings.ipc_dir)
+        st = self.settings
+        try:
+            self.sock = self.transport.dial_req(url, recv_timeout_ms=st.keepalive_ms,
+                                                send_timeout_ms=st.send_timeout_ms,
+                                                retries=st.dial_retries,
+                                                interval_s=st.dial_interval_s)
+        except TransportError as e:
+            raise StartError(f"{self.name}: {one_line(e)}") from None
+        self._spawn(self._run)
+
+    def _run(self) -> None:
+        assert self.sock is not None
+        serve_inverted(self.sock, self.handle, self.name, lambda: not self.running)
+        self.running = False
+
+    def handle(self, data: bytes) -> bytes:
+        """Answer one call; never raises, so the function keeps serving whatever happens."""
+        name = self.ctrl.symbol_name
+        try:
+            func, arg = protocol.decode_func_request(data)
+        except protocol.ProtocolError as e:
+            return protocol.encode_func_reply(False, f"{name}: {e}")
+        try:
+            if func == protocol.FUNC_EXEC:
+                if not isinstance(arg, list) or not arg:
+                    return protocol.encode_func_reply(
+                        False, f"{name}: Exec needs a list of arguments ending with the "
+                               f"function context, got {one_line(repr(arg))[:80]}")
+                fmeta = FuncMeta.decode(arg[-1])
+                ctx = self.contexts.get(fmeta.key)
+                if ctx is None:
+                    ctx = ContextImpl(Meta(fmeta.rule_id, fmeta.op_id, fmeta.instance_id), name)
+                    self.contexts[fmeta.key] = ctx
+                result = self.s.exec(arg[:-1], ctx)
+                state = True
+            elif func == protocol.FUNC_VALIDATE:
+                err = self.s.validate(arg if isinstance(arg, list) else [])
+                state, result = (True, "") if not err else (False, one_line(err))
+            elif func == protocol.FUNC_IS_AGGREGATE:
+                state, result = True, bool(self.s.is_aggregate())
+            else:
+                return protocol.encode_func_reply(
+                    False, f"{name}: unknown call {func!r}; expected Validate, Exec or IsAggregate")
+        except protocol.ProtocolError as e:
+            return protocol.encode_func_reply(False, f"{name}: {e}")
+        except Exception as e:
+            log.warning("%s: %s raised %s: %s", name, func, type(e).__name__, one_line(e),
+                        exc_info=log.isEnabledFor(10))
+            return protocol.encode_func_reply(
+                False, f"{name}: {func} raised {type(e).__name__}: {one_line(e)}")
+        try:
+            return protocol.encode_func_reply(state, result)
+        except (TypeError, ValueError) as e:
+            return protocol.encode_func_reply(
+                False, f"{name}: {func} returned a {type(result).__name__}, which is not "
+                       f"JSON-encodable: {one_line(e)}")
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self.running = False
+        if self.sock is not None:
+            self.sock.close()
+        if self.thread is not None:
+            self.thread.join(timeout=min(0.2, timeout))
+
+
+RUNTIMES = {protocol.TYPE_SOURCE: SourceRuntime, protocol.TYPE_SINK: SinkRuntime,
+            protocol.TYPE_FUNC: FunctionRuntime}

@@ -1,0 +1,37 @@
+"""Transport selection: ``EKUIPER_TRANSPORT=pynng`` (default) or another registered name."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, Optional
+
+from .base import (PullSocket, PushSocket, ReqSocket, Transport, TransportClosed,
+                   TransportError, TransportTimeout)
+
+TRANSPORT_ENV = "EKUIPER_TRANSPORT"
+DEFAULT_TRANSPORT = "pynng"
+
+
+def _pynng() -> Transport:
+    from .pynng_transport import PynngTransport  # imported lazily: pynng is compiled
+    return PynngTransport()
+
+
+#: name -> factory; factories import their implementation only when chosen.
+TRANSPORTS: Dict[str, Callable[[], Transport]] = {"pynng": _pynng}
+
+
+def get_transport(name: Optional[str] = None) -> Transport:
+    chosen = (name or os.environ.get(TRANSPORT_ENV) or DEFAULT_TRANSPORT).strip().lower()
+    try:
+        factory = TRANSPORTS[chosen]
+    except KeyError:
+        raise TransportError(
+            f"{TRANSPORT_ENV}={chosen!r} is not a known transport; use one of "
+            f"{', '.join(sorted(TRANSPORTS))}") from None
+    return factory()
+
+
+__all__ = ["Transport", "ReqSocket", "PushSocket", "PullSocket", "TransportError",
+           "TransportTimeout", "TransportClosed", "get_transport", "TRANSPORTS",
+           "TRANSPORT_ENV", "DEFAULT_TRANSPORT"]

@@ -1,0 +1,552 @@
+"""A pure-Python transport: SP REQ, PUSH and PULL over ``ipc://`` Unix stream sockets.
+
+Why it exists: with pynng, nng hands every message across several threads, which costs a
+plugin most of its CPU per message; and pynng needs a compiled wheel that some edge
+platforms lack. Here a send is one ``send`` system call and a receive one ``poll`` plus
+one ``recv`` in the caller's own thread. Threads exist only for connection set-up: a
+dialer thread that runs while a dialed socket has no peer (so a restarted host is picked
+up in the background, as nng re-dials), and one accepting thread per listening socket.
+
+Semantics follow nng's (and pynng's, as ``pynng_transport`` maps them):
+
+* REQ: each ``send`` starts a new request with a fresh 32-bit id (high bit set) and
+  cancels the previous one; replies carrying another id are dropped. ``recv`` after a
+  timeout, or without a ``send``, raises TransportTimeout (nng's protocol-state error). A
+  peer that goes away while a request is outstanding makes ``recv`` raise TransportError
+  (nng's "connection reset"). ``send`` waits up to the send timeout for a peer.
+* PUSH: ``send`` waits up to the send timeout for a peer; a message the peer's end
+  interrupts half-way is lost, as nng loses what a broken pipe had taken.
+* PULL: listens, takes any number of PUSH peers and receives from them in turn.
+* Peers whose SP protocol is not the partner's are refused; ``close`` from another thread
+  makes a blocked ``send``/``recv`` raise TransportClosed.
+
+``send`` and ``recv`` of one socket are meant for one thread at a time (the runtime
+serves each socket from one thread); ``close`` and ``connected`` may come from any thread.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import threading
+import time
+from typing import Dict, List, Optional
+
+from . import sp
+from .base import (PullSocket, PushSocket, ReqSocket, Transport, TransportClosed,
+                   TransportError, TransportTimeout)
+
+#: background re-dial back-off: a refused connect on a Unix socket costs next to nothing,
+#: and the runtime gives a vanished host only 2 s before it stops the plugin.
+RECONNECT_MIN_S = 0.01
+RECONNECT_MAX_S = 0.1
+#: how long ``close`` waits for operations and threads that it woke up to leave.
+CLOSE_WAIT_S = 1.0
+
+
+class _Socket:
+    """Closed flag, wake pipe, and the bookkeeping that lets ``close`` release descriptors
+    only once no other thread can still be polling them."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._closed = False
+        self._closed_evt = threading.Event()
+        self._busy = 0
+        self._release_pending = False
+        self._released = False
+        self._threads: List[threading.Thread] = []
+        self._wake_r, self._wake_w = os.pipe()
+
+    def _enter(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise TransportClosed("socket closed")
+            self._busy += 1
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._busy -= 1
+            if self._busy or not self._closed:
+                return
+            self._cond.notify_all()
+            late = self._release_pending
+            self._release_pending = False
+        if late:
+            self._release()
+
+    def _spawn(self, target: object, name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
+        self._threads = [x for x in self._threads if x.is_alive()]
+        self._threads.append(t)
+        t.start()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        self._closed_evt.set()
+        try:
+            os.write(self._wake_w, b"x")  # stays readable: every poller wakes, now and later
+        except OSError:
+            pass
+        me = threading.current_thread()
+        for t in list(self._threads):
+            if t is not me:
+                t.join(CLOSE_WAIT_S)
+        with self._lock:
+            end = time.monotonic() + CLOSE_WAIT_S
+            while self._busy:
+                left = end - time.monotonic()
+                if left <= 0:
+                    # Still inside a send/recv (e.g. close called from that very thread):
+                    # the last one out releases the descriptors.
+                    self._release_pending = True
+                    return
+                self._cond.wait(left)
+        self._release()
+
+    def _release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        self._release_resources()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _release_resources(self) -> None:
+        raise NotImplementedError
+
+
+class _Dialed(_Socket):
+    """A socket with one dialed connection, re-dialled in the background when it ends."""
+
+    proto = 0
+    peer_proto = 0
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self._conn: Optional[sp.Connection] = None
+        self._dead: List[sp.Connection] = []
+        self._dialing = False
+
+    def _dial_sync(self, url: str, retries: int, interval_s: float) -> None:
+        last: Optional[BaseException] = None
+        for i in range(retries + 1):
+            try:
+                conn = sp.dial(self._path, self.proto, self.peer_proto, self._wake_r)
+            except TransportClosed:
+                raise
+            except (OSError, sp.PeerGone, TransportTimeout) as e:
+                last = e
+            else:
+                with self._lock:
+                    self._conn = conn
+                return
+            if i < retries and self._closed_evt.wait(interval_s):
+                raise TransportClosed("socket closed")
+        raise TransportError(f"cannot dial {url}: {last}")
+
+    def _lost(self, conn: sp.Connection) -> None:
+        """Forget a connection that ended and start re-dialling. The connection is closed
+        later by the socket's own I/O thread (another thread may be polling it now)."""
+        with self._lock:
+            conn.dead = True
+            if conn is self._conn:
+                self._conn = None
+                self._dead.append(conn)
+            self._start_dialer_locked()
+
+    def _start_dialer_locked(self) -> None:
+        if self._dialing or self._closed or self._conn is not None:
+            return
+        self._dialing = True
+        self._spawn(self._redial, f"ekuiper-dial {self._path}")
+
+    def _redial(self) -> None:
+        delay = RECONNECT_MIN_S
+        conn: Optional[sp.Connection] = None
+        try:
+            while not self._closed:
+                try:
+                    conn = sp.dial(self._path, self.proto, self.peer_proto, self._wake_r)
+                    break
+                except TransportClosed:
+                    return
+                except (OSError, sp.PeerGone, TransportTimeout):
+                    # Nobody there yet, or a peer of the wrong protocol: try again later.
+                    if self._closed_evt.wait(delay):
+                        return
+                    delay = min(delay * 2, RECONNECT_MAX_S)
+        finally:
+            with self._lock:
+                self._dialing = False
+                if conn is not None:
+                    if self._closed:
+                        conn.close()
+                    else:
+                        self._conn = conn
+                self._cond.notify_all()
+
+    def _await_conn(self, deadline: Optional[float]) -> sp.Connection:
+        """The current connection, waiting up to the deadline for the dialer to make one."""
+        with self._lock:
+            while True:
+                if self._closed:
+                    raise TransportClosed("socket closed")
+                conn = self._conn
+                if conn is not None:
+                    return conn
+                self._start_dialer_locked()
+                if deadline is None:
+                    self._cond.wait()
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TransportTimeout("timed out: no peer to send to")
+                self._cond.wait(left)
+
+    def _reap(self) -> None:
+        """Close connections that ended (only from the thread that sends)."""
+        with self._lock:
+            dead, self._dead = self._dead, []
+            for c in dead:
+                c.close()
+
+    @property
+    def connected(self) -> bool:
+        """Whether a peer is attached; checks the connection so a vanished peer shows at
+        once even while nobody sends or receives, and starts the re-dial."""
+        conn = self._conn
+        if conn is None:
+            return False
+        with self._lock:
+            if conn is not self._conn or self._closed:
+                return False
+            gone = conn.peer_closed()
+        if gone:
+            self._lost(conn)
+            return False
+        return True
+
+    def _release_resources(self) -> None:
+        with self._lock:
+            conns = list(self._dead)
+            if self._conn is not None:
+                conns.append(self._conn)
+            self._conn, self._dead = None, []
+        for c in conns:
+            c.close()
+
+
+class NativeReq(_Dialed, ReqSocket):
+    proto = sp.PROTO_REQ
+    peer_proto = sp.PROTO_REP
+
+    def __init__(self, path: str, recv_timeout_ms: Optional[int],
+                 send_timeout_ms: Optional[int]) -> None:
+        super().__init__(path)
+        self._recv_timeout = recv_timeout_ms
+        self._send_timeout = send_timeout_ms
+        self._next_id = random.getrandbits(31)  # random start, as nng, across restarts
+        self._rid: Optional[int] = None
+        self._rconn: Optional[sp.Connection] = None
+        self._reset = False
+
+    def send(self, data: bytes) -> None:
+        self._enter()
+        try:
+            # A new request cancels the previous one (its late reply will be dropped).
+            self._rid = None
+            self._reset = False
+            if self._dead:
+                self._reap_except_rconn()
+            self._next_id = (self._next_id + 1) & 0x7FFFFFFF
+            rid = self._next_id | 0x80000000
+            if type(data) is not bytes:
+                data = bytes(data)
+            header, body = sp.req_frame(rid, data)
+            deadline = sp.deadline_after(self._send_timeout)
+            while True:
+                conn = self._conn or self._await_conn(deadline)
+                try:
+                    conn.send(header, body, deadline)
+                except sp.PeerGone as e:
+                    self._lost(conn)
+                    if not e.started:
+                        continue  # nothing went out: wait for the next peer
+                    self._reset = True  # torn request: nng reports a reset at recv
+                    return
+                self._rid, self._rconn = rid, conn
+                return
+        finally:
+            self._leave()
+
+    def _reap_except_rconn(self) -> None:
+        self._rconn = None
+        self._reap()
+
+    def recv(self) -> bytes:
+        self._enter()
+        try:
+            rid, conn = self._rid, self._rconn
+            if rid is None or conn is None:
+                if self._reset:
+                    self._reset = False
+                    raise TransportError("connection reset: the peer went away before "
+                                         "the request was sent")
+                raise TransportTimeout("protocol state: no outstanding request "
+                                       "(send first)")
+            deadline = sp.deadline_after(self._recv_timeout)
+            try:
+                while True:
+                    buf, start, end = conn.read_frame(deadline)
+                    if end - start < 4:
+                        raise sp.ProtocolViolation("reply without a request id")
+                    if sp.read_u32(buf, start) == rid:
+                        self._rid = None
+                        return sp.take(buf, start + 4, end)
+                    # else: a late reply to a cancelled request, dropped as nng does
+            except TransportTimeout:
+                self._rid = None  # the request is abandoned: recv again needs a send
+                raise
+            except sp.PeerGone as e:
+                self._rid = None
+                self._lost(conn)
+                raise TransportError(f"connection reset: {e}") from None
+        finally:
+            self._leave()
+
+
+class NativePush(_Dialed, PushSocket):
+    proto = sp.PROTO_PUSH
+    peer_proto = sp.PROTO_PULL
+
+    def __init__(self, path: str, send_timeout_ms: Optional[int]) -> None:
+        super().__init__(path)
+        self._send_timeout = send_timeout_ms
+
+    def send(self, data: bytes) -> None:
+        self._enter()
+        try:
+            if self._dead:
+                self._reap()
+            if type(data) is not bytes:
+                data = bytes(data)
+            header = sp.frame_header(len(data))
+            deadline = sp.deadline_after(self._send_timeout)
+            while True:
+                conn = self._conn or self._await_conn(deadline)
+                try:
+                    conn.send(header, data, deadline)
+                    return
+                except sp.PeerGone as e:
+                    self._lost(conn)
+                    if e.started:
+                        return  # committed and lost with the pipe, as in nng
+        finally:
+            self._leave()
+
+
+class NativePull(_Socket, PullSocket):
+    """Listens; an accepting thread negotiates with each new peer and hands it over."""
+
+    def __init__(self, path: str, recv_timeout_ms: Optional[int]) -> None:
+        super().__init__(path)
+        self._recv_timeout = recv_timeout_ms
+        self._listener, self._ino = sp.listen(path)
+        self._notify_r, self._notify_w = os.pipe()
+        os.set_blocking(self._notify_r, False)
+        os.set_blocking(self._notify_w, False)
+        self._incoming: List[sp.Connection] = []
+        # Owned by the receiving thread:
+        self._conns: List[sp.Connection] = []
+        self._byfd: Dict[int, sp.Connection] = {}
+        self._next = 0
+        self._poll = select.poll()
+        self._poll.register(self._wake_r, select.POLLIN)
+        self._poll.register(self._notify_r, select.POLLIN)
+        self._spawn(self._accept_loop, f"ekuiper-accept {path}")
+
+    def _accept_loop(self) -> None:
+        poll = select.poll()
+        poll.register(self._listener.fileno(), select.POLLIN)
+        poll.register(self._wake_r, select.POLLIN)
+        while not self._closed:
+            events = poll.poll()
+            if any(fd == self._wake_r for fd, _ in events):
+                return
+            try:
+                s, _addr = self._listener.accept()
+            except BlockingIOError:
+                continue
+            except OSError:
+                if self._closed_evt.wait(0.05):  # e.g. out of descriptors: do not spin
+                    return
+                continue
+            conn = sp.Connection(s, self._wake_r)
+            try:
+                conn.handshake(sp.PROTO_PULL, sp.PROTO_PUSH,
+                               time.monotonic() + sp.NEGOTIATE_TIMEOUT_S)
+            except TransportClosed:
+                conn.close()
+                return
+            except (OSError, sp.PeerGone, TransportTimeout):
+                conn.close()  # wrong protocol, not SP, or gone: refused
+                continue
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                    return
+                self._incoming.append(conn)
+            try:
+                os.write(self._notify_w, b"\0")
+            except (BlockingIOError, OSError):
+                pass  # already signalled
+
+    def _take_incoming(self) -> None:
+        try:
+            while os.read(self._notify_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        with self._lock:
+            new, self._incoming = self._incoming, []
+        for c in new:
+            self._conns.append(c)
+            self._byfd[c.fd] = c
+            self._poll.register(c.fd, select.POLLIN)
+
+    def _drop(self, conn: sp.Connection) -> None:
+        if not conn.dead or conn.fd in self._byfd:
+            self._forget_fd(conn)
+        try:
+            self._conns.remove(conn)
+        except ValueError:
+            pass
+        conn.close()
+
+    def _forget_fd(self, conn: sp.Connection) -> None:
+        conn.dead = True
+        if self._byfd.pop(conn.fd, None) is not None:
+            try:
+                self._poll.unregister(conn.fd)
+            except KeyError:
+                pass
+
+    def _buffered(self) -> Optional[bytes]:
+        """A complete message from any peer, taking peers in turn."""
+        conns = self._conns
+        n = len(conns)
+        i = 0
+        while i < n:
+            k = (self._next + i) % n
+            conn = conns[k]
+            try:
+                frame = conn.next_frame()
+            except sp.ProtocolViolation:
+                self._drop(conn)
+                return self._buffered()
+            if frame is not None:
+                self._next = k + 1
+                buf, start, end = frame
+                return sp.take(buf, start, end)
+            if conn.dead:  # ended and drained
+                self._drop(conn)
+                return self._buffered()
+            i += 1
+        return None
+
+    def recv(self) -> bytes:
+        self._enter()
+        try:
+            deadline = sp.deadline_after(self._recv_timeout)
+            while True:
+                msg = self._buffered()
+                if msg is not None:
+                    return msg
+                left = None if deadline is None else max(
+                    0, int((deadline - time.monotonic()) * 1000.0 + 0.999))
+                events = self._poll.poll(left)
+                if not events and deadline is not None and time.monotonic() >= deadline:
+                    raise TransportTimeout("timed out")
+                for fd, _ev in events:
+                    if fd == self._wake_r:
+                        raise TransportClosed("socket closed")
+                    if fd == self._notify_r:
+                        self._take_incoming()
+                        continue
+                    conn = self._byfd.get(fd)
+                    if conn is None:
+                        continue
+                    try:
+                        conn.fill()
+                    except sp.PeerGone:
+                        self._forget_fd(conn)  # keep what it sent until it is taken
+        finally:
+            self._leave()
+
+    def _release_resources(self) -> None:
+        try:
+            if os.stat(self._path).st_ino == self._ino:
+                os.unlink(self._path)  # as nng removes its socket file on close
+        except OSError:
+            pass
+        self._listener.close()
+        with self._lock:
+            conns = self._conns + self._incoming
+            self._conns, self._incoming = [], []
+        for c in conns:
+            c.close()
+        for fd in (self._notify_r, self._notify_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class NativeTransport(Transport):
+    """The pure-Python SP transport (``EKUIPER_TRANSPORT=native``)."""
+
+    name = "native"
+
+    def dial_req(self, url: str, *, recv_timeout_ms: int, send_timeout_ms: int,
+                 retries: int, interval_s: float) -> ReqSocket:
+        sock = NativeReq(sp.ipc_path(url), recv_timeout_ms, send_timeout_ms)
+        try:
+            sock._dial_sync(url, retries, interval_s)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def dial_push(self, url: str, *, send_timeout_ms: int, retries: int,
+                  interval_s: float) -> PushSocket:
+        sock = NativePush(sp.ipc_path(url), send_timeout_ms)
+        try:
+            sock._dial_sync(url, retries, interval_s)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def listen_pull(self, url: str, *, retries: int, interval_s: float,
+                    recv_timeout_ms: Optional[int] = None) -> PullSocket:
+        path = sp.ipc_path(url)
+        last: Optional[OSError] = None
+        for i in range(retries + 1):
+            try:
+                return NativePull(path, recv_timeout_ms)
+            except OSError as e:
+                last = e
+            if i < retries:
+                time.sleep(interval_s)
+        raise TransportError(f"cannot listen on {url}: {last}")

@@ -1,0 +1,407 @@
+"""The SP (scalability protocols) wire format over Unix stream sockets, as nng speaks ipc://.
+
+Written from the protocol as nng and mangos put it on the wire:
+
+* Connection header, sent by both ends at once and checked by both:
+  ``00 'S' 'P' 00``, the sender's 16-bit big-endian protocol id, two zero bytes.
+* Then each message: a one-byte message type (1), the 64-bit big-endian length of what
+  follows, then the message (protocol header such as a REQ request id, then the body).
+
+:class:`Connection` owns one connected socket in non-blocking mode. Every wait polls the
+socket together with the owning socket's *wake* descriptor, which becomes readable (and
+stays readable) once that socket is closed: that is how ``close`` from another thread
+unblocks a ``send`` or ``recv`` at once, without closing a descriptor another thread may
+still be polling.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import select
+import socket
+import stat
+import struct
+import time
+from typing import Optional, Tuple, Union
+
+from .base import TransportClosed, TransportError, TransportTimeout
+
+PROTO_REQ = 0x30
+PROTO_REP = 0x31
+PROTO_PUSH = 0x50
+PROTO_PULL = 0x51
+
+PROTO_NAMES = {0x10: "pair0", 0x11: "pair1", 0x20: "pub", 0x21: "sub", PROTO_REQ: "req",
+               PROTO_REP: "rep", PROTO_PUSH: "push", PROTO_PULL: "pull", 0x62: "surveyor",
+               0x63: "respondent", 0x70: "bus"}
+
+#: nng gives a peer 10 s to complete the connection header exchange.
+NEGOTIATE_TIMEOUT_S = 10.0
+
+MSG_TYPE = 1
+_HEADER = struct.Struct(">BQ")  # message type, length
+_HEADER_LEN = _HEADER.size  # 9
+_REQ_HEADER = struct.Struct(">BQI")  # message type, length, request id
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+#: messages whose frame is larger than this are received straight into one buffer of
+#: their exact size instead of through the small read buffer.
+_BIG = 1 << 16
+_CHUNK = 1 << 16
+#: above this, a send hands header and body to the kernel separately (no concatenation).
+_GATHER = 1 << 16
+
+_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+_POLLIN = select.POLLIN
+_POLLOUT = select.POLLOUT
+_POLLGONE = (select.POLLHUP | select.POLLERR | select.POLLNVAL
+             | getattr(select, "POLLRDHUP", 0))
+
+Buffer = Union[bytes, bytearray]
+
+
+class PeerGone(Exception):
+    """The connection ended or broke; ``started`` tells whether a send was half done."""
+
+    def __init__(self, why: str, started: bool = False) -> None:
+        super().__init__(why)
+        self.started = started
+
+
+class ProtocolViolation(PeerGone):
+    """The peer sent something that is not SP; nng closes such a pipe, and so do we."""
+
+
+def proto_name(proto: int) -> str:
+    return f"0x{proto:02x} ({PROTO_NAMES.get(proto, 'unknown')})"
+
+
+def connection_header(proto: int) -> bytes:
+    return bytes((0, ord("S"), ord("P"), 0, proto >> 8, proto & 0xFF, 0, 0))
+
+
+def parse_connection_header(head: bytes) -> int:
+    """Return the peer's protocol id, or raise ProtocolViolation when it is not SP."""
+    if len(head) != 8 or head[0:4] != b"\x00SP\x00" or head[6:8] != b"\x00\x00":
+        raise ProtocolViolation(f"not an SP connection header: {head!r}")
+    return (head[4] << 8) | head[5]
+
+
+def ipc_path(url: str) -> str:
+    """The socket path of an ``ipc://`` URL (``ipc:///tmp/x.ipc`` -> ``/tmp/x.ipc``)."""
+    if not url.startswith("ipc://"):
+        raise TransportError(f"the native transport speaks only ipc:// URLs, not {url!r}")
+    path = url[len("ipc://"):]
+    if not path:
+        raise TransportError(f"empty ipc path in {url!r}")
+    return path
+
+
+def deadline_after(ms: Optional[int]) -> Optional[float]:
+    """A monotonic deadline; ``None`` or a negative time means wait for ever (as nng's -1)."""
+    if ms is None or ms < 0:
+        return None
+    return time.monotonic() + ms / 1000.0
+
+
+def _remaining_ms(deadline: Optional[float]) -> Optional[int]:
+    if deadline is None:
+        return None
+    return max(0, int(math.ceil((deadline - time.monotonic()) * 1000.0)))
+
+
+def take(buf: Buffer, start: int, end: int) -> bytes:
+    """Copy one message out of a receive buffer, once."""
+    if type(buf) is bytes:
+        return buf[start:end]
+    return bytes(memoryview(buf)[start:end])
+
+
+def frame_header(length: int) -> bytes:
+    return _HEADER.pack(MSG_TYPE, length)
+
+
+def req_frame(request_id: int, body: bytes) -> Tuple[bytes, bytes]:
+    """Header (with the request id) and body of a REQ message."""
+    return _REQ_HEADER.pack(MSG_TYPE, len(body) + 4, request_id), body
+
+
+def read_u32(buf: Buffer, offset: int) -> int:
+    return _U32.unpack_from(buf, offset)[0]
+
+
+class Connection:
+    """One SP pipe: a connected Unix stream socket with its read buffer.
+
+    Only one thread at a time may send and one may receive; :meth:`peer_closed` may be
+    called from any thread.
+    """
+
+    __slots__ = ("sock", "fd", "peer", "dead", "_wake", "_rpoll", "_wpoll", "_data",
+                 "_off", "_big", "_bigview", "_bigpos")
+
+    def __init__(self, sock: socket.socket, wake_fd: int) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = -1
+        #: set once anyone saw the connection end; the owner closes it later
+        self.dead = False
+        self._wake = wake_fd
+        self._rpoll = select.poll()
+        self._rpoll.register(self.fd, _POLLIN)
+        self._rpoll.register(wake_fd, _POLLIN)
+        self._wpoll: Optional[select.poll] = None
+        self._data: bytes = b""
+        self._off = 0
+        self._big: Optional[bytearray] = None
+        self._bigview: Optional[memoryview] = None
+        self._bigpos = 0
+
+    # --- waiting ---------------------------------------------------------------------
+
+    def _wait(self, poll: select.poll, deadline: Optional[float]) -> None:
+        """Wait until the socket is ready; TransportTimeout at the deadline, Closed on wake."""
+        while True:
+            events = poll.poll(_remaining_ms(deadline))
+            if not events:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TransportTimeout("timed out")
+                continue
+            for fd, _ev in events:
+                if fd == self._wake:
+                    raise TransportClosed("socket closed")
+            return
+
+    def wait_readable(self, deadline: Optional[float]) -> None:
+        self._wait(self._rpoll, deadline)
+
+    def wait_writable(self, deadline: Optional[float]) -> None:
+        if self._wpoll is None:
+            self._wpoll = select.poll()
+            self._wpoll.register(self.fd, _POLLOUT)
+            self._wpoll.register(self._wake, _POLLIN)
+        self._wait(self._wpoll, deadline)
+
+    # --- sending ---------------------------------------------------------------------
+
+    def send(self, header: bytes, body: bytes, deadline: Optional[float]) -> None:
+        """Write one message. The deadline applies until the first byte is written: after
+        that the message is committed (as nng commits a message once a pipe takes it) and
+        only a close or the peer's end interrupts it, so the stream is never left torn
+        because of a timeout."""
+        sock = self.sock
+        total = len(header) + len(body)
+        sent = 0
+        try:
+            if total <= _GATHER:
+                data = header + body
+                try:
+                    sent = sock.send(data, _NOSIGNAL)
+                except BlockingIOError:
+                    sent = 0
+                if sent == total:
+                    return
+                view = memoryview(data)
+                while sent < total:
+                    self.wait_writable(deadline if sent == 0 else None)
+                    try:
+                        sent += sock.send(view[sent:], _NOSIGNAL)
+                    except BlockingIOError:
+                        pass
+                return
+            hview, bview = memoryview(header), memoryview(body)
+            hlen = len(header)
+            while sent < total:
+                parts = [hview[sent:], bview] if sent < hlen else [bview[sent - hlen:]]
+                try:
+                    sent += sock.sendmsg(parts, (), _NOSIGNAL)
+                except BlockingIOError:
+                    pass
+                if sent < total:
+                    self.wait_writable(deadline if sent == 0 else None)
+        except TransportTimeout:
+            raise
+        except TransportClosed:
+            raise
+        except OSError as e:
+            raise PeerGone(f"send failed: {e}", started=sent > 0) from None
+
+    # --- receiving -------------------------------------------------------------------
+
+    def next_frame(self) -> Optional[Tuple[Buffer, int, int]]:
+        """A complete buffered message as (buffer, start, end), or None for more input."""
+        big = self._big
+        if big is not None:
+            if self._bigpos < len(big):
+                return None
+            self._big = self._bigview = None
+            return big, _HEADER_LEN, len(big)
+        data, off = self._data, self._off
+        have = len(data) - off
+        if have < _HEADER_LEN:
+            return None
+        if data[off] != MSG_TYPE:
+            raise ProtocolViolation(f"unknown SP message type {data[off]}")
+        length = _U64.unpack_from(data, off + 1)[0]
+        end = off + _HEADER_LEN + length
+        if end <= len(data):
+            self._off = end
+            return data, off + _HEADER_LEN, end
+        if _HEADER_LEN + length > _BIG:
+            # Receive the rest straight into a buffer of the message's exact size.
+            try:
+                big = bytearray(_HEADER_LEN + length)
+            except (MemoryError, OverflowError):
+                raise ProtocolViolation(f"cannot hold a message of {length} bytes") from None
+            big[:have] = memoryview(data)[off:]
+            self._big, self._bigview, self._bigpos = big, memoryview(big), have
+            self._data, self._off = b"", 0
+        return None
+
+    def fill(self) -> None:
+        """Read what the kernel has (one call); PeerGone at the end of the stream."""
+        try:
+            if self._big is not None:
+                assert self._bigview is not None
+                n = self.sock.recv_into(self._bigview[self._bigpos:])
+                if n:
+                    self._bigpos += n
+                    return
+            else:
+                chunk = self.sock.recv(_CHUNK)
+                if chunk:
+                    if self._off >= len(self._data):
+                        self._data = chunk
+                    else:
+                        self._data = self._data[self._off:] + chunk
+                    self._off = 0
+                    return
+        except BlockingIOError:
+            return
+        except OSError as e:
+            raise PeerGone(f"receive failed: {e}") from None
+        raise PeerGone("the peer closed the connection")
+
+    def read_frame(self, deadline: Optional[float]) -> Tuple[Buffer, int, int]:
+        while True:
+            frame = self.next_frame()
+            if frame is not None:
+                return frame
+            self.wait_readable(deadline)
+            self.fill()
+
+    # --- connection setup and teardown -----------------------------------------------
+
+    def handshake(self, proto: int, expect: int, deadline: Optional[float]) -> None:
+        """Exchange SP connection headers; refuse a peer of any protocol but ``expect``.
+
+        Bytes the peer sent right after its header (its first message) stay buffered."""
+        self.send(connection_header(proto), b"", deadline)
+        while len(self._data) - self._off < 8:
+            self.wait_readable(deadline)
+            self.fill()
+        head = self._data[self._off:self._off + 8]
+        self._off += 8
+        self.peer = parse_connection_header(head)
+        if self.peer != expect:
+            raise ProtocolViolation(f"peer speaks SP protocol {proto_name(self.peer)}, "
+                                    f"expected {proto_name(expect)}")
+
+    def peer_closed(self) -> bool:
+        """Whether the peer has gone, without consuming anything (any thread)."""
+        if self.dead:
+            return True
+        p = select.poll()
+        try:
+            p.register(self.fd, _POLLIN | getattr(select, "POLLRDHUP", 0))
+            events = p.poll(0)
+        except (OSError, ValueError):
+            return True
+        if not events:
+            return False
+        ev = events[0][1]
+        if ev & _POLLGONE:
+            return True
+        try:  # readable: data or end of stream? Peek to tell (portable fallback).
+            return self.sock.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    def close(self) -> None:
+        self.dead = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def dial(path: str, proto: int, expect: int, wake_fd: int,
+         timeout_s: float = NEGOTIATE_TIMEOUT_S) -> Connection:
+    """Connect to a listener and negotiate. Raises OSError, PeerGone, TransportClosed,
+    TransportTimeout; the caller decides whether to retry."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        # A Unix-socket connect completes or fails at once; EAGAIN means a full backlog.
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    conn = Connection(sock, wake_fd)
+    try:
+        conn.handshake(proto, expect, time.monotonic() + timeout_s)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def remove_stale(path: str) -> None:
+    """Unlink a socket file nobody listens on any more, as nng does before it binds.
+
+    Only a socket file is removed, and only when a connect to it is refused."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return
+    except OSError:
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.setblocking(False)
+        probe.connect(path)
+    except ConnectionRefusedError:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    except OSError:
+        pass
+    finally:
+        probe.close()
+
+
+def listen(path: str, backlog: int = 128) -> Tuple[socket.socket, int]:
+    """Bind and listen on ``path``; returns the socket and the file's inode (so that close
+    removes the file only while it is still ours)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            sock.bind(path)
+        except OSError as e:
+            if e.errno not in (errno.EADDRINUSE, errno.EEXIST):
+                raise
+            remove_stale(path)
+            sock.bind(path)
+        sock.listen(backlog)
+        sock.setblocking(False)
+        ino = os.stat(path).st_ino
+    except BaseException:
+        sock.close()
+        raise
+    return sock, ino

@@ -7,9 +7,9 @@ load when their command runs.
 
 from __future__ import annotations
 
-from .lock import check_lock_for_launch
 from .locate import find_environment, list_environments
-from .model import Environment, EnvError
+from .lock import check_lock_for_launch
+from .model import EnvError, Environment
 
 __all__ = ["EnvError", "Environment", "find_environment", "list_environments",
            "check_lock_for_launch"]

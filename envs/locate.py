@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from .model import KINDS, Environment, EnvError
+from .model import KINDS, EnvError, Environment
 
 #: conda's configuration search path on POSIX (conda/base/constants.py SEARCH_PATH).
 CONDARC_SEARCH_PATH = (
@@ -54,7 +54,7 @@ _VAR = re.compile(r"\$(\w+|\{[^}]*\})")
 
 def _expandvars(p: str, env: Mapping[str, str]) -> str:
     """``os.path.expandvars`` against a given mapping (unknown variables stay as written)."""
-    def sub(m: "re.Match[str]") -> str:
+    def sub(m: re.Match[str]) -> str:
         name = m.group(1).strip("{}")
         return env.get(name, m.group(0))
 

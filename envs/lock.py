@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from .model import Environment, EnvError
+from .model import EnvError, Environment
 
 POLICIES = ("strict", "warn", "off")
 #: Manifest key naming the lock file (relative to the plugin folder):

@@ -22,6 +22,11 @@ class EnvError(Exception):
     """
 
 
+class EnvFailed(EnvError):
+    """The input was fine but the work failed (an installer, install.sh, a hash check):
+    commands exit 1 for it, and 2 for a plain :class:`EnvError` (bad input)."""
+
+
 @dataclass
 class Environment:
     """One environment ekl can run a plugin in.

@@ -1,12 +1,19 @@
-"""Transport selection: ``EKUIPER_TRANSPORT=pynng`` (default) or another registered name."""
+"""Transport selection: ``EKUIPER_TRANSPORT=pynng`` (default) or ``native`` (pure Python)."""
 
 from __future__ import annotations
 
 import os
 from typing import Callable, Dict, Optional
 
-from .base import (PullSocket, PushSocket, ReqSocket, Transport, TransportClosed,
-                   TransportError, TransportTimeout)
+from .base import (
+    PullSocket,
+    PushSocket,
+    ReqSocket,
+    Transport,
+    TransportClosed,
+    TransportError,
+    TransportTimeout,
+)
 
 TRANSPORT_ENV = "EKUIPER_TRANSPORT"
 DEFAULT_TRANSPORT = "pynng"
@@ -17,8 +24,13 @@ def _pynng() -> Transport:
     return PynngTransport()
 
 
+def _native() -> Transport:
+    from .native import NativeTransport  # pure Python: no compiled dependency
+    return NativeTransport()
+
+
 #: name -> factory; factories import their implementation only when chosen.
-TRANSPORTS: Dict[str, Callable[[], Transport]] = {"pynng": _pynng}
+TRANSPORTS: Dict[str, Callable[[], Transport]] = {"pynng": _pynng, "native": _native}
 
 
 def get_transport(name: Optional[str] = None) -> Transport:

@@ -34,8 +34,15 @@ import time
 from typing import Dict, List, Optional
 
 from . import sp
-from .base import (PullSocket, PushSocket, ReqSocket, Transport, TransportClosed,
-                   TransportError, TransportTimeout)
+from .base import (
+    PullSocket,
+    PushSocket,
+    ReqSocket,
+    Transport,
+    TransportClosed,
+    TransportError,
+    TransportTimeout,
+)
 
 #: background re-dial back-off: a refused connect on a Unix socket costs next to nothing,
 #: and the runtime gives a vanished host only 2 s before it stops the plugin.
@@ -268,7 +275,8 @@ class NativeReq(_Dialed, ReqSocket):
             self._rid = None
             self._reset = False
             if self._dead:
-                self._reap_except_rconn()
+                self._rconn = None
+                self._reap()
             self._next_id = (self._next_id + 1) & 0x7FFFFFFF
             rid = self._next_id | 0x80000000
             if type(data) is not bytes:
@@ -289,10 +297,6 @@ class NativeReq(_Dialed, ReqSocket):
                 return
         finally:
             self._leave()
-
-    def _reap_except_rconn(self) -> None:
-        self._rconn = None
-        self._reap()
 
     def recv(self) -> bytes:
         self._enter()
@@ -360,9 +364,9 @@ class NativePull(_Socket, PullSocket):
     """Listens; an accepting thread negotiates with each new peer and hands it over."""
 
     def __init__(self, path: str, recv_timeout_ms: Optional[int]) -> None:
+        self._listener, self._ino = sp.listen(path)  # first: nothing to undo if it fails
         super().__init__(path)
         self._recv_timeout = recv_timeout_ms
-        self._listener, self._ino = sp.listen(path)
         self._notify_r, self._notify_w = os.pipe()
         os.set_blocking(self._notify_r, False)
         os.set_blocking(self._notify_w, False)
@@ -426,8 +430,7 @@ class NativePull(_Socket, PullSocket):
             self._poll.register(c.fd, select.POLLIN)
 
     def _drop(self, conn: sp.Connection) -> None:
-        if not conn.dead or conn.fd in self._byfd:
-            self._forget_fd(conn)
+        self._forget_fd(conn)
         try:
             self._conns.remove(conn)
         except ValueError:

@@ -1,0 +1,171 @@
+"""Shared fixtures: private socket folders, plugin copies with unique names, real hosts.
+
+Everything here is real: plugins run as subprocesses, sockets are pynng over ipc://, and
+the virtual environments (official SDK, no SDK) are built with venv and pip. They are
+cached under .cache/ in the repository so the suite stays fast after the first run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional
+
+import psutil
+import pytest
+
+from ekl.launcher.instance import PluginInstance
+from ekl.launcher.manifest import load
+from ekl.launcher.process import Lifeline
+from ekl.launcher.resolve import LaunchOptions, resolve
+from ekl.launcher.settings import HostSettings
+
+REPO = Path(__file__).resolve().parent.parent
+PLUGINS = REPO / "tests" / "plugins"
+EXAMPLES = REPO / "examples"
+CACHE = REPO / ".cache"
+OFFICIAL_SDK = "ekuiper==2.4.2"
+
+
+def short_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def ipc_dir() -> Iterator[str]:
+    """A private 0700 socket folder with a short path (Unix sockets: 107 bytes)."""
+    d = tempfile.mkdtemp(prefix="eklt-", dir="/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def make_plugin(root: Path, template: str, name: Optional[str] = None) -> Path:
+    """Copy ``tests/plugins/<template>`` (or an example) as plugin ``name``.
+
+    Test plugins take their name from their JSON file, so a copy under a unique name gets
+    unique control and function sockets even in /tmp (where the official SDK must live).
+    """
+    src = PLUGINS / template
+    if not src.is_dir():
+        src = EXAMPLES / template
+    name = name or f"{template}{short_id()}"
+    dest = root / name
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    os.replace(dest / f"{src.name}.json", dest / f"{name}.json")
+    return dest
+
+
+@pytest.fixture
+def plugin_copy(tmp_path: Path) -> Callable[..., Path]:
+    return lambda template, name=None: make_plugin(tmp_path, template, name)
+
+
+class Host:
+    """Starts plugins under ekl's host and guarantees they are gone afterwards."""
+
+    def __init__(self, ipc_dir: str) -> None:
+        self.ipc_dir = ipc_dir
+        self.lifeline = Lifeline()
+        self.instances: List[PluginInstance] = []
+
+    def start(self, folder: Path, python: Optional[str] = None, private_ipc: bool = True,
+              start: bool = True, **settings: object) -> PluginInstance:
+        manifest = load(folder)
+        res = resolve(manifest, LaunchOptions(python=python))
+        if not res.private_ipc:
+            private_ipc = False
+        hs = HostSettings(ipc_dir=self.ipc_dir if private_ipc else "/tmp", **settings)  # type: ignore[arg-type]
+        inst = PluginInstance(res.spec, hs, lifeline=self.lifeline)
+        inst.resolution = res  # type: ignore[attr-defined]
+        self.instances.append(inst)
+        if start:
+            inst.start_process()
+        return inst
+
+    def close(self) -> None:
+        pids = []
+        for inst in self.instances:
+            if inst.process and inst.process.popen:
+                pids.append(inst.process.popen.pid)
+            survivors = inst.close()
+            assert not survivors, f"processes survived stop: {survivors}"
+        self.lifeline.close()
+        for pid in pids:
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+@pytest.fixture
+def host(ipc_dir: str) -> Iterator[Host]:
+    h = Host(ipc_dir)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+# --- cached virtual environments --------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _pynng_version() -> str:
+    import pynng
+
+    return pynng.__version__
+
+
+def cached_venv(name: str, packages: List[str], no_deps: bool = False) -> Path:
+    """A venv under .cache/ with ``packages``; built once, shared by parallel workers."""
+    tag = f"{name}-py{sys.version_info[0]}{sys.version_info[1]}"
+    prefix = CACHE / tag
+    python = prefix / "bin" / "python"
+    stamp = prefix / ".ready"
+    with _locked(CACHE / f"{tag}.lock"):
+        if not stamp.is_file():
+            shutil.rmtree(prefix, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(prefix)], check=True)
+            cmd = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+            if no_deps:
+                cmd.append("--no-deps")
+            subprocess.run(cmd + packages, check=True)
+            stamp.write_text(" ".join(packages))
+    return python
+
+
+@pytest.fixture(scope="session")
+def official_python() -> str:
+    """A venv with the official SDK (PyPI ekuiper 2.4.2) and the same pynng as ours.
+
+    ekuiper 2.4.2 pins pynng==0.8.1; we install it without deps next to our pynng so both
+    SDKs are compared on one pynng.
+    """
+    py = cached_venv("official-sdk", [OFFICIAL_SDK, f"pynng=={_pynng_version()}"], no_deps=True)
+    return str(py)
+
+
+@pytest.fixture(scope="session")
+def bare_python() -> str:
+    """A venv with pynng but no ekuiper SDK: ekl must host its own SDK there."""
+    return str(cached_venv("pynng-only", [f"pynng=={_pynng_version()}"]))
+
+
+@pytest.fixture(scope="session")
+def empty_python() -> str:
+    """A venv without pynng: ekl must refuse it with the command that fixes it."""
+    return str(cached_venv("empty", []))

@@ -1,0 +1,119 @@
+"""The protocol module's shapes, checked against what eKuiper's Go runtime sends and reads."""
+
+import json
+
+import pytest
+
+from ekuiper import protocol
+from ekuiper.protocol import Control, FuncMeta, Meta
+
+
+def test_command_arg_is_a_json_string_as_go_marshals_it():
+    ctrl = Control("pyjson", "source", Meta("rule1", "op1", 0), "topic/a", {"interval": 1})
+    cmd = json.loads(protocol.encode_command("start", ctrl))
+    assert isinstance(cmd["arg"], str)
+    assert json.loads(cmd["arg"]) == {"symbolName": "pyjson", "pluginType": "source",
+                                      "meta": {"ruleId": "rule1", "opId": "op1", "instanceId": 0},
+                                      "dataSource": "topic/a", "config": {"interval": 1}}
+
+
+def test_empty_datasource_and_config_are_omitted_like_go_omitempty():
+    arg = json.loads(json.loads(protocol.encode_command("start", Control("f", "func")))["arg"])
+    assert "dataSource" not in arg and "config" not in arg
+
+
+@pytest.mark.parametrize("key", ["dataSource", "datasource"])
+def test_decode_accepts_both_spellings_of_datasource(key):
+    raw = json.dumps({"cmd": "start", "arg": json.dumps(
+        {"symbolName": "s", "pluginType": "source", "meta": {"ruleId": "r", "opId": "o",
+                                                              "instanceId": 2}, key: "t"})})
+    cmd, ctrl = protocol.decode_command(raw.encode())
+    assert cmd == "start" and ctrl.data_source == "t" and ctrl.meta.instance_id == 2
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    (b"not json", "not JSON"),
+    (b'{"arg": "{}"}', "no cmd"),
+    (b'{"cmd": "explode", "arg": "{}"}', "unknown command"),
+    (b'{"cmd": "start", "arg": "{broken"}', "arg is not JSON"),
+    (b'{"cmd": "start", "arg": "{}"}', "no symbolName"),
+    (b'{"cmd": "start", "arg": "{\\"symbolName\\": \\"x\\", \\"pluginType\\": \\"sauce\\"}"}',
+     "pluginType"),
+])
+def test_malformed_commands_are_one_line_errors(raw, fragment):
+    with pytest.raises(protocol.ProtocolError) as e:
+        protocol.decode_command(raw)
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_ping_is_answered_ok_even_by_an_sdk_that_parses_arg_first():
+    # The official SDK json.loads(arg) before looking at cmd: arg must be a JSON object text.
+    cmd = json.loads(protocol.PING_COMMAND)
+    assert cmd["cmd"] == "ping" and json.loads(cmd["arg"]) == {}
+
+
+def test_stale_handshake_rule_is_first_byte_h():
+    assert protocol.is_stale_handshake(b"handshake")
+    assert not protocol.is_stale_handshake(b"ok")
+    assert not protocol.is_stale_handshake(b"")
+
+
+def test_urls_follow_ekuiper_and_the_ipc_dir_override(monkeypatch):
+    m = Meta("rule1", "op1", 3)
+    monkeypatch.delenv(protocol.IPC_DIR_ENV, raising=False)
+    assert protocol.control_url("pysam") == "ipc:///tmp/plugin_pysam.ipc"
+    assert protocol.function_url("revert") == "ipc:///tmp/func_revert.ipc"
+    assert protocol.data_url(m) == "ipc:///tmp/rule1_op1_3.ipc"
+    assert protocol.ack_url(m) == "ipc:///tmp/rule1_op1_3_ack.ipc"
+    monkeypatch.setenv(protocol.IPC_DIR_ENV, "/tmp/mine/")
+    assert protocol.control_url("pysam") == "ipc:///tmp/mine/plugin_pysam.ipc"
+
+
+def test_socket_paths_over_the_unix_limit_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match="107-byte limit"):
+        protocol.data_url(Meta("r" * 120, "op", 0), "/tmp")
+
+
+def test_function_context_travels_as_a_json_string():
+    s = FuncMeta("r", "o", 1, 2).encode()
+    assert isinstance(s, str) and json.loads(s) == {"ruleId": "r", "opId": "o",
+                                                    "instanceId": 1, "funcId": 2}
+    assert FuncMeta.decode(s).key == "r_o_1_2"
+    with pytest.raises(protocol.ProtocolError):
+        FuncMeta.decode('{"ruleId": "r"}')
+
+
+def _go_message_wrapper(data: bytes):
+    """What eKuiper's ``json.Unmarshal(msg, &messageWrapper{})`` yields: (message, error)."""
+    d = json.loads(data)
+    msg = d.get("message")
+    if msg is not None and not isinstance(msg, dict):
+        return None, "cannot unmarshal into map"
+    return msg, None
+
+
+def test_source_errors_never_decode_to_an_empty_tuple_in_go():
+    data = protocol.encode_source_error("sensor offline")
+    message, err = _go_message_wrapper(data)
+    assert message is None and err is not None  # eKuiper's ingestError path, not a tuple
+    assert "sensor offline" in data.decode()
+    assert protocol.decode_source_message(data).error == "sensor offline"
+
+
+def test_nan_cannot_reach_go_which_cannot_parse_it():
+    with pytest.raises(ValueError):
+        protocol.encode_source_message({"x": float("nan")}, None)
+
+
+@pytest.mark.parametrize("config, expected", [
+    (None, False), ({}, False), ({"requireAck": True}, True), ({"requireAck": "true"}, True),
+    ({"requireAck": False}, False), ({"requireAck": "false"}, False)])
+def test_require_ack_is_read_loosely_as_eKuiper_does(config, expected):
+    assert protocol.require_ack(config) is expected
+
+
+def test_portable_config_from_argv():
+    assert protocol.decode_portable_config(["x", '{"sendTimeout": 250}'])["sendTimeout"] == 250
+    assert protocol.decode_portable_config(["x"])["sendTimeout"] == 1000
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode_portable_config(["x", "{oops"])

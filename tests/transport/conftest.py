@@ -1,0 +1,89 @@
+"""Fixtures for the transport tests: short socket paths, real peers, no strays.
+
+Unix socket paths are limited to 107 bytes, so every test gets its own short folder
+under /tmp (pytest's tmp_path is too long); that also lets tests run in parallel.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from typing import Callable, Iterator, List
+
+import pytest
+
+NNGCAT = shutil.which("nngcat")
+
+
+@pytest.fixture
+def ipc_url() -> Iterator[Callable[[str], str]]:
+    d = tempfile.mkdtemp(prefix="ekt", dir="/tmp")
+
+    def url(name: str) -> str:
+        return f"ipc://{d}/{name}.ipc"
+
+    yield url
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 3.0, step: float = 0.01) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(step)
+    return bool(cond())
+
+
+@pytest.fixture(name="wait_for")
+def wait_for_fixture() -> Callable[..., bool]:
+    return wait_for
+
+
+class Procs:
+    """Child processes of one test; all of them are killed and reaped at its end."""
+
+    def __init__(self) -> None:
+        self.procs: List[subprocess.Popen] = []
+
+    def start(self, argv: List[str], **kw: object) -> subprocess.Popen:
+        p = subprocess.Popen(argv, stdout=kw.pop("stdout", subprocess.DEVNULL),
+                             stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+        self.procs.append(p)
+        return p
+
+    def nngcat(self, *args: str, listen_path: str = "", **kw: object) -> subprocess.Popen:
+        if NNGCAT is None:
+            pytest.skip("nngcat (Debian nng-utils) is not installed")
+        p = self.start([NNGCAT, *args], **kw)
+        if listen_path:
+            assert wait_for(lambda: os.path.exists(listen_path) or p.poll() is not None), \
+                "nngcat did not listen"
+            assert p.poll() is None, p.stderr.read() if p.stderr else ""
+        return p
+
+    def kill(self, p: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+        if p.poll() is None:
+            p.send_signal(sig)
+        p.wait(5)
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(5)
+            for s in (p.stdout, p.stderr):
+                if s is not None:
+                    s.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[Procs]:
+    ps = Procs()
+    yield ps
+    ps.close()
+    assert all(p.returncode is not None for p in ps.procs)

@@ -7,6 +7,7 @@ import time
 from typing import Callable, Optional
 
 import pynng
+
 from ekuiper import protocol
 
 from .errors import CommandError, HostTimeout

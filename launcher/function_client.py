@@ -7,6 +7,7 @@ import time
 from typing import Any, Callable, List, Optional
 
 import pynng
+
 from ekuiper import protocol
 from ekuiper.protocol import FuncMeta
 

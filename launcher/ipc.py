@@ -9,6 +9,7 @@ import time
 from typing import Callable, Optional, TypeVar
 
 import pynng
+
 from ekuiper import protocol
 
 from .errors import EklError, HostTimeout

@@ -6,6 +6,7 @@ import time
 from typing import Any, Optional, Union
 
 import pynng
+
 from ekuiper import protocol
 from ekuiper.protocol import Meta
 

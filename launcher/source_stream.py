@@ -6,6 +6,7 @@ import time
 from typing import Iterator, Optional
 
 import pynng
+
 from ekuiper import protocol
 from ekuiper.protocol import Meta, SourceMessage
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pynng
 import pytest
-from conftest import PLUGINS, short_id
 
+from conftest import PLUGINS, short_id
 from ekl.launcher.errors import CommandError, FunctionError
 from ekuiper import protocol
 from ekuiper.protocol import FuncMeta, Meta

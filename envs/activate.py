@@ -223,6 +223,12 @@ def activation_env(env: Environment, base_env: Mapping[str, str]) -> Dict[str, s
 _WRAPPER = "__ekl_hooks() {{\n{body}\n}}\n__ekl_hooks 1>&2\nexec \"$@\"\n"
 
 
+def _exports(old: Mapping[str, str], new: Mapping[str, str]) -> List[str]:
+    lines = [f"  unset {k}" for k in old if k not in new]
+    lines += [f"  export {k}={shlex.quote(v)}" for k, v in new.items() if old.get(k) != v]
+    return lines
+
+
 def wrap_command(env: Environment, argv: List[str],
                  base_env: Optional[Mapping[str, str]] = None) -> List[str]:
     if not argv:
@@ -230,13 +236,18 @@ def wrap_command(env: Environment, argv: List[str],
     if env.kind == "venv":
         return list(argv)
     prefix = str(env.prefix)
-    scripts: List[str] = []
+    body: List[str] = []
     if base_env is not None:
         old = base_env.get("CONDA_PREFIX")
-        if old and old != prefix and _shlvl(base_env) > 0:
-            scripts.extend(deactivate_scripts(old))
-    scripts.extend(activate_scripts(prefix))
-    if not scripts:
+        if old and old != prefix and _shlvl(base_env) > 0 and deactivate_scripts(old):
+            # conda runs the outgoing env's deactivate.d hooks in the outgoing env, before it
+            # exports the new variables: undo the activation, run them, then redo it.
+            before = {k: v for k, v in base_env.items() if k not in LEAKY}
+            after = activation_env(env, base_env)
+            body += _exports(after, before)
+            body += [f"  . {shlex.quote(s)}" for s in deactivate_scripts(old)]
+            body += _exports(before, after)
+    body += [f"  . {shlex.quote(s)}" for s in activate_scripts(prefix)]
+    if not body:
         return list(argv)
-    body = "\n".join(f"  . {shlex.quote(s)}" for s in scripts)
-    return ["/bin/sh", "-c", _WRAPPER.format(body=body), "ekl-activate", *argv]
+    return ["/bin/sh", "-c", _WRAPPER.format(body="\n".join(body)), "ekl-activate", *argv]

@@ -41,6 +41,15 @@ class LaunchSpec:
     extra: Dict[str, str] = field(default_factory=dict)
 
 
+def is_gone(p: psutil.Process | int) -> bool:
+    """Dead, or a zombie waiting for a parent that is not us (PID 1 may never reap it)."""
+    try:
+        proc = p if isinstance(p, psutil.Process) else psutil.Process(p)
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 class Lifeline:
     """Client of ``lifeline.py``: registers plugin process groups with the watchdog."""
 
@@ -237,6 +246,7 @@ class PluginProcess:
             pass
         self.popen.wait()
         _, survivors = psutil.wait_procs(rest, timeout=1.0)
+        survivors = [p for p in survivors if not is_gone(p)]
         if self.lifeline is not None:
             self.lifeline.unregister(pgid)
         self.flush_output()

@@ -213,6 +213,11 @@ class Watcher:
         self._failures += 1
         self._set(State.BACKOFF)
 
+    @property
+    def consecutive_failures(self) -> int:
+        """Failures since the plugin last stayed up for ``startsecs`` (drives the back-off)."""
+        return self._failures
+
     def backoff_delay(self) -> float:
         s = self.settings
         n = max(1, self._failures)

@@ -18,12 +18,11 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional
 
-import psutil
 import pytest
 
 from ekl.launcher.instance import PluginInstance
 from ekl.launcher.manifest import load
-from ekl.launcher.process import Lifeline
+from ekl.launcher.process import Lifeline, is_gone
 from ekl.launcher.resolve import LaunchOptions, resolve
 from ekl.launcher.settings import HostSettings
 
@@ -98,7 +97,7 @@ class Host:
             assert not survivors, f"processes survived stop: {survivors}"
         self.lifeline.close()
         for pid in pids:
-            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+            assert is_gone(pid), f"plugin process {pid} still runs"
 
 
 @pytest.fixture

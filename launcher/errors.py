@@ -47,3 +47,9 @@ class AckError(EklError):
     """A sink acknowledged a record with an error."""
 
     exit_code = 1
+
+
+class PluginExited(EklError):
+    """The plugin process died while the host was waiting on it."""
+
+    exit_code = 1

@@ -11,8 +11,8 @@ import pynng
 from ekuiper import protocol
 from ekuiper.protocol import FuncMeta
 
-from .errors import FunctionError, HostTimeout
-from .ipc import listen, recv_until
+from .errors import FunctionError, HostTimeout, PluginExited
+from .ipc import PluginDied, listen, recv_until
 
 
 class FunctionClient:
@@ -34,6 +34,12 @@ class FunctionClient:
 
     def request(self, func: str, arg: Any, timeout_s: Optional[float] = None) -> tuple:
         """One call; returns ``(state, result)`` exactly as the plugin answered."""
+        try:
+            return self._request(func, arg, timeout_s)
+        except PluginDied:
+            raise PluginExited(f"function {self.symbol}: the plugin died during {func}") from None
+
+    def _request(self, func: str, arg: Any, timeout_s: Optional[float]) -> tuple:
         data = protocol.encode_func_request(func, arg)
         deadline = time.monotonic() + (timeout_s or self.timeout_s)
         label = f"function {self.symbol}: {func}"

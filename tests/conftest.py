@@ -16,7 +16,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Sequence
 
 import pytest
 
@@ -129,33 +129,40 @@ def _pynng_version() -> str:
     return pynng.__version__
 
 
-def cached_venv(name: str, packages: List[str], no_deps: bool = False) -> Path:
-    """A venv under .cache/ with ``packages``; built once, shared by parallel workers."""
+def cached_venv(name: str, packages: List[str], no_deps: Sequence[str] = ()) -> Path:
+    """A venv under .cache/ with ``packages`` (with their dependencies) and ``no_deps``
+    (without theirs); built once, shared by parallel workers, rebuilt when the list changes."""
     tag = f"{name}-py{sys.version_info[0]}{sys.version_info[1]}"
     prefix = CACHE / tag
     python = prefix / "bin" / "python"
     stamp = prefix / ".ready"
+    wanted = " ".join(packages) + (" --no-deps " + " ".join(no_deps) if no_deps else "")
     with _locked(CACHE / f"{tag}.lock"):
-        if not stamp.is_file():
+        if not stamp.is_file() or stamp.read_text() != wanted:
             shutil.rmtree(prefix, ignore_errors=True)
             subprocess.run([sys.executable, "-m", "venv", str(prefix)], check=True)
             cmd = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+            if packages:
+                subprocess.run(cmd + list(packages), check=True)
             if no_deps:
-                cmd.append("--no-deps")
-            subprocess.run(cmd + packages, check=True)
-            stamp.write_text(" ".join(packages))
+                subprocess.run(cmd + ["--no-deps"] + list(no_deps), check=True)
+            stamp.write_text(wanted)
     return python
+
+
+def official_sdk_python() -> Path:
+    """The official SDK's venv (also used by bench/bench_sdk.py); see ``official_python``."""
+    return cached_venv("official-sdk", [f"pynng=={_pynng_version()}"], no_deps=[OFFICIAL_SDK])
 
 
 @pytest.fixture(scope="session")
 def official_python() -> str:
     """A venv with the official SDK (PyPI ekuiper 2.4.2) and the same pynng as ours.
 
-    ekuiper 2.4.2 pins pynng==0.8.1; we install it without deps next to our pynng so both
-    SDKs are compared on one pynng.
+    ekuiper 2.4.2 pins pynng==0.8.1; we install our pynng (with its dependencies, cffi
+    and sniffio) and then ekuiper without deps, so both SDKs are compared on one pynng.
     """
-    py = cached_venv("official-sdk", [OFFICIAL_SDK, f"pynng=={_pynng_version()}"], no_deps=True)
-    return str(py)
+    return str(official_sdk_python())
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from conftest import short_id
-from ekl.launcher.errors import CommandError, PluginStartError
+from ekl.launcher.errors import CommandError, HostTimeout, PluginExited, PluginStartError
 from ekl.launcher.process import is_gone
 from ekl.launcher.settings import SupervisorSettings
 from ekl.launcher.states import State
@@ -106,7 +106,7 @@ def test_blocked_control_thread_fails_the_ping_and_is_restarted(host, plugin_cop
     w, inst = watch(host, plugin_copy("compat"))
     inst.settings.command_timeout_s = 1.0
     old = inst.pid
-    with pytest.raises(Exception):
+    with pytest.raises(HostTimeout):
         inst.start_source("stuck", Meta(f"r{short_id()}", "op", 0))  # configure never returns
     assert wait_restarted(w, old)
     assert w.restarts[-1].reason.startswith("hung: no answer to ping")
@@ -137,7 +137,7 @@ def test_on_failure_policy_leaves_a_clean_exit_alone(host, plugin_copy):
     w, inst = watch(host, plugin_copy("compat"), restart="on-failure")
     inst.start_function("echo")
     die = inst.start_function("die")
-    with pytest.raises(Exception):
+    with pytest.raises(PluginExited):
         die.exec([0])
     assert wait_for(lambda: w.state == State.EXITED)
     assert w.last_exit == "exited with code 0" and w.restarts == []
@@ -276,7 +276,7 @@ def test_ekl_run_survives_a_plugin_crash_and_reaches_its_count(tmp_path, plugin_
 def test_command_to_a_dead_plugin_names_the_exit(host, plugin_copy):
     inst = host.start(plugin_copy("compat"))
     die = inst.start_function("die")
-    with pytest.raises(Exception):
+    with pytest.raises(PluginExited, match="died during Exec"):
         die.exec([7])
     with pytest.raises(CommandError, match="exited with code 7"):
         inst.start_function("echo")

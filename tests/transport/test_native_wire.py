@@ -52,8 +52,10 @@ def test_req_against_nngcat_rep(ipc_url, procs) -> None:
     big = os.path.join(os.path.dirname(_path(url)), "reply.bin")
     with open(big, "wb") as f:
         f.write(reply)
-    rep = procs.nngcat("--rep", "--listen", url, "--raw", "-Z", "0", "--file", big,
-                       listen_path=_path(url), stdout=subprocess.PIPE)
+    out = big + ".out"
+    with open(out, "wb") as f:  # a file, not a pipe: nngcat must never block printing
+        rep = procs.nngcat("--rep", "--listen", url, "--raw", "-Z", "0", "--file", big,
+                           listen_path=_path(url), stdout=f)
     req = _req(url)
     try:
         sent = [b"", b"x", _payload(BIG)]
@@ -63,25 +65,28 @@ def test_req_against_nngcat_rep(ipc_url, procs) -> None:
     finally:
         req.close()
     procs.kill(rep, signal.SIGTERM)
-    assert rep.stdout is not None
-    assert rep.stdout.read() == b"".join(sent)  # --raw: requests printed back to back
+    with open(out, "rb") as f:
+        assert f.read() == b"".join(sent)  # --raw: requests printed back to back
 
 
-def test_push_against_nngcat_pull(ipc_url, procs) -> None:
+def test_push_against_nngcat_pull(ipc_url, procs, wait_for) -> None:
     url = ipc_url("pull")
-    pull = procs.nngcat("--pull", "--listen", url, "--raw", "-Z", "0",
-                        listen_path=_path(url), stdout=subprocess.PIPE)
-    push = _push(url)
+    out = os.path.join(os.path.dirname(_path(url)), "pull.out")
     sent = [b"", b"y", _payload(BIG), b"last"]
+    want = b"".join(sent)
+    with open(out, "wb") as f:
+        pull = procs.nngcat("--pull", "--listen", url, "--raw", "-Z", "0",
+                            listen_path=_path(url), stdout=f)
+    push = _push(url)
     try:
         for data in sent:
             push.send(data)
+        assert wait_for(lambda: os.path.getsize(out) >= len(want), 5.0)
     finally:
-        time.sleep(0.3)  # let nngcat print the last message before it is stopped
         push.close()
     procs.kill(pull, signal.SIGTERM)
-    assert pull.stdout is not None
-    assert pull.stdout.read() == b"".join(sent)
+    with open(out, "rb") as f:
+        assert f.read() == want
 
 
 def test_pull_against_nngcat_pushes(ipc_url, procs) -> None:

@@ -172,6 +172,18 @@ class _Dialed(_Socket):
                 self._dead.append(conn)
             self._start_dialer_locked()
 
+    def _discard(self, conn: sp.Connection) -> None:
+        """Close a connection that ended, from the thread that sends and receives on it
+        (nng closes a pipe on any error), and start re-dialling."""
+        with self._lock:
+            conn.dead = True
+            if conn is self._conn:
+                self._conn = None
+            elif conn in self._dead:
+                self._dead.remove(conn)
+            conn.close()  # under the lock: ``connected`` polls only under it
+            self._start_dialer_locked()
+
     def _start_dialer_locked(self) -> None:
         if self._dialing or self._closed or self._conn is not None:
             return
@@ -288,7 +300,7 @@ class NativeReq(_Dialed, ReqSocket):
                 try:
                     conn.send(header, body, deadline)
                 except sp.PeerGone as e:
-                    self._lost(conn)
+                    self._discard(conn)
                     if not e.started:
                         continue  # nothing went out: wait for the next peer
                     self._reset = True  # torn request: nng reports a reset at recv
@@ -323,8 +335,8 @@ class NativeReq(_Dialed, ReqSocket):
                 self._rid = None  # the request is abandoned: recv again needs a send
                 raise
             except sp.PeerGone as e:
-                self._rid = None
-                self._lost(conn)
+                self._rid = self._rconn = None
+                self._discard(conn)
                 raise TransportError(f"connection reset: {e}") from None
         finally:
             self._leave()
@@ -353,7 +365,7 @@ class NativePush(_Dialed, PushSocket):
                     conn.send(header, data, deadline)
                     return
                 except sp.PeerGone as e:
-                    self._lost(conn)
+                    self._discard(conn)
                     if e.started:
                         return  # committed and lost with the pipe, as in nng
         finally:

@@ -188,7 +188,7 @@ def load(target: str | os.PathLike[str]) -> PluginManifest:
     env = raw.get("env")
     if vet is not None and vet not in ENV_TYPES:
         bad("virtualEnvType", f'is {vet!r}; use "conda", "venv" (ekl only) or leave it out')
-    if vet is not None and (not isinstance(env, str) or not env):
+    if vet in ENV_TYPES and (not isinstance(env, str) or not env):
         bad("env", f"is missing; with virtualEnvType {vet!r} name the environment "
                    f"({'a conda env name or prefix path' if vet == 'conda' else 'a path'})")
     if vet is None and env is not None:

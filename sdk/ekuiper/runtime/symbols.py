@@ -15,6 +15,7 @@ from ..transport import (
     Transport,
     TransportClosed,
     TransportError,
+    TransportTimeout,
 )
 from .contextimpl import ContextImpl
 from .logs import log, one_line
@@ -35,6 +36,8 @@ class Settings:
     host_lost_grace_s: float = 2.0
     #: total time for stopping every symbol on shutdown (the process exits within 2 s)
     shutdown_budget_s: float = 1.5
+    #: a stopping sink keeps collecting until nothing has arrived for this long
+    sink_drain_ms: int = 100
     ipc_dir: Optional[str] = None
 
 
@@ -160,6 +163,7 @@ class SinkRuntime(SymbolRuntime):
         self.pull: Optional[PullSocket] = None
         self.ack: Optional[PushSocket] = None
         self._closed = False
+        self.stopping = False
 
     def start(self) -> None:
         config = self.ctrl.config or {}
@@ -168,7 +172,8 @@ class SinkRuntime(SymbolRuntime):
         try:
             self.pull = self.transport.listen_pull(
                 protocol.data_url(meta, d), retries=self.settings.listen_retries,
-                interval_s=self.settings.listen_interval_s)
+                interval_s=self.settings.listen_interval_s,
+                recv_timeout_ms=self.settings.sink_drain_ms)
         except TransportError as e:
             raise StartError(f"{self.name}: {one_line(e)}") from None
         self.ctx.require_ack = protocol.require_ack(config)
@@ -193,6 +198,10 @@ class SinkRuntime(SymbolRuntime):
         while self.running:
             try:
                 data = self.pull.recv()
+            except TransportTimeout:
+                if self.stopping:
+                    break  # drained: nothing arrived for sink_drain_ms since stop
+                continue
             except TransportClosed:
                 break
             except TransportError as e:
@@ -214,10 +223,14 @@ class SinkRuntime(SymbolRuntime):
                 s.close()
 
     def stop(self, timeout: float = 1.0) -> None:
+        """Finish the records already received (the host stops sending first), then close."""
+        self.stopping = True
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout=timeout * 0.6)
         self.running = False
         self._close_sockets()
         if self.thread is not None:
-            self.thread.join(timeout=min(0.5, timeout))
+            self.thread.join(timeout=0.1)
         if not self._closed:
             self._closed = True
             call_with_deadline(lambda: self.s.close(self.ctx), timeout, f"{self.name}: close")

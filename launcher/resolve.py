@@ -122,11 +122,10 @@ def resolve(manifest: PluginManifest, opts: Optional[LaunchOptions] = None) -> R
         python, source = opts.python, "--python"
     elif os.environ.get(PYTHON_BIN_ENV):
         python, source = os.environ[PYTHON_BIN_ENV], f"${PYTHON_BIN_ENV}"
-    elif opts.ekuiper_conf and read_kuiper_yaml(opts.ekuiper_conf).get("pythonBin"):
-        python = str(read_kuiper_yaml(opts.ekuiper_conf)["pythonBin"])
+    portable = read_kuiper_yaml(opts.ekuiper_conf) if opts.ekuiper_conf else {}
+    if python is None and portable.get("pythonBin"):
+        python = str(portable["pythonBin"])
         source = f"portable.pythonBin in {opts.ekuiper_conf}"
-    if opts.ekuiper_conf and python is None:
-        read_kuiper_yaml(opts.ekuiper_conf)  # still warn about its pitfalls
 
     if opts.conda_run:
         return _conda_run(manifest, opts, python or "python", conf_arg, base_env, cwd)

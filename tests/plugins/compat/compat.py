@@ -154,10 +154,22 @@ class Pid(Echo):
         return os.getpid()
 
 
+class Where(Echo):
+    """What the plugin process really got: interpreter, SDK, sys.path, environment."""
+
+    def exec(self, args, ctx):
+        import ekuiper
+        names = args[0] if args else []
+        return {"executable": sys.executable, "ekuiper": ekuiper.__file__, "path": sys.path,
+                "pid": os.getpid(), "cwd": os.getcwd(), "argv": sys.argv,
+                "env": {k: os.environ.get(k) for k in names}}
+
+
 if __name__ == "__main__":
     c = PluginConfig(NAME, {"counter": lambda: Counter(), "stuck": lambda: Stuck()},
                      {"collector": lambda: Collector()},
                      {"echo": lambda: Echo(), "boom": lambda: Boom(), "weird": lambda: Weird(),
                       "agg": lambda: Agg(), "slow": lambda: Slow(), "die": lambda: Die(),
-                      "grow": lambda: Grow(), "pid": lambda: Pid()})
+                      "grow": lambda: Grow(), "pid": lambda: Pid(),
+                      "where": lambda: Where()})
     plugin.start(c)

@@ -27,7 +27,7 @@ class LoggerSource(Source):
             lg.info("hello from rule %s", ctx.get_rule_id())
             info = "ok"
         except Exception as e:
-            info = "%s: %s" % (type(e).__name__, e)
+            info = f"{type(e).__name__}: {e}"
         ctx.emit({"type": type(lg).__name__, "is_logger": isinstance(lg, logging.Logger),
                   "name": str(getattr(lg, "name", "")), "info": info}, None)
         self.stop.wait()

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Deque, Dict, List, Optional
+from typing import IO, Callable, Deque, Dict, List, Optional
 
 import psutil
 
@@ -111,6 +111,9 @@ class PluginProcess:
         self.started_at: Optional[float] = None
         self._readers: List[threading.Thread] = []
         self._out = logging.getLogger(f"ekl.plugin.{spec.name}")
+        #: set the moment the process exits (a thread blocks in wait(), so nobody polls)
+        self.exited = threading.Event()
+        self._on_exit: List[Callable[[], None]] = []
         self._file_handler: Optional[logging.Handler] = None
 
     @property
@@ -136,12 +139,26 @@ class PluginProcess:
         self.started_at = time.time()
         if self.lifeline is not None:
             self.lifeline.register(self.popen.pid)
+        threading.Thread(target=self._wait, daemon=True, name=f"{spec.name}-wait").start()
         for stream, is_err in ((self.popen.stdout, False), (self.popen.stderr, True)):
             t = threading.Thread(target=self._pump, args=(stream, is_err), daemon=True,
                                  name=f"{spec.name}-{'err' if is_err else 'out'}")
             t.start()
             self._readers.append(t)
         return self
+
+    def _wait(self) -> None:
+        assert self.popen is not None
+        self.popen.wait()
+        self.exited.set()
+        for fn in list(self._on_exit):
+            fn()
+
+    def on_exit(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` (from another thread) when the process exits; at once if it has."""
+        self._on_exit.append(fn)
+        if self.exited.is_set():
+            fn()
 
     def _pump(self, stream: IO[bytes], is_err: bool) -> None:
         prefix = f"[{self.spec.name}] "
@@ -184,8 +201,11 @@ class PluginProcess:
         for t in self._readers:
             t.join(max(0.0, end - time.monotonic()))
 
-    def tree(self) -> List[psutil.Process]:
-        """The process and every descendant, including ones that left its process group."""
+    def tree(self, whole_group: bool = False) -> List[psutil.Process]:
+        """The process and its descendants; with ``whole_group`` also every process left in
+        its process group (orphans re-parented to init). The group scan reads every process
+        on the machine, so health checks skip it and only the final kill pays for it.
+        """
         if self.popen is None:
             return []
         procs: Dict[int, psutil.Process] = {}
@@ -196,6 +216,8 @@ class PluginProcess:
                 procs[c.pid] = c
         except psutil.NoSuchProcess:
             pass
+        if not whole_group:
+            return list(procs.values())
         pgid = self.popen.pid
         for p in psutil.process_iter(["pid"]):
             try:
@@ -214,7 +236,7 @@ class PluginProcess:
         if self.popen is None:
             return []
         pgid = self.popen.pid
-        procs = [p for p in self.tree() if p.pid != self.popen.pid]
+        procs = [p for p in self.tree(whole_group=True) if p.pid != self.popen.pid]
         for p in [*procs]:
             try:
                 p.send_signal(sig)

@@ -21,7 +21,7 @@ from .settings import SupervisorSettings
 from .states import State
 
 log = logging.getLogger("ekl")
-#: How often the monitor looks at the process between full health checks.
+#: How often the monitor looks again while no process exists (between restarts).
 EXIT_POLL_S = 0.05
 
 
@@ -56,6 +56,7 @@ class Watcher:
         self._sampler = TreeSampler()
         self._running_since = 0.0
         self._stop = threading.Event()
+        self._wake = threading.Event()  # plugin exit or stop request
         self._thread: Optional[threading.Thread] = None
         self._changed = threading.Condition()
 
@@ -110,6 +111,8 @@ class Watcher:
             return False
         self.started_at = time.time()
         self._running_since = time.monotonic()
+        if self.instance.process is not None:
+            self.instance.process.on_exit(self._wake.set)
         self._rss_strikes = 0
         self._set(State.RUNNING)
         if why != "start" and len(self.instance.journal):
@@ -123,6 +126,7 @@ class Watcher:
     def stop(self) -> List[int]:
         """Stop supervising and stop the plugin; returns surviving pids (none expected)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=self.settings.probe_timeout_s + 2)
         self._set(State.STOPPING)
@@ -147,10 +151,9 @@ class Watcher:
             if proc is None or proc.popen is None:
                 self._stop.wait(EXIT_POLL_S)
                 continue
-            try:
-                proc.popen.wait(EXIT_POLL_S)  # wakes at once when the plugin dies
-            except Exception:
-                pass
+            # Sleep until the next health check, waking at once if the plugin dies.
+            self._wake.wait(max(0.0, next_check - time.monotonic()))
+            self._wake.clear()
             if self._stop.is_set():
                 break
             if not proc.alive():
@@ -228,6 +231,7 @@ class Watcher:
         log.info("plugin %s: restarting in %.1f s", self.name, delay)
         if self._stop.wait(delay):
             return
+        self._wake.clear()
         self._start_once("restart")
 
     # --- status ------------------------------------------------------------------------

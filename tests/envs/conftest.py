@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Dict
 
 import pytest
-from envs_testlib import (
+
+from .envs_testlib import (
     CONDA_VARS,
     HOOK,
     Channel,

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Dict, Mapping
 
 import pytest
-from envs_testlib import make_conda_prefix, make_venv
 
 from ekl.envs import EnvError, Environment, find_environment
 from ekl.envs.activate import conda_activation, env_vars_of
+
+from .envs_testlib import make_conda_prefix, make_venv
 
 # `conda shell.posix activate myenv` from a shell with no env active (CONDA_SHLVL unset),
 # PATH=/usr/local/bin:/usr/bin:/bin, conda installed at {R}.

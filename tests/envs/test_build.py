@@ -12,13 +12,14 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from envs_testlib import make_conda_prefix, write_conda_lock, write_explicit, write_plugin
 
 from ekl.envs import EnvError, find_environment
 from ekl.envs._manifest import load_plugin
 from ekl.envs.build import Progress, create, pack, run_install_script
 from ekl.envs.lock import compare, current_subdir, read_lock
 from ekl.envs.model import EnvFailed
+
+from .envs_testlib import make_conda_prefix, write_conda_lock, write_explicit, write_plugin
 
 SUB = current_subdir()
 

@@ -7,10 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
-from envs_testlib import make_conda_prefix, make_conda_root, make_venv
 
 from ekl.envs import EnvError, find_environment, list_environments
 from ekl.envs.locate import conda_config
+
+from .envs_testlib import make_conda_prefix, make_conda_root, make_venv
 
 
 def test_envs_dirs_order_from_condarc_files_and_env(home: Path, conda_root: Path,

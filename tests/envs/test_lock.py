@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from envs_testlib import rattler_install, write_conda_lock, write_explicit, write_plugin
 
 import ekl.envs.lock as lockmod
 from ekl.envs import EnvError, check_lock_for_launch, find_environment
 from ekl.envs.lock import compare, current_subdir, read_lock
+
+from .envs_testlib import rattler_install, write_conda_lock, write_explicit, write_plugin
 
 SUB = current_subdir()
 

@@ -284,7 +284,7 @@ def test_connection_header_parsing() -> None:
         sp.ipc_path("tcp://127.0.0.1:1")
 
 
-def test_no_threads_or_descriptors_left_behind(ipc_url) -> None:
+def test_no_threads_or_descriptors_left_behind(ipc_url, wait_for) -> None:
     def fds() -> int:
         return len(os.listdir("/proc/self/fd"))
 
@@ -298,8 +298,7 @@ def test_no_threads_or_descriptors_left_behind(ipc_url) -> None:
         push = _push(ipc_url("leak2"))
         push.send(b"m")
         assert pull.recv() == b"m"
-        time.sleep(0.05)  # let the REQ notice and start re-dialling
-        assert not req.connected
+        assert wait_for(lambda r=req: not r.connected)  # it notices, and starts re-dialling
         for s in (req, push, pull):
             s.close()
     time.sleep(0.1)

@@ -31,7 +31,7 @@ import random
 import select
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from . import sp
 from .base import (
@@ -85,8 +85,8 @@ class _Socket:
         if late:
             self._release()
 
-    def _spawn(self, target: object, name: str) -> None:
-        t = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
         self._threads = [x for x in self._threads if x.is_alive()]
         self._threads.append(t)
         t.start()

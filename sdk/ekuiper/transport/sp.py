@@ -223,10 +223,8 @@ class Connection:
                     pass
                 if sent < total:
                     self.wait_writable(deadline if sent == 0 else None)
-        except TransportTimeout:
-            raise
-        except TransportClosed:
-            raise
+        except (TransportTimeout, TransportClosed):
+            raise  # (TransportTimeout is an OSError too: keep it out of the next clause)
         except OSError as e:
             raise PeerGone(f"send failed: {e}", started=sent > 0) from None
 

@@ -269,9 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_optional(sub: Any) -> None:
     """Verbs living in other modules register themselves here."""
-    from . import cli_supervise
+    from . import cli_authoring, cli_supervise
 
     cli_supervise.register(sub)
+    cli_authoring.register(sub)
     try:
         from ekl.envs.cli import register as register_env
     except ImportError:

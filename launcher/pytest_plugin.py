@@ -1,0 +1,1 @@
+"""ekl's pytest plugin (registered through the ``pytest11`` entry point); being written."""

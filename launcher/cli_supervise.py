@@ -6,9 +6,11 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any, Dict, List
 
 from .arbiter import Arbiter, read_status_file
+from .errors import EklError
 from .settings import RESTART_POLICIES, SupervisorSettings
 
 
@@ -48,8 +50,36 @@ def render_table(status: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def collect_status_dir(directory: str) -> Dict[str, Any]:
+    """Merge the per-plugin files ``ekl-python`` writes (one per plugin eKuiper started)."""
+    import os
+
+    import psutil
+
+    plugins: List[Dict[str, Any]] = []
+    for f in sorted(Path(directory).glob("*.json")) if Path(directory).is_dir() else []:
+        try:
+            data = read_status_file(str(f))
+        except EklError:
+            continue
+        alive = psutil.pid_exists(int(data.get("launcher_pid") or 0))
+        for p in data["plugins"]:
+            if not alive:  # ekl-python was SIGKILLed (eKuiper's stop): the file is stale
+                p = dict(p, state="STOPPED", pid=None, uptime=0.0, rss=0, cpu_percent=0.0,
+                         fatal_reason=f"ekl-python {data.get('launcher_pid')} is gone "
+                                      f"(stale status file {os.path.basename(f)})")
+            plugins.append(p)
+    return {"version": 1, "written_at": time.time(), "launcher_pid": "ekl-python",
+            "status_dir": directory, "plugins": plugins}
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    status = read_status_file(args.status_file)
+    if args.status_file:
+        status = read_status_file(args.status_file)
+    else:
+        from .relay import status_dir
+
+        status = collect_status_dir(status_dir())
     if args.json:
         json.dump(status, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -82,7 +112,10 @@ def register(sub: Any) -> None:
     add_launch_options(s)
     s.set_defaults(func=cmd_supervise)
 
-    st = sub.add_parser("status", help="show the status written by `ekl supervise`")
-    st.add_argument("--status-file", required=True, metavar="F")
+    st = sub.add_parser("status", help="show plugin status (ekl supervise, or ekl-python)",
+                        description="With --status-file, the status `ekl supervise` writes; "
+                        "without it, every plugin eKuiper runs through ekl-python (one file "
+                        "per plugin in $EKL_STATUS_DIR, default /tmp/ekl-status).")
+    st.add_argument("--status-file", metavar="F")
     st.add_argument("--json", action="store_true", help="print the JSON as written")
     st.set_defaults(func=cmd_status)

@@ -34,9 +34,9 @@ class ControlChannel:
             recv_until(self.sock, time.monotonic() + timeout_s, alive,
                        f"plugin {self.plugin_name}: handshake")
 
-    def send_command(self, command: bytes, timeout_s: float,
-                     alive: Optional[Callable[[], bool]] = None, what: str = "command") -> None:
-        """Send one command and wait for its result; raise CommandError on a non-ok result."""
+    def request(self, command: bytes, timeout_s: float,
+                alive: Optional[Callable[[], bool]] = None, what: str = "command") -> bytes:
+        """Send one command; return the plugin's result bytes as they came (``ok`` or not)."""
         deadline = time.monotonic() + timeout_s
         label = f"plugin {self.plugin_name}: {what}"
         with self.lock:
@@ -49,12 +49,16 @@ class ControlChannel:
                     recv_until(self.sock, deadline, alive, label)
                     self.sock.send(command)
                 result = recv_until(self.sock, deadline, alive, label)
-                if protocol.is_stale_handshake(result):
-                    continue
-                if result != protocol.REPLY_OK:
-                    raise CommandError(f"{label} failed: "
-                                       f"{result.decode('utf-8', 'replace').strip()}")
-                return
+                if not protocol.is_stale_handshake(result):
+                    return result
+
+    def send_command(self, command: bytes, timeout_s: float,
+                     alive: Optional[Callable[[], bool]] = None, what: str = "command") -> None:
+        """Send one command and wait for its result; raise CommandError on a non-ok result."""
+        result = self.request(command, timeout_s, alive, what)
+        if result != protocol.REPLY_OK:
+            raise CommandError(f"plugin {self.plugin_name}: {what} failed: "
+                               f"{result.decode('utf-8', 'replace').strip()}")
 
     def ping(self, timeout_s: float, alive: Optional[Callable[[], bool]] = None) -> Optional[float]:
         """The liveness probe; the round trip in seconds, or None when a command is in flight.

@@ -31,7 +31,9 @@ class PluginInstance:
     """Start, command and stop one plugin; safe to use from several threads."""
 
     def __init__(self, spec: LaunchSpec, settings: Optional[HostSettings] = None,
-                 lifeline: Optional[Lifeline] = None, private_ipc: bool = True) -> None:
+                 lifeline: Optional[Lifeline] = None, private_ipc: bool = True,
+                 control_dir: Optional[str] = None) -> None:
+        """``control_dir`` puts the control socket apart from the data sockets (a relay)."""
         self.spec = spec
         self.name = spec.name
         self.settings = settings or HostSettings()
@@ -39,7 +41,10 @@ class PluginInstance:
         self._own_ipc = self.settings.ipc_dir is None and private_ipc
         self.ipc_dir: str = self.settings.ipc_dir or (
             private_ipc_dir() if private_ipc else protocol.DEFAULT_IPC_DIR)
+        self.control_dir = control_dir or self.ipc_dir
         self.spec.env[protocol.IPC_DIR_ENV] = self.ipc_dir
+        if control_dir:
+            self.spec.env[protocol.CONTROL_URL_ENV] = protocol.control_url(self.name, control_dir)
         self.process: Optional[PluginProcess] = None
         self.control: Optional[ControlChannel] = None
         self.journal = Journal()
@@ -64,7 +69,7 @@ class PluginInstance:
         """Start the plugin and wait for its handshake; on failure leave nothing behind."""
         with self._lock:
             self.stop_process()
-            control = ControlChannel(self.name, self.ipc_dir)
+            control = ControlChannel(self.name, self.control_dir)
             proc = PluginProcess(self.spec, self.lifeline)
             try:
                 proc.start()
@@ -107,12 +112,20 @@ class PluginInstance:
     # --- commands ----------------------------------------------------------------------
 
     def command(self, data: bytes, what: str, timeout_s: Optional[float] = None) -> None:
+        """Send a command; raise CommandError unless the plugin answers ``ok``."""
+        result = self.request(data, what, timeout_s)
+        if result != protocol.REPLY_OK:
+            raise CommandError(f"plugin {self.name}: {what} failed: "
+                               f"{result.decode('utf-8', 'replace').strip()}")
+
+    def request(self, data: bytes, what: str, timeout_s: Optional[float] = None) -> bytes:
+        """Send a command and return the plugin's raw result (what a relay passes on)."""
         control, proc = self.control, self.process
         if control is None or proc is None:
             raise EklError(f"plugin {self.name} is not running; cannot {what}")
         try:
-            control.send_command(data, timeout_s or self.settings.command_timeout_s,
-                                 alive=proc.alive, what=what)
+            return control.request(data, timeout_s or self.settings.command_timeout_s,
+                                   alive=proc.alive, what=what)
         except PluginDied:
             if self.on_death:
                 self.on_death()

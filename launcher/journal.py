@@ -45,8 +45,9 @@ class Journal:
         self._lock = threading.Lock()
         self.last_replay: List[ReplayResult] = []
 
-    def record_start(self, ctrl: Control) -> bytes:
-        cmd = protocol.encode_command(protocol.CMD_START, ctrl)
+    def record_start(self, ctrl: Control, cmd: Optional[bytes] = None) -> bytes:
+        """Journal a successful start; ``cmd`` keeps the exact bytes a relay received."""
+        cmd = cmd or protocol.encode_command(protocol.CMD_START, ctrl)
         with self._lock:
             self._entries[journal_key(ctrl)] = (ctrl, cmd)
         return cmd

@@ -14,7 +14,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ekl.envs.probe import InterpreterInfo, ProbeError, cache_dir, clean_env, probe
 from ekuiper import protocol
@@ -102,50 +102,38 @@ def _pip_command(python: str, env_desc: Optional[str]) -> str:
     return f"{python} -m pip install pynng"
 
 
-def resolve(manifest: PluginManifest, opts: Optional[LaunchOptions] = None) -> Resolution:
-    opts = opts or LaunchOptions()
-    conf_arg = protocol.encode_portable_config(opts.send_timeout_ms)
+@dataclass
+class Choice:
+    """The interpreter and the environment it runs with, before any plugin specifics."""
+
+    python: str
+    env: Dict[str, str]
+    source: str
+    wrap: Optional[Callable[[List[str]], List[str]]] = None
+    env_desc: Optional[str] = None
+
+
+def choose_interpreter(manifest: Optional[PluginManifest], opts: LaunchOptions) -> Choice:
+    """Apply the precedence rules (no probing); ``manifest`` may be None (no plugin)."""
     base_env = clean_env()
     base_env.update(opts.extra_env or {})
-    cwd = str(manifest.executable.parent)
-    if manifest.language == "go":
-        spec = LaunchSpec(manifest.name, [str(manifest.executable), conf_arg], cwd, base_env,
-                          interpreter=None, environment=None, log_file=opts.log_file)
-        return Resolution(spec, private_ipc=False, source="go executable")
-
-    python: Optional[str] = None
-    source = ""
-    env_vars = base_env
-    wrap = None
-    env_desc: Optional[str] = None
     if opts.python:
-        python, source = opts.python, "--python"
-    elif os.environ.get(PYTHON_BIN_ENV):
-        python, source = os.environ[PYTHON_BIN_ENV], f"${PYTHON_BIN_ENV}"
+        return Choice(opts.python, base_env, "--python")
+    if os.environ.get(PYTHON_BIN_ENV):
+        return Choice(os.environ[PYTHON_BIN_ENV], base_env, f"${PYTHON_BIN_ENV}")
     portable = read_kuiper_yaml(opts.ekuiper_conf) if opts.ekuiper_conf else {}
-    if python is None and portable.get("pythonBin"):
-        python = str(portable["pythonBin"])
-        source = f"portable.pythonBin in {opts.ekuiper_conf}"
-
-    if opts.conda_run:
-        return _conda_run(manifest, opts, python or "python", conf_arg, base_env, cwd)
-
-    if python is None and manifest.virtual_env_type:
-        from ekl.envs import EnvError, find_environment
+    if portable.get("pythonBin"):
+        return Choice(str(portable["pythonBin"]), base_env,
+                      f"portable.pythonBin in {opts.ekuiper_conf}")
+    if manifest is not None and manifest.virtual_env_type:
+        from ekl.envs import EnvError, check_lock_for_launch, find_environment
 
         try:
             environment = find_environment(manifest.virtual_env_type, manifest.env or "",
                                            plugin_dir=manifest.folder)
         except EnvError as e:
             raise EklError(f"{manifest.path.name}: field 'env': {e}") from None
-        python = str(environment.python)
-        env_vars = environment.activation(base_env)
-        wrap = environment.wrap_command
-        env_desc = f"{environment.kind} {environment.prefix}"
-        source = f"{manifest.path.name} virtualEnvType={manifest.virtual_env_type}"
         if opts.lock_policy != "off":
-            from ekl.envs import check_lock_for_launch
-
             try:
                 warning = check_lock_for_launch(manifest.folder, manifest.raw, environment,
                                                 opts.lock_policy)
@@ -153,9 +141,40 @@ def resolve(manifest: PluginManifest, opts: Optional[LaunchOptions] = None) -> R
                 raise EklError(str(e)) from None
             if warning:
                 log.warning("%s", warning)
-    if python is None:
-        python, source = sys.executable, "the interpreter ekl runs on"
+        return Choice(str(environment.python), environment.activation(base_env),
+                      f"{manifest.path.name} virtualEnvType={manifest.virtual_env_type}",
+                      wrap=environment.wrap_command,
+                      env_desc=f"{environment.kind} {environment.prefix}")
+    return Choice(sys.executable, base_env, "the interpreter ekl runs on")
 
+
+def resolve(manifest: PluginManifest, opts: Optional[LaunchOptions] = None,
+            host_sdk: str = "missing") -> Resolution:
+    """Everything needed to start ``manifest``'s plugin.
+
+    ``host_sdk``: ``"missing"`` puts ekl's SDK on PYTHONPATH only when the interpreter has
+    none; ``"always"`` puts it in front of any installed one (``ekl-python`` needs ekl's SDK
+    for its relay; the official SDK's API is the same, so the plugin does not notice).
+    """
+    opts = opts or LaunchOptions()
+    conf_arg = protocol.encode_portable_config(opts.send_timeout_ms)
+    cwd = str(manifest.executable.parent)
+    if manifest.language == "go":
+        base_env = clean_env()
+        base_env.update(opts.extra_env or {})
+        spec = LaunchSpec(manifest.name, [str(manifest.executable), conf_arg], cwd, base_env,
+                          interpreter=None, environment=None, log_file=opts.log_file)
+        return Resolution(spec, private_ipc=False, source="go executable")
+    if opts.conda_run:
+        portable = read_kuiper_yaml(opts.ekuiper_conf) if opts.ekuiper_conf else {}
+        python_bin = opts.python or os.environ.get(PYTHON_BIN_ENV) or str(
+            portable.get("pythonBin") or "python")
+        base_env = clean_env()
+        base_env.update(opts.extra_env or {})
+        return _conda_run(manifest, opts, python_bin, conf_arg, base_env, cwd)
+
+    choice = choose_interpreter(manifest, opts)
+    python, source, env_vars = choice.python, choice.source, choice.env
     try:
         info = probe(python, env_vars)
     except ProbeError as e:
@@ -165,19 +184,20 @@ def resolve(manifest: PluginManifest, opts: Optional[LaunchOptions] = None) -> R
                        f"eKuiper plugins need Python 3.8 or newer")
     if info.pynng is None:
         raise EklError(f"interpreter {python} (chosen by {source}) cannot import pynng "
-                       f"({info.pynng_error}); install it with: {_pip_command(python, env_desc)}")
+                       f"({info.pynng_error}); install it with: "
+                       f"{_pip_command(python, choice.env_desc)}")
     hosted = False
-    if info.ekuiper is None:
+    if info.ekuiper is None or (host_sdk == "always" and info.sdk_flavour != "ekl"):
         sdk = str(hosted_sdk_dir())
         env_vars = dict(env_vars)
         env_vars["PYTHONPATH"] = sdk
         hosted = True
         log.info("hosting ekl's SDK for %s from %s", python, sdk)
     argv: List[str] = [python, "-u", str(manifest.executable), conf_arg]
-    if wrap is not None:
-        argv = wrap(argv)
+    if choice.wrap is not None:
+        argv = choice.wrap(argv)
     spec = LaunchSpec(manifest.name, argv, cwd, dict(env_vars), interpreter=python,
-                      environment=env_desc, log_file=opts.log_file)
+                      environment=choice.env_desc, log_file=opts.log_file)
     private = hosted or info.sdk_flavour == "ekl"
     return Resolution(spec, private_ipc=private, info=info, hosted_sdk=hosted, source=source)
 

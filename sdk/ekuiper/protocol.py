@@ -39,8 +39,18 @@ def _url(name: str, directory: Optional[str]) -> str:
     return "ipc://" + path
 
 
+#: Overrides the control socket alone (data sockets stay where they are). ``ekl-python``
+#: sets it so the real plugin talks to it while its data flows directly to eKuiper.
+CONTROL_URL_ENV = "EKUIPER_CONTROL_URL"
+
+
 def control_url(plugin_name: str, directory: Optional[str] = None) -> str:
     return _url(f"plugin_{plugin_name}.ipc", directory)
+
+
+def plugin_control_url(plugin_name: str, directory: Optional[str] = None) -> str:
+    """The control URL a plugin dials: ``$EKUIPER_CONTROL_URL`` if set, else the standard one."""
+    return os.environ.get(CONTROL_URL_ENV) or control_url(plugin_name, directory)
 
 
 def function_url(symbol_name: str, directory: Optional[str] = None) -> str:

@@ -136,7 +136,7 @@ class PluginRuntime:
     # --- process lifecycle -------------------------------------------------------------
 
     def connect(self) -> None:
-        url = protocol.control_url(self.config.name, self.settings.ipc_dir)
+        url = protocol.plugin_control_url(self.config.name, self.settings.ipc_dir)
         st = self.settings
         try:
             self.control = self.transport.dial_req(

@@ -1,0 +1,160 @@
+"""``ekl-python``: a drop-in ``portable.pythonBin`` for eKuiper.
+
+eKuiper starts a Python plugin as ``{pythonBin} -u EXE CONF`` in the plugin's folder. Set
+``pythonBin`` to ``ekl-python`` and each plugin start finds the plugin's JSON beside EXE,
+resolves and checks its environment, hosts ekl's SDK, and runs the plugin under a relay
+that restarts it transparently. Any other invocation (``-c``, ``-m``, ``--version``, a
+plain script) runs the resolved python with the same arguments, so eKuiper and its tools
+never notice the difference.
+
+The plugin JSON may carry an ``ekl`` section (ignored by eKuiper)::
+
+    "ekl": {"restart": "on-failure", "max_rss_mb": 512, "health_interval_s": 2,
+            "lock": "warn", "sdk": "ekl"}
+
+``sdk: "official"`` keeps an installed official SDK in charge; ekl-python then cannot
+relay (the official SDK cannot be pointed at a private control socket) and simply execs
+the plugin in its environment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, NoReturn, Optional
+
+from ekuiper import protocol
+
+from .errors import EklError, ManifestError
+from .manifest import PluginManifest, load
+from .pyargv import parse
+from .resolve import LaunchOptions, choose_interpreter, resolve
+from .settings import RESTART_POLICIES, SupervisorSettings
+
+log = logging.getLogger("ekl")
+EKL_SECTION_KEYS = {"restart", "max_rss_mb", "health_interval_s", "probe_timeout_s",
+                    "start_limit", "lock", "sdk"}
+
+
+def plugin_for(script: str) -> Optional[PluginManifest]:
+    """The plugin whose JSON, beside ``script``, names it as its executable."""
+    path = Path(script)
+    if not path.is_file():
+        return None
+    real = path.resolve()
+    for j in sorted(real.parent.glob("*.json")):
+        try:
+            raw = json.loads(j.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(raw, dict) and isinstance(raw.get("executable"), str) and \
+                (real.parent / raw["executable"]).resolve() == real:
+            return load(j)
+    return None
+
+
+def ekl_section(manifest: PluginManifest) -> Dict[str, Any]:
+    sec = manifest.raw.get("ekl") or {}
+    name = manifest.path.name
+    if not isinstance(sec, dict):
+        raise ManifestError([f"{name}: field 'ekl' must be an object like "
+                             f'{{"restart": "on-failure"}}'])
+    problems = [f"{name}: field 'ekl.{k}' is not known; use one of "
+                f"{', '.join(sorted(EKL_SECTION_KEYS))}" for k in sec if k not in EKL_SECTION_KEYS]
+    if "restart" in sec and sec["restart"] not in RESTART_POLICIES:
+        problems.append(f"{name}: field 'ekl.restart' is {sec['restart']!r}; use "
+                        f"{', '.join(RESTART_POLICIES)}")
+    if sec.get("lock", "warn") not in ("strict", "warn", "off"):
+        problems.append(f"{name}: field 'ekl.lock' is {sec['lock']!r}; use strict, warn or off")
+    if sec.get("sdk", "ekl") not in ("ekl", "official"):
+        problems.append(f"{name}: field 'ekl.sdk' is {sec['sdk']!r}; use ekl or official")
+    for k in ("max_rss_mb", "health_interval_s", "probe_timeout_s", "start_limit"):
+        if k in sec and not (isinstance(sec[k], (int, float)) and sec[k] > 0):
+            problems.append(f"{name}: field 'ekl.{k}' must be a positive number")
+    if problems:
+        raise ManifestError(problems)
+    return sec
+
+
+def _exec(argv: List[str], env: Dict[str, str]) -> NoReturn:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(argv[0], argv, env)
+
+
+def passthrough(args: List[str]) -> NoReturn:
+    """Behave as the resolved python: the plugin's env if cwd holds a plugin, else ekl's."""
+    manifest = None
+    try:
+        here = [j for j in Path.cwd().glob("*.json") if j.stem == Path.cwd().name]
+        manifest = load(here[0]) if here else None
+    except (ManifestError, OSError):
+        manifest = None
+    choice = choose_interpreter(manifest, LaunchOptions(lock_policy="off"))
+    argv = [choice.python, *args]
+    if choice.wrap is not None:
+        argv = choice.wrap(argv)
+    if not os.path.isabs(argv[0]):
+        from shutil import which
+        argv[0] = which(argv[0]) or argv[0]
+    _exec(argv, choice.env)
+
+
+def run_plugin(manifest: PluginManifest, conf_arg: Optional[str]) -> int:
+    from .relay import Relay
+
+    sec = ekl_section(manifest)
+    send_timeout = protocol.DEFAULT_SEND_TIMEOUT_MS
+    if conf_arg:
+        try:
+            send_timeout = protocol.decode_portable_config(["", conf_arg])["sendTimeout"]
+        except protocol.ProtocolError:
+            log.warning("ekl-python: argv conf %r is not JSON; using defaults", conf_arg)
+    opts = LaunchOptions(send_timeout_ms=send_timeout, lock_policy=sec.get("lock", "warn"))
+    if sec.get("sdk") == "official":
+        res = resolve(manifest, opts)
+        if res.info and res.info.sdk_flavour == "official":
+            log.info("ekl-python: %s keeps the official SDK; running it without a relay",
+                     manifest.name)
+            _exec(res.spec.argv, res.spec.env)
+    res = resolve(manifest, opts, host_sdk="always")
+    sup = SupervisorSettings(restart=sec.get("restart", "on-failure"),
+                             max_rss_mb=sec.get("max_rss_mb"),
+                             health_interval_s=sec.get("health_interval_s", 2.0),
+                             probe_timeout_s=sec.get("probe_timeout_s", 3.0),
+                             start_limit=int(sec.get("start_limit", 5)))
+    return Relay(manifest, res, sup).run()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("ekl")
+    root.handlers[:] = [handler]
+    root.propagate = False
+    root.setLevel(logging.INFO)
+    py = parse(args)
+    try:
+        manifest = plugin_for(py.target) if py.mode == "script" and py.target else None
+        if manifest is None:
+            passthrough(args)
+        return run_plugin(manifest, py.args[0] if py.args else None)
+    except ManifestError as e:
+        for line in e.problems:
+            print(f"ekl-python: {line}", file=sys.stderr)
+        return 2
+    except EklError as e:
+        print(f"ekl-python: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -187,23 +187,47 @@ def fetch_verified(p: LockedPackage, dest: Path) -> Path:
     return local
 
 
-def _rattler_install_lock(lock: Lock, prefix: str, say: Progress) -> None:
-    rattler = _need("rattler", "rattler", "creating an env without conda or micromamba")
-    import asyncio
+def _rattler(req: Dict[str, Any], what: str) -> int:
+    """Run rattler's part in a child (see _rattler_worker: it must not crash us at exit)."""
+    import importlib.util
+    import json
 
+    try:
+        present = importlib.util.find_spec("rattler") is not None
+    except ValueError:
+        present = False
+    if not present:
+        raise EnvError(f"{what} needs the 'rattler' extra, which is not installed; run "
+                       f"`{EXTRA_HINT.format(extra='rattler')}`")
+    try:
+        cp = subprocess.run([sys.executable, "-m", "ekl.envs._rattler_worker"],
+                            input=json.dumps(req), stdout=subprocess.PIPE, text=True,
+                            env=clean_env())
+    except OSError as e:
+        raise EnvFailed(f"cannot run py-rattler: {e.strerror}") from None
+    lines = cp.stdout.strip().splitlines()
+    try:
+        ans = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        ans = {"ok": False, "error": f"py-rattler exited with {cp.returncode} and no answer"}
+    if not ans.get("ok"):
+        raise EnvFailed(f"py-rattler failed: {ans.get('error')}")
+    return int(ans.get("count", 0))
+
+
+def _rattler_install_lock(lock: Lock, prefix: str, say: Progress) -> None:
     pkgs = lock.conda
     if not pkgs:
         raise EnvError(f"{lock.path} has no conda packages for {lock.subdir}")
     dl = cache_dir() / "downloads"
-    records = []
+    files = []
     for i, p in enumerate(pkgs, 1):
         local = fetch_verified(p, dl)
         say(f"[{i}/{len(pkgs)}] verified {local.name}")
-        records.append(asyncio.run(rattler.RepoDataRecord.from_package_archive(str(local))))
-    say(f"linking {len(records)} packages into {prefix}")
-    asyncio.run(rattler.install(records, target_prefix=prefix,
-                                cache_dir=str(cache_dir() / "rattler-pkgs"),
-                                show_progress=False, execute_link_scripts=False))
+        files.append(str(local))
+    _rattler({"op": "install", "files": files, "prefix": prefix,
+              "cache": str(cache_dir() / "rattler-pkgs")},
+             "creating an env without conda or micromamba")
 
 
 def _read_env_yml(path: Path) -> Tuple[List[str], List[str], List[str]]:
@@ -227,16 +251,11 @@ def _read_env_yml(path: Path) -> Tuple[List[str], List[str], List[str]]:
 
 
 def _rattler_solve_install(yml: Path, prefix: str, say: Progress) -> List[str]:
-    rattler = _need("rattler", "rattler", "creating an env without conda or micromamba")
-    import asyncio
-
     channels, specs, pip = _read_env_yml(yml)
     say(f"solving {len(specs)} specs from {', '.join(channels)}")
-    records = asyncio.run(rattler.solve(sources=channels, specs=specs))
-    say(f"linking {len(records)} packages into {prefix}")
-    asyncio.run(rattler.install(records, target_prefix=prefix,
-                                cache_dir=str(cache_dir() / "rattler-pkgs"),
-                                show_progress=False, execute_link_scripts=False))
+    _rattler({"op": "solve", "channels": channels, "specs": specs, "prefix": prefix,
+              "cache": str(cache_dir() / "rattler-pkgs")},
+             "creating an env without conda or micromamba")
     return pip
 
 

@@ -23,16 +23,17 @@ def _fail(msg: str, code: int) -> int:
 def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
-            return fn(args)
+            rc = fn(args)
         except EnvFailed as e:
-            return _fail(str(e), 1)
+            rc = _fail(str(e), 1)
         except EnvError as e:
-            return _fail(str(e), 2)
+            rc = _fail(str(e), 2)
         except KeyboardInterrupt:
-            return _fail("interrupted", 130)
+            rc = _fail("interrupted", 130)
         except Exception as e:  # one line, never a traceback
             text = str(e).strip().splitlines()
-            return _fail(f"{type(e).__name__}: {text[0] if text else ''}", 1)
+            rc = _fail(f"{type(e).__name__}: {text[0] if text else ''}", 1)
+        return rc
 
     run.__name__ = fn.__name__
     run.__doc__ = fn.__doc__
@@ -135,7 +136,8 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add ``env`` and its subcommands to the launcher's sub-parsers."""
     p = subparsers.add_parser("env", help="find, check, create and pack plugin environments",
-                              description=__doc__.splitlines()[0])
+                              description="List, doctor, check, create, install and pack "
+                                          "plugin environments (see docs/environments.md).")
     sub = p.add_subparsers(dest="env_command", metavar="COMMAND")
     sub.required = True
     plugin_help = "plugin folder or its NAME.json"

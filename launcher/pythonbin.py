@@ -12,6 +12,8 @@ The plugin JSON may carry an ``ekl`` section (ignored by eKuiper)::
     "ekl": {"restart": "on-failure", "max_rss_mb": 512, "health_interval_s": 2,
             "lock": "warn", "sdk": "ekl"}
 
+Every ``SupervisorSettings`` field may appear there under its own name.
+
 ``sdk: "official"`` keeps an installed official SDK in charge; ekl-python then cannot
 relay (the official SDK cannot be pointed at a private control socket) and simply execs
 the plugin in its environment.
@@ -23,6 +25,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Dict, List, NoReturn, Optional
 
@@ -35,8 +38,9 @@ from .resolve import LaunchOptions, choose_interpreter, resolve
 from .settings import RESTART_POLICIES, SupervisorSettings
 
 log = logging.getLogger("ekl")
-EKL_SECTION_KEYS = {"restart", "max_rss_mb", "health_interval_s", "probe_timeout_s",
-                    "start_limit", "lock", "sdk"}
+#: Supervisor settings by their SupervisorSettings names, plus the lock policy and the SDK.
+SUPERVISOR_KEYS = {f.name for f in fields(SupervisorSettings)}
+EKL_SECTION_KEYS = SUPERVISOR_KEYS | {"lock", "sdk"}
 
 
 def plugin_for(script: str) -> Optional[PluginManifest]:
@@ -71,9 +75,10 @@ def ekl_section(manifest: PluginManifest) -> Dict[str, Any]:
         problems.append(f"{name}: field 'ekl.lock' is {sec['lock']!r}; use strict, warn or off")
     if sec.get("sdk", "ekl") not in ("ekl", "official"):
         problems.append(f"{name}: field 'ekl.sdk' is {sec['sdk']!r}; use ekl or official")
-    for k in ("max_rss_mb", "health_interval_s", "probe_timeout_s", "start_limit"):
-        if k in sec and not (isinstance(sec[k], (int, float)) and sec[k] > 0):
-            problems.append(f"{name}: field 'ekl.{k}' must be a positive number")
+    for k in SUPERVISOR_KEYS - {"restart"}:
+        v = sec.get(k)
+        if k in sec and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            problems.append(f"{name}: field 'ekl.{k}' must be a number >= 0, not {v!r}")
     if problems:
         raise ManifestError(problems)
     return sec
@@ -121,11 +126,7 @@ def run_plugin(manifest: PluginManifest, conf_arg: Optional[str]) -> int:
                      manifest.name)
             _exec(res.spec.argv, res.spec.env)
     res = resolve(manifest, opts, host_sdk="always")
-    sup = SupervisorSettings(restart=sec.get("restart", "on-failure"),
-                             max_rss_mb=sec.get("max_rss_mb"),
-                             health_interval_s=sec.get("health_interval_s", 2.0),
-                             probe_timeout_s=sec.get("probe_timeout_s", 3.0),
-                             start_limit=int(sec.get("start_limit", 5)))
+    sup = SupervisorSettings(**{k: v for k, v in sec.items() if k in SUPERVISOR_KEYS})
     return Relay(manifest, res, sup).run()
 
 

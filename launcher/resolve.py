@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from ekl.envs.probe import InterpreterInfo, ProbeError, cache_dir, clean_env, probe
 from ekuiper import protocol
+from ekuiper.transport import DEFAULT_TRANSPORT, TRANSPORT_ENV
 
 from .errors import EklError
 from .manifest import PluginManifest
@@ -94,6 +95,13 @@ def hosted_sdk_dir() -> Path:
         except OSError:  # another ekl won the race
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def needs_pynng(sdk_flavour: Optional[str], env: Dict[str, str]) -> bool:
+    """The official SDK always imports pynng; ekl's only with ``EKUIPER_TRANSPORT=pynng``."""
+    if sdk_flavour == "official":
+        return True
+    return (env.get(TRANSPORT_ENV) or DEFAULT_TRANSPORT).strip().lower() == "pynng"
 
 
 def _pip_command(python: str, env_desc: Optional[str]) -> str:
@@ -182,12 +190,18 @@ def resolve(manifest: PluginManifest, opts: Optional[LaunchOptions] = None,
     if info.version < MIN_PYTHON:
         raise EklError(f"interpreter {python} is Python {info.version_text} (chosen by {source}); "
                        f"eKuiper plugins need Python 3.8 or newer")
-    if info.pynng is None:
-        raise EklError(f"interpreter {python} (chosen by {source}) cannot import pynng "
-                       f"({info.pynng_error}); install it with: "
-                       f"{_pip_command(python, choice.env_desc)}")
     hosted = False
-    if info.ekuiper is None or (host_sdk == "always" and info.sdk_flavour != "ekl"):
+    will_host = info.ekuiper is None or (host_sdk == "always" and info.sdk_flavour != "ekl")
+    if info.pynng is None and needs_pynng("ekl" if will_host else info.sdk_flavour, env_vars):
+        why = ("the official ekuiper SDK needs it" if not will_host and info.sdk_flavour ==
+               "official" else f"{TRANSPORT_ENV}=pynng asks for it")
+        raise EklError(f"interpreter {python} (chosen by {source}) cannot import pynng, and "
+                       f"{why}; install it with: {_pip_command(python, choice.env_desc)}")
+    if will_host and info.ekuiper is None and info.ekuiper_error and \
+            "No module named 'ekuiper'" not in info.ekuiper_error:
+        log.warning("interpreter %s has an ekuiper SDK that cannot be imported (%s); ekl's SDK "
+                    "is used in front of it", python, info.ekuiper_error)
+    if will_host:
         sdk = str(hosted_sdk_dir())
         env_vars = dict(env_vars)
         env_vars["PYTHONPATH"] = sdk

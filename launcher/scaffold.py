@@ -263,7 +263,7 @@ def render(name: str) -> Dict[str, str]:
     manifest = {"version": "v0.1.0", "language": "python", "executable": f"{name}.py",
                 "sources": [s["source"]], "sinks": [s["sink"]], "functions": [s["function"]]}
     source_meta = {
-        "about": _about(f"Emits a counting text record; the stream's DATASOURCE is its prefix."),
+        "about": _about("Emits a counting text record; the stream's DATASOURCE is its prefix."),
         "libs": [],
         "properties": {"default": [_prop("interval", 1.0, "float", "Seconds between records")]},
         "node": {"category": "source", "icon": "iconPath",

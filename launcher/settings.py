@@ -31,7 +31,7 @@ class HostSettings:
 @dataclass
 class SupervisorSettings:
     restart: str = "on-failure"            # always | on-failure | never
-    backoff_initial_s: float = 0.5
+    backoff_initial_s: float = 0.1
     backoff_factor: float = 2.0
     backoff_max_s: float = 30.0
     #: healthy this long after a start and the back-off resets

@@ -173,5 +173,11 @@ def bare_python() -> str:
 
 @pytest.fixture(scope="session")
 def empty_python() -> str:
-    """A venv without pynng: ekl must refuse it with the command that fixes it."""
+    """A venv with nothing in it: ekl hosts its SDK, whose native transport needs no pynng."""
     return str(cached_venv("empty", []))
+
+
+@pytest.fixture(scope="session")
+def official_no_pynng_python() -> str:
+    """The official SDK without pynng: it cannot run, and ekl must say how to fix that."""
+    return str(cached_venv("official-no-pynng", [], no_deps=[OFFICIAL_SDK]))

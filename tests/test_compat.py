@@ -149,14 +149,16 @@ def test_sink_with_require_ack_acks_ok_and_error(sides: Sides, side: str) -> Non
 def test_function_exec_validate_is_aggregate(sides: Sides, side: str) -> None:
     inst = sides.start(side)
     with official_function(side, "echo"), official_function(side, "agg"):
-        echo = inst.start_function("echo")
-        assert echo.validate([]) == "echo needs an argument"
-        assert echo.validate([{"type": "FieldRef"}]) is None
-        result = echo.exec(["a", 2, {"k": [1.5]}], FuncMeta("rule7", "op3", 1, 2))
-        assert result == {"args": ["a", 2, {"k": [1.5]}], "rule": "rule7", "op": "op3"}
-        assert echo.is_aggregate() is False
-        assert inst.start_function("agg").is_aggregate() is True
-        inst.close()  # before the lock is released: the function sockets go with it
+        try:
+            echo = inst.start_function("echo")
+            assert echo.validate([]) == "echo needs an argument"
+            assert echo.validate([{"type": "FieldRef"}]) is None
+            result = echo.exec(["a", 2, {"k": [1.5]}], FuncMeta("rule7", "op3", 1, 2))
+            assert result == {"args": ["a", 2, {"k": [1.5]}], "rule": "rule7", "op": "op3"}
+            assert echo.is_aggregate() is False
+            assert inst.start_function("agg").is_aggregate() is True
+        finally:
+            inst.close()  # before the lock is released: the function sockets go with it
 
 
 @both_sdks
@@ -257,7 +259,8 @@ def probe_send_timeout(s: Sides, side: str) -> Any:
 
 def probe_sink_without_ack(s: Sides, side: str) -> Any:
     """2000 records to a sink whose rule has no requireAck; the collector acks each one."""
-    inst = s.start(side, sink_send_timeout_s=1.0)
+    # the official sink dies: wait only 1 s for it to take a record; ours gets the default
+    inst = s.start(side, **({"sink_send_timeout_s": 1.0} if side == OFFICIAL else {}))
     out = s.tmp / f"out-{side}"
     writer = inst.start_sink("collector", rule_meta(), {"out": str(out)})
     last = '{"i":1999}'
@@ -338,10 +341,12 @@ def probe_sigterm(s: Sides, side: str) -> Any:
 def _call(s: Sides, side: str, symbol: str) -> Tuple[bool, Any, Tuple[bool, Any]]:
     inst = s.start(side)
     with official_function(side, symbol):
-        fc = inst.start_function(symbol)
-        state, result = fc.request(protocol.FUNC_EXEC, [7, FuncMeta("r1", "op1").encode()])
-        again = fc.request(protocol.FUNC_IS_AGGREGATE, None)  # still serving
-        inst.close()
+        try:
+            fc = inst.start_function(symbol)
+            state, result = fc.request(protocol.FUNC_EXEC, [7, FuncMeta("r1", "op1").encode()])
+            again = fc.request(protocol.FUNC_IS_AGGREGATE, None)  # still serving
+        finally:
+            inst.close()
     return state, result, again
 
 

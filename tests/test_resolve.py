@@ -68,12 +68,35 @@ def test_sdk_is_hosted_into_an_env_without_one(host, plugin_copy, bare_python):
                    if not p.startswith(prefix_of(bare_python)))
 
 
-def test_env_without_pynng_is_refused_with_the_install_command(plugin_copy, empty_python):
+def test_env_with_nothing_installed_runs_on_the_hosted_sdk_without_pynng(host, plugin_copy,
+                                                                         empty_python):
+    folder = plugin_copy("compat")
+    res = resolve(load(folder), LaunchOptions(python=empty_python))
+    assert res.hosted_sdk and res.info.pynng is None
+    inst = host.start(folder, python=empty_python)
+    assert inst.start_function("echo").exec(["no compiled dependency"])["args"] == [
+        "no compiled dependency"]
+
+
+def test_pynng_transport_without_pynng_is_refused_with_the_install_command(
+        plugin_copy, empty_python, monkeypatch):
+    monkeypatch.setenv("EKUIPER_TRANSPORT", "pynng")
     with pytest.raises(EklError) as e:
         resolve(load(plugin_copy("compat")), LaunchOptions(python=empty_python))
     msg = str(e.value)
-    assert "cannot import pynng" in msg and f"{empty_python} -m pip install pynng" in msg
-    assert "\n" not in msg
+    assert "cannot import pynng" in msg and "EKUIPER_TRANSPORT=pynng asks for it" in msg
+    assert f"{empty_python} -m pip install pynng" in msg and "\n" not in msg
+
+
+def test_official_sdk_that_cannot_import_gets_ekls_in_front(plugin_copy, host, caplog,
+                                                            official_no_pynng_python):
+    folder = plugin_copy("compat")
+    with caplog.at_level(logging.WARNING, logger="ekl"):
+        res = resolve(load(folder), LaunchOptions(python=official_no_pynng_python))
+    assert res.hosted_sdk
+    assert "ekuiper SDK that cannot be imported" in caplog.text and "pynng" in caplog.text
+    inst = host.start(folder, python=official_no_pynng_python)
+    assert "/sdk/" in inst.start_function("where").exec([])["ekuiper"]
 
 
 def test_too_old_python_is_refused(plugin_copy):

@@ -3,10 +3,11 @@
 It uses only the public ``ekuiper`` API, so it runs on the official SDK as well as on ekl's.
 """
 
-from ekuiper import PluginConfig, plugin
 from print_sink import PrintSink
 from pyjson import PyJson
 from revert import revert_instance
+
+from ekuiper import PluginConfig, plugin
 
 if __name__ == "__main__":
     c = PluginConfig("pysam", {"pyjson": lambda: PyJson()}, {"print": lambda: PrintSink()},

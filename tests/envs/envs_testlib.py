@@ -17,8 +17,8 @@ have left on disk, for real and offline:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -31,7 +31,8 @@ from typing import Dict, Iterable, List, Optional
 
 import pytest
 
-rattler = pytest.importorskip("rattler", reason="py-rattler builds the conda-style test prefixes")
+if importlib.util.find_spec("rattler") is None:  # not imported here: see rattler_install
+    pytest.skip("py-rattler builds the conda-style test prefixes", allow_module_level=True)
 
 HISTORY = """==> 2026-10-01 12:00:00 <==
 # cmd: /opt/conda/bin/conda create -n myenv ekl-hello=1.0 ekl-data
@@ -106,12 +107,17 @@ def build_pkg(chan: Path, name: str, version: str, files: Dict[str, bytes],
 
 
 def rattler_install(prefix: Path, pkgs: List[Pkg], cache: Path) -> None:
-    """Install packages into prefix the way a conda-style installer does (records and all)."""
-    async def go() -> None:
-        recs = [await rattler.RepoDataRecord.from_package_archive(str(p.path)) for p in pkgs]
-        await rattler.install(recs, target_prefix=str(prefix), cache_dir=str(cache),
-                              show_progress=False)
-    asyncio.run(go())
+    """Install packages into prefix the way a conda-style installer does (records and all).
+
+    py-rattler runs in a child process (ekl's own worker), because its threads can abort an
+    interpreter that exits right after using it, and a pytest worker must not die that way.
+    """
+    req = {"op": "install", "files": [str(p.path) for p in pkgs], "prefix": str(prefix),
+           "cache": str(cache)}
+    cp = subprocess.run([sys.executable, "-m", "ekl.envs._rattler_worker"],
+                        input=json.dumps(req), capture_output=True, text=True, env=_clean(),
+                        timeout=120)
+    assert cp.returncode == 0 and json.loads(cp.stdout.splitlines()[-1])["ok"], cp.stderr
 
 
 def make_venv(prefix: Path, system_site: bool = False) -> None:

@@ -293,6 +293,11 @@ def test_no_threads_or_descriptors_left_behind(ipc_url, wait_for) -> None:
         url = ipc_url("leak")
         rep = pynng.Rep0(listen=url)
         req = _req(url)
+        # A round trip first: nng 1.11 (pynng 0.9.0) leaks the descriptor of a pipe that
+        # is still negotiating when its listener closes, which would count against us.
+        req.send(b"q")
+        rep.send(rep.recv())
+        assert req.recv() == b"q"
         rep.close()
         pull = native.listen_pull(ipc_url("leak2"), retries=1, interval_s=0.01)
         push = _push(ipc_url("leak2"))

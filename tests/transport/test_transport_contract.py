@@ -67,14 +67,6 @@ def _in_thread(fn: Callable[[], object]) -> threading.Thread:
     return t
 
 
-def _pynng_cannot_receive_empty(request: pytest.FixtureRequest, tname: str) -> None:
-    if tname == "pynng":
-        request.applymarker(pytest.mark.xfail(
-            raises=RuntimeError, strict=True,
-            reason="pynng's Socket.recv() raises RuntimeError on a 0-byte message "
-                   "(ffi.unpack of a NULL buffer); recv_msg() would not"))
-
-
 def _quietly(fn: Callable[[], object]) -> Callable[[], None]:
     """A host-side thread body that ends quietly when the test closes its socket."""
     def run() -> None:
@@ -104,8 +96,7 @@ def test_req_round_trip(tname: str, ipc_url, size: int) -> None:
         rep.close()
 
 
-def test_req_empty_messages(tname: str, ipc_url, request) -> None:
-    _pynng_cannot_receive_empty(request, tname)
+def test_req_empty_messages(tname: str, ipc_url) -> None:
     url = ipc_url("r")
     rep = _rep(url)
     req = _dial_req(tname, url)
@@ -458,9 +449,7 @@ def _push(url: str) -> pynng.Push0:
 
 
 @pytest.mark.parametrize("size", [0, *SIZES])
-def test_pull_from_push(tname: str, ipc_url, size: int, request) -> None:
-    if size == 0:
-        _pynng_cannot_receive_empty(request, tname)
+def test_pull_from_push(tname: str, ipc_url, size: int) -> None:
     url = ipc_url("s")
     pull = _listen_pull(tname, url, recv_ms=5000)
     push = _push(url)

@@ -243,6 +243,9 @@ class FunctionRuntime(SymbolRuntime):
         super().__init__(*a, **kw)
         self.sock: Optional[ReqSocket] = None
         self.contexts: Dict[str, ContextImpl] = {}
+        #: the function context string exactly as it arrives -> its context. eKuiper sends
+        #: the same string on every call from one call site, so the hot path skips decoding.
+        self._ctx_by_raw: Dict[str, ContextImpl] = {}
 
     def start(self) -> None:
         url = protocol.function_url(self.ctrl.symbol_name, self.settings.ipc_dir)
@@ -274,11 +277,10 @@ class FunctionRuntime(SymbolRuntime):
                     return protocol.encode_func_reply(
                         False, f"{name}: Exec needs a list of arguments ending with the "
                                f"function context, got {one_line(repr(arg))[:80]}")
-                fmeta = FuncMeta.decode(arg[-1])
-                ctx = self.contexts.get(fmeta.key)
+                raw = arg[-1]
+                ctx = self._ctx_by_raw.get(raw) if isinstance(raw, str) else None
                 if ctx is None:
-                    ctx = ContextImpl(Meta(fmeta.rule_id, fmeta.op_id, fmeta.instance_id), name)
-                    self.contexts[fmeta.key] = ctx
+                    ctx = self._context(raw)
                 result = self.s.exec(arg[:-1], ctx)
                 state = True
             elif func == protocol.FUNC_VALIDATE:
@@ -302,6 +304,21 @@ class FunctionRuntime(SymbolRuntime):
             return protocol.encode_func_reply(
                 False, f"{name}: {func} returned a {type(result).__name__}, which is not "
                        f"JSON-encodable: {one_line(e)}")
+
+    def _context(self, raw: Any) -> ContextImpl:
+        """Decode the function context (ProtocolError if malformed) and find or make its
+        ContextImpl, keyed by rule, op, instance and funcId."""
+        fmeta = FuncMeta.decode(raw)
+        ctx = self.contexts.get(fmeta.key)
+        if ctx is None:
+            ctx = ContextImpl(Meta(fmeta.rule_id, fmeta.op_id, fmeta.instance_id),
+                              self.ctrl.symbol_name)
+            self.contexts[fmeta.key] = ctx
+        if isinstance(raw, str):
+            if len(self._ctx_by_raw) >= 10000:  # a host that varies the string: stay bounded
+                self._ctx_by_raw.clear()
+            self._ctx_by_raw[raw] = ctx
+        return ctx
 
     def stop(self, timeout: float = 1.0) -> None:
         self.running = False

@@ -80,7 +80,8 @@ class _Req(ReqSocket):
         _call(lambda: self._sock.send(data))
 
     def recv(self) -> bytes:
-        return _call(self._sock.recv)
+        # recv_msg, not recv: pynng's recv() fails on a 0-byte message (NULL buffer).
+        return _call(lambda: self._sock.recv_msg().bytes)
 
     @property
     def connected(self) -> bool:
@@ -106,7 +107,8 @@ class _Pull(PullSocket):
         self._sock = sock
 
     def recv(self) -> bytes:
-        return _call(self._sock.recv)
+        # recv_msg, not recv: pynng's recv() fails on a 0-byte message (NULL buffer).
+        return _call(lambda: self._sock.recv_msg().bytes)
 
     def close(self) -> None:
         self._sock.close()

@@ -4,13 +4,12 @@ Its name comes from its JSON file, so tests can run copies under unique names.
 """
 
 import glob
-import json
 import os
 import sys
 import threading
 import time
 
-from ekuiper import Context, Function, PluginConfig, Sink, Source, plugin
+from ekuiper import Function, PluginConfig, Sink, Source, plugin
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NAME = os.path.splitext(os.path.basename(glob.glob(os.path.join(HERE, "*.json"))[0]))[0]
@@ -42,7 +41,7 @@ class Counter(Source):
         while not self.stop.is_set():
             n += 1
             if every and n % every == 0:
-                ctx.emit_error("error number %d" % n)
+                ctx.emit_error(f"error number {n}")
             else:
                 ctx.emit({"ds": self.ds, "n": n, "conf": self.conf}, {"rule": ctx.get_rule_id()})
             if limit and n >= limit:
@@ -50,7 +49,7 @@ class Counter(Source):
             self.stop.wait(float(self.conf.get("interval", 0.01)))
 
     def close(self, ctx):
-        mark(self.conf.get("marker"), "source closed %s" % ctx.get_rule_id())
+        mark(self.conf.get("marker"), f"source closed {ctx.get_rule_id()}")
         self.stop.set()
 
 
@@ -106,7 +105,7 @@ class Boom(Function):
         return ""
 
     def exec(self, args, ctx):
-        raise ValueError("boom: %s" % (args,))
+        raise ValueError(f"boom: {args}")
 
     def is_aggregate(self):
         return False

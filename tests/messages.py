@@ -120,7 +120,7 @@ def normalize(text: str) -> str:
 
 def fragment(template: str) -> Optional[str]:
     """The longest literal piece, trimmed; None when nothing distinctive is left."""
-    parts = [normalize(p).strip(" .,:;()'\"-") for p in re.split(r"…|%[sdr]", template)]
+    parts = [normalize(p).strip(" .,:;()'\"-") for p in re.split(r"…|%[-#0-9.]*[sdrfxi]", template)]
     parts = [p for p in parts if len(p) >= MIN_FRAGMENT]
     return max(parts, key=len) if parts else None
 

@@ -27,7 +27,7 @@ def write_status_file(path: str, status: Dict[str, Any]) -> None:
     """Atomically: readers never see a half-written file."""
     p = Path(path)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(status, indent=1, default=str))
+    tmp.write_text(json.dumps(status, default=str))  # compact: the C encoder, not indent
     os.replace(tmp, p)
 
 

@@ -22,16 +22,27 @@ class Health:
     notes: List[str] = field(default_factory=list)
 
 
+#: Finding descendants reads every process on the machine (where the kernel lacks
+#: /proc/PID/task/TID/children); between such scans the known ones are sampled.
+FULL_SCAN_EVERY = 10
+
+
 class TreeSampler:
     """Keeps psutil.Process objects between checks so cpu_percent measures the interval."""
 
     def __init__(self) -> None:
         self._procs: dict = {}
+        self._checks = 0
 
     def sample(self, proc: PluginProcess) -> Health:
         if not proc.alive():
             return Health(alive=False, problem=proc.exit_description())
-        tree = proc.tree()
+        full = self._checks % FULL_SCAN_EVERY == 0 or proc.pid not in self._procs
+        self._checks += 1
+        if full:
+            tree = proc.tree()
+        else:
+            tree = [p for p in self._procs.values() if p.is_running()]
         h = Health(alive=True, processes=len(tree))
         seen = {}
         for p in tree:

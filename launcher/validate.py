@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ekuiper.protocol import Meta
 
-from .errors import EklError, ManifestError
+from .errors import EklError, HostTimeout, ManifestError
 from .manifest import PluginManifest, load
 from .pkgfiles import select
 from .progress import Progress
@@ -302,6 +302,10 @@ class _Capture(logging.Handler):
         self.lines.append(record.getMessage())
 
 
+class _Wedged(Exception):
+    """A command got no answer: the plugin's control thread is stuck, so stop asking."""
+
+
 def _failure_text(e: EklError) -> str:
     text = str(e)
     return text.split(" failed: ", 1)[1] if " failed: " in text else text
@@ -345,14 +349,21 @@ def check_runtime(m: PluginManifest, report: Report, opts: Optional[LaunchOption
         report.checked.append(f"plugin {m.name} started ({res.source})")
         with progress.step(f"starting and stopping {len(m.sources) + len(m.sinks)} source(s)/"
                            f"sink(s) and {len(m.functions)} function(s)"):
-            _start_each(m, inst, report, rule, exe, j)
-            ekl_sdk = res.hosted_sdk or (res.info is not None and res.info.sdk_flavour == "ekl")
-            if ekl_sdk:
-                _find_undeclared(m, inst, report, rule, exe, j)
-            else:
-                sdk = "the official SDK" if res.info and res.info.ekuiper else "its SDK"
-                report.note(f"{exe}: not checked for symbols missing from {j}: the plugin runs "
-                            f"on {sdk}, and only ekl's SDK names its registered symbols")
+            try:
+                _start_each(m, inst, report, rule, exe, j)
+                ekl_sdk = res.hosted_sdk or (res.info is not None and res.info.sdk_flavour == "ekl")
+                if ekl_sdk:
+                    _find_undeclared(m, inst, report, rule, exe, j)
+                else:
+                    sdk = "the official SDK" if res.info and res.info.ekuiper else "its SDK"
+                    report.note(f"{exe}: not checked for symbols missing from {j}: the plugin "
+                                f"runs on {sdk}, and only ekl's SDK names its registered symbols")
+            except _Wedged as w:
+                report.error(f"{exe}: {w} got no answer within {settings.command_timeout_s:.0f} s; "
+                             f"the plugin answers commands one at a time, so a configure() or "
+                             f"constructor that blocks hangs it for every rule: return from it "
+                             f"promptly and do slow work in open(). The remaining checks were "
+                             f"skipped")
         if not inst.alive():
             proc = inst.process
             report.error(f"{exe}: the plugin "
@@ -383,6 +394,8 @@ def _start_each(m: PluginManifest, inst: Any, report: Report, rule: str, exe: st
             inst.start_source(s, meta, "", config)
             inst.stop_source(s, meta)
             report.checked.append(f"source {s} started with sources/{s}.yaml default and stopped")
+        except HostTimeout:
+            raise _Wedged(f"the start of source {s!r}") from None
         except EklError as e:
             _start_failed(report, "sources", s, e, exe, j)
     for i, s in enumerate(m.sinks):
@@ -391,6 +404,8 @@ def _start_each(m: PluginManifest, inst: Any, report: Report, rule: str, exe: st
             inst.start_sink(s, meta, {})
             inst.stop_sink(s, meta)
             report.checked.append(f"sink {s} started and stopped")
+        except HostTimeout:
+            raise _Wedged(f"the start of sink {s!r}") from None
         except EklError as e:
             _start_failed(report, "sinks", s, e, exe, j)
     for s in m.functions:
@@ -398,6 +413,8 @@ def _start_each(m: PluginManifest, inst: Any, report: Report, rule: str, exe: st
             fn = inst.start_function(s)
             agg = fn.is_aggregate()
             report.checked.append(f"function {s} started, IsAggregate={str(agg).lower()}")
+        except HostTimeout:
+            raise _Wedged(f"the start of function {s!r}") from None
         except EklError as e:
             _start_failed(report, "functions", s, e, exe, j)
 
@@ -436,6 +453,8 @@ def _find_undeclared(m: PluginManifest, inst: Any, report: Report, rule: str, ex
                 inst.stop_sink(probe, meta)
             else:
                 inst.start_function(probe)
+        except HostTimeout:
+            raise _Wedged(f"the start of a probe {KIND_OF[kind]}") from None
         except EklError as e:
             u = UNKNOWN_RE.search(_failure_text(e))
             if u and u.group(4) == kind:
@@ -499,6 +518,6 @@ def format_report(report: Report) -> Tuple[List[str], str]:
     if n:
         summary = f"{what}: {n} problem{'s' if n != 1 else ''} found"
     else:
-        summary = f"{what}: ok ({len(report.checked)} checks passed" + \
+        summary = f"{what}: ok ({len(report.checked)} check(s) passed" + \
                   ("" if report.runtime == "done" else ", run-time checks skipped") + ")"
     return lines, summary

@@ -199,6 +199,17 @@ def test_validate_reports_a_plugin_that_does_not_start(skeleton):
     assert f"error: {name}.py: the plugin does not start: plugin {name} sent no handshake" in cp.stdout
 
 
+def test_validate_stops_asking_a_plugin_whose_control_thread_hangs(plugin_copy):
+    from ekl.launcher.settings import HostSettings
+
+    folder = plugin_copy("compat")
+    report = validate(str(folder), settings=HostSettings(command_timeout_s=1.0))
+    errs = errors_of(report)
+    assert len(errs) == 1, errs
+    assert "the start of source 'stuck' got no answer within 1 s" in errs[0]
+    assert "The remaining checks were skipped" in errs[0]
+
+
 def test_validate_with_the_official_sdk_skips_the_registered_check(skeleton, official_python):
     folder, _ = skeleton
     report = validate(str(folder), LaunchOptions(python=official_python))

@@ -186,6 +186,15 @@ def load(target: str | os.PathLike[str]) -> PluginManifest:
 
     vet = raw.get("virtualEnvType")
     env = raw.get("env")
+    # The environment may live in the "ekl" section, which eKuiper ignores: eKuiper then
+    # starts pythonBin (ekl-python) directly instead of wrapping it in `conda run`.
+    sec = raw.get("ekl")
+    if isinstance(sec, dict) and ("virtualEnvType" in sec or "env" in sec):
+        if vet is None and env is None:
+            vet, env = sec.get("virtualEnvType"), sec.get("env")
+        elif (vet, env) != (sec.get("virtualEnvType"), sec.get("env")):
+            problems.append(f"{fname}: fields 'virtualEnvType'/'env' and 'ekl.virtualEnvType'/"
+                            f"'ekl.env' disagree; keep the environment in one place")
     if vet is not None and vet not in ENV_TYPES:
         bad("virtualEnvType", f'is {vet!r}; use "conda", "venv" (ekl only) or leave it out')
     if vet in ENV_TYPES and (not isinstance(env, str) or not env):

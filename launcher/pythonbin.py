@@ -10,7 +10,7 @@ never notice the difference.
 The plugin JSON may carry an ``ekl`` section (ignored by eKuiper)::
 
     "ekl": {"restart": "on-failure", "max_rss_mb": 512, "health_interval_s": 2,
-            "lock": "warn", "sdk": "ekl"}
+            "lock_policy": "warn", "sdk": "ekl"}
 
 Every ``SupervisorSettings`` field may appear there under its own name.
 
@@ -40,7 +40,10 @@ from .settings import RESTART_POLICIES, SupervisorSettings
 log = logging.getLogger("ekl")
 #: Supervisor settings by their SupervisorSettings names, plus the lock policy and the SDK.
 SUPERVISOR_KEYS = {f.name for f in fields(SupervisorSettings)}
-EKL_SECTION_KEYS = SUPERVISOR_KEYS | {"lock", "sdk"}
+#: ``lock`` is the lock file's path (read by ekl.envs); ``lock_policy`` what drift means.
+EKL_SECTION_KEYS = SUPERVISOR_KEYS | {"lock", "lock_policy", "sdk", "virtualEnvType", "env"}
+#: Linux prctl option: a signal for this process when its parent dies.
+PR_SET_PDEATHSIG = 1
 
 
 def plugin_for(script: str) -> Optional[PluginManifest]:
@@ -71,8 +74,9 @@ def ekl_section(manifest: PluginManifest) -> Dict[str, Any]:
     if "restart" in sec and sec["restart"] not in RESTART_POLICIES:
         problems.append(f"{name}: field 'ekl.restart' is {sec['restart']!r}; use "
                         f"{', '.join(RESTART_POLICIES)}")
-    if sec.get("lock", "warn") not in ("strict", "warn", "off"):
-        problems.append(f"{name}: field 'ekl.lock' is {sec['lock']!r}; use strict, warn or off")
+    if sec.get("lock_policy", "warn") not in ("strict", "warn", "off"):
+        problems.append(f"{name}: field 'ekl.lock_policy' is {sec['lock_policy']!r}; use "
+                        f"strict, warn or off")
     if sec.get("sdk", "ekl") not in ("ekl", "official"):
         problems.append(f"{name}: field 'ekl.sdk' is {sec['sdk']!r}; use ekl or official")
     for k in SUPERVISOR_KEYS - {"restart"}:
@@ -108,8 +112,29 @@ def passthrough(args: List[str]) -> NoReturn:
     _exec(argv, choice.env)
 
 
+def die_with_parent() -> None:
+    """Get SIGTERM when the parent dies, e.g. a ``conda run`` wrapper eKuiper SIGKILLs.
+
+    eKuiper kills only the process it started; without this, ekl-python (and its plugin)
+    would outlive a wrapper and a restarted plugin would find two relays on its socket.
+    """
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return  # not Linux: the relay still exits when eKuiper's socket goes away
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run_plugin(manifest: PluginManifest, conf_arg: Optional[str]) -> int:
     from .relay import Relay
+
+    die_with_parent()
 
     sec = ekl_section(manifest)
     send_timeout = protocol.DEFAULT_SEND_TIMEOUT_MS
@@ -118,7 +143,7 @@ def run_plugin(manifest: PluginManifest, conf_arg: Optional[str]) -> int:
             send_timeout = protocol.decode_portable_config(["", conf_arg])["sendTimeout"]
         except protocol.ProtocolError:
             log.warning("ekl-python: argv conf %r is not JSON; using defaults", conf_arg)
-    opts = LaunchOptions(send_timeout_ms=send_timeout, lock_policy=sec.get("lock", "warn"))
+    opts = LaunchOptions(send_timeout_ms=send_timeout, lock_policy=sec.get("lock_policy", "warn"))
     if sec.get("sdk") == "official":
         res = resolve(manifest, opts)
         if res.info and res.info.sdk_flavour == "official":

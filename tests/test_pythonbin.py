@@ -195,3 +195,38 @@ def test_sigterm_stops_relay_and_plugin_cleanly(ekuiper, plugin_copy):
     inst.process.popen.send_signal(signal.SIGTERM)
     assert inst.process.popen.wait(10) == 0
     assert is_gone(plugin.pid)
+
+
+def test_environment_in_the_ekl_section_is_activated_without_conda_run(
+        ekuiper, plugin_copy, bare_python):
+    folder = plugin_copy("compat")
+    jf = next(folder.glob("*.json"))
+    d = json.loads(jf.read_text())
+    d["ekl"] = {"virtualEnvType": "venv", "env": str(Path(bare_python).parent.parent)}
+    jf.write_text(json.dumps(d))
+    inst = ekuiper.start(folder)
+    got = inst.start_function("where").exec([["VIRTUAL_ENV"]])
+    assert got["executable"].startswith(str(Path(bare_python).parent.parent))
+    assert got["env"]["VIRTUAL_ENV"] == str(Path(bare_python).parent.parent)
+
+
+def test_ekl_python_dies_with_a_wrapper_that_ekuiper_kills(ipc_dir, plugin_copy, tmp_path):
+    """eKuiper SIGKILLs `conda run`, not its child: ekl-python must not be orphaned."""
+    folder = plugin_copy("compat")
+    # A wrapper that stays the parent (like `conda run`): `; :` keeps sh from exec'ing.
+    wrapper = ["/bin/sh", "-c", f'"{EKL_PYTHON}" -u "{folder / "compat.py"}" "{{}}"; :']
+    e = dict(os.environ, EKL_STATUS_DIR=str(tmp_path))
+    spec = LaunchSpec(folder.name, wrapper, str(folder), e)
+    inst = PluginInstance(spec, HostSettings(ipc_dir=ipc_dir))
+    inst.start_process()
+    try:
+        relay = psutil.Process(inst.pid).children()[0]
+        plugin = None
+        assert wait_for(lambda: relay.children() and any(
+            "compat.py" in " ".join(c.cmdline()) for c in relay.children()))
+        plugin = [c for c in relay.children() if "compat.py" in " ".join(c.cmdline())][0]
+        inst.process.popen.kill()  # eKuiper's stop, aimed at the wrapper
+        inst.process.popen.wait()
+        assert wait_for(lambda: is_gone(relay.pid) and is_gone(plugin.pid), timeout=3)
+    finally:
+        inst.close()

@@ -8,6 +8,8 @@ as in eKuiper, so a restarted plugin re-dials the same sockets after the journal
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
 from typing import Callable, Dict, List, Optional
 
@@ -42,6 +44,10 @@ class PluginInstance:
         self.ipc_dir: str = self.settings.ipc_dir or (
             private_ipc_dir() if private_ipc else protocol.DEFAULT_IPC_DIR)
         self.control_dir = control_dir or self.ipc_dir
+        if lifeline is not None and self._own_ipc:
+            lifeline.remove_on_death(self.ipc_dir)
+        #: sockets the plugin listens on (sinks); a plugin that dies cannot unlink them
+        self._plugin_listeners: set = set()
         self.spec.env[protocol.IPC_DIR_ENV] = self.ipc_dir
         if control_dir:
             self.spec.env[protocol.CONTROL_URL_ENV] = protocol.control_url(self.name, control_dir)
@@ -95,6 +101,15 @@ class PluginInstance:
             self.process, self.control = proc, control
             log.debug("plugin %s running, pid %s", self.name, proc.pid)
 
+    def _unlink_plugin_listeners(self) -> None:
+        """Remove socket files the dead plugin listened on (it had no chance to)."""
+        for path in list(self._plugin_listeners):
+            try:
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    os.unlink(path)
+            except OSError:
+                pass
+
     def stop_process(self, timeout_s: Optional[float] = None) -> List[int]:
         """Kill the process tree; returns pids that survived (should be none)."""
         with self._lock:
@@ -105,6 +120,7 @@ class PluginInstance:
             survivors = proc.kill_tree(self.settings.stop_timeout_s if timeout_s is None
                                        else timeout_s)
             proc.close_log()
+            self._unlink_plugin_listeners()
         if control is not None:
             control.close()
         return survivors
@@ -178,6 +194,7 @@ class PluginInstance:
         st = self.settings
         writer = SinkWriter(symbol, meta, self.ipc_dir, protocol.require_ack(config),
                             st.sink_send_timeout_s, st.ack_timeout_s)
+        self._plugin_listeners.add(protocol.url_path(writer.url))
         try:
             self._start(ctrl)
             writer.connect()

@@ -83,6 +83,14 @@ class Lifeline:
         if self._proc is not None:
             self._write(f"-{pgid}")
 
+    def remove_on_death(self, path: str) -> None:
+        """Have the watchdog remove ``path`` (a file, or a folder of files) if ekl dies."""
+        self._write(f"+{os.path.abspath(path)}")
+
+    def forget(self, path: str) -> None:
+        if self._proc is not None:
+            self._write(f"-{os.path.abspath(path)}")
+
     def close(self) -> None:
         """EOF makes the watchdog kill whatever is still registered, then exit."""
         with self._lock:

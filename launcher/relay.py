@@ -64,6 +64,8 @@ class Relay:
         self.upstream: Optional[ReqSocket] = None
         os.makedirs(status_dir(), exist_ok=True)
         self.status_file = os.path.join(status_dir(), f"{self.name}.json")
+        # eKuiper stops us with SIGKILL: the watchdog removes what we cannot.
+        self.lifeline.remove_on_death(self.private)
 
     # --- eKuiper's commands ------------------------------------------------------------
 

@@ -260,5 +260,6 @@ class Watcher:
             "interpreter": inst.spec.interpreter,
             "environment": inst.spec.environment,
             "ipc_dir": inst.ipc_dir,
+            "control_dir": inst.control_dir,
             "notes": list(h.notes),
         }

@@ -110,11 +110,17 @@ def test_source_keeps_delivering_across_a_plugin_crash(ekuiper, plugin_copy):
 def test_ekuiper_sigkill_takes_the_plugin_tree_down_within_2s(ekuiper, plugin_copy):
     inst = ekuiper.start(plugin_copy("grandchild"))
     inst.start_function("pids").exec([])
+    status = Path(ekuiper.status_dir) / f"{inst.name}.json"
+    assert wait_for(lambda: status.exists() and json.loads(status.read_text())["plugins"][0]
+                    ["state"] == "RUNNING")
+    private = json.loads(status.read_text())["plugins"][0]["control_dir"]
+    assert os.path.isdir(private)
     tree = ekuiper.kill(inst)
     assert len(tree) >= 4  # ekl-python, plugin, sh, sleep (and the lifeline watchdog)
     t0 = time.monotonic()
     assert wait_for(lambda: all(is_gone(p) for p in tree), timeout=3)
     assert time.monotonic() - t0 < 2.0
+    assert wait_for(lambda: not os.path.exists(private), timeout=2)  # its socket folder too
 
 
 def test_status_shows_plugins_run_by_ekl_python(ekuiper, plugin_copy, tmp_path):

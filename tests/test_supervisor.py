@@ -206,11 +206,15 @@ def test_launcher_sigkilled_takes_its_plugins_down_within_2s(plugin_copy, tmp_pa
         for pid in pids:
             tree += [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
         assert len(tree) >= 4
+        dirs = [p["ipc_dir"] for p in read_status(status)["plugins"]]
+        assert all(os.path.isdir(d) for d in dirs)
         proc.kill()
         proc.wait()
         t0 = time.monotonic()
         assert wait_for(lambda: all(is_gone(p) for p in tree), timeout=3)
         assert time.monotonic() - t0 < 2.0
+        # and the private socket folders the dead launcher could not remove are gone too
+        assert wait_for(lambda: not any(os.path.exists(d) for d in dirs), timeout=2)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -280,3 +284,15 @@ def test_command_to_a_dead_plugin_names_the_exit(host, plugin_copy):
         die.exec([7])
     with pytest.raises(CommandError, match="exited with code 7"):
         inst.start_function("echo")
+
+
+def test_sink_socket_of_a_killed_official_plugin_is_removed(host, plugin_copy, official_python):
+    """The official SDK listens in /tmp and cannot unlink its socket when it is killed."""
+    inst = host.start(plugin_copy("compat"), python=official_python)
+    m = Meta(f"r{short_id()}", "sink", 0)
+    writer = inst.start_sink("collector", m, {})
+    path = writer.url[len("ipc://"):]
+    assert path.startswith("/tmp/") and os.path.exists(path)
+    os.kill(inst.pid, signal.SIGKILL)
+    inst.close()
+    assert not os.path.exists(path)

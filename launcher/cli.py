@@ -18,6 +18,7 @@ from ekuiper.protocol import FuncMeta, Meta
 from . import __version__
 from .errors import EklError, FunctionError, HostTimeout, ManifestError
 from .manifest import PluginManifest, load
+from .progress import Progress
 from .resolve import LaunchOptions
 from .session import Interrupted, open_plugin, terminate_as_interrupt
 from .settings import HostSettings
@@ -117,14 +118,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipe = Pipeline(manifest, source=source, datasource=args.datasource or "", config=config,
                     function=function, field=args.field, sink=sink, sink_config=sink_config,
                     count=args.count, out=_emit)
-    return pipe.run(launch_options(args), host_settings(args), supervise=not args.no_restart)
+    return pipe.run(launch_options(args), host_settings(args), supervise=not args.no_restart,
+                    progress=Progress(quiet=args.quiet))
 
 
 def cmd_call(args: argparse.Namespace) -> int:
     manifest = load(args.plugin)
     _pick(manifest, "functions", args.function, required=True)
     values = [_json_arg(a, f"argument {i + 1}") for i, a in enumerate(args.args)]
-    with open_plugin(args.plugin, launch_options(args), host_settings(args), manifest) as inst:
+    with open_plugin(args.plugin, launch_options(args), host_settings(args), manifest,
+                     Progress(quiet=args.quiet)) as inst:
         fn = inst.start_function(args.function)
         if args.validate:
             err = fn.validate(values)
@@ -146,7 +149,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
     assert source is not None
     config = _source_config(manifest, source, args)
     errors = 0
-    with open_plugin(args.plugin, launch_options(args), host_settings(args), manifest) as inst:
+    with open_plugin(args.plugin, launch_options(args), host_settings(args), manifest,
+                     Progress(quiet=args.quiet)) as inst:
         meta = Meta(RULE, f"tail_{source}", 0)
         stream = inst.start_source(source, meta, args.datasource or "", config)
         n = 0
@@ -174,7 +178,8 @@ def cmd_feed(args: argparse.Namespace) -> int:
     if args.require_ack:
         config["requireAck"] = True
     failures = 0
-    with open_plugin(args.plugin, launch_options(args), host_settings(args), manifest) as inst:
+    with open_plugin(args.plugin, launch_options(args), host_settings(args), manifest,
+                     Progress(quiet=args.quiet)) as inst:
         meta = Meta(RULE, f"feed_{sink}", 0)
         writer = inst.start_sink(sink, meta, config)
         for lineno, line in enumerate(sys.stdin, 1):

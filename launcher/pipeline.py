@@ -17,6 +17,7 @@ from .errors import EklError, HostTimeout, PluginStartError
 from .instance import PluginInstance
 from .manifest import PluginManifest
 from .process import Lifeline
+from .progress import Progress
 from .resolve import LaunchOptions, resolve
 from .settings import HostSettings, SupervisorSettings
 from .states import State
@@ -47,8 +48,11 @@ class Pipeline:
         self.watcher: Optional[Watcher] = None
         self.errors = 0
 
-    def run(self, opts: LaunchOptions, settings: HostSettings, supervise: bool = True) -> int:
-        res = resolve(self.manifest, opts)
+    def run(self, opts: LaunchOptions, settings: HostSettings, supervise: bool = True,
+            progress: Optional[Progress] = None) -> int:
+        progress = progress or Progress(quiet=True)
+        with progress.step(f"resolving the environment of {self.manifest.name}"):
+            res = resolve(self.manifest, opts)
         lifeline = Lifeline()
         inst = PluginInstance(res.spec, settings, lifeline=lifeline, private_ipc=res.private_ipc)
         inst.resolution = res  # type: ignore[attr-defined]
@@ -56,7 +60,8 @@ class Pipeline:
                                  health_interval_s=1.0)
         self.watcher = Watcher(inst, sup)
         try:
-            self.watcher.start(fail_fast=True)
+            with progress.step(f"starting plugin {self.manifest.name} on {res.spec.interpreter}"):
+                self.watcher.start(fail_fast=True)
             return self._loop(inst)
         finally:
             self.watcher.stop()

@@ -7,6 +7,7 @@ plugin's own environment (``virtualEnvType``/``env``), then the interpreter ekl 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -151,7 +152,8 @@ def choose_interpreter(manifest: Optional[PluginManifest], opts: LaunchOptions) 
                 log.warning("%s", warning)
         return Choice(str(environment.python), environment.activation(base_env),
                       f"{manifest.path.name} virtualEnvType={manifest.virtual_env_type}",
-                      wrap=environment.wrap_command,
+                      # base_env: conda runs an active env's deactivate.d hooks first
+                      wrap=functools.partial(environment.wrap_command, base_env=base_env),
                       env_desc=f"{environment.kind} {environment.prefix}")
     return Choice(sys.executable, base_env, "the interpreter ekl runs on")
 

@@ -11,6 +11,7 @@ from typing import Iterator, Optional
 from .instance import PluginInstance
 from .manifest import PluginManifest, load
 from .process import Lifeline
+from .progress import Progress
 from .resolve import LaunchOptions, Resolution, resolve
 from .settings import HostSettings
 
@@ -41,16 +42,20 @@ def terminate_as_interrupt() -> Iterator[None]:
 @contextlib.contextmanager
 def open_plugin(target: str, opts: Optional[LaunchOptions] = None,
                 settings: Optional[HostSettings] = None,
-                manifest: Optional[PluginManifest] = None) -> Iterator[PluginInstance]:
+                manifest: Optional[PluginManifest] = None,
+                progress: Optional[Progress] = None) -> Iterator[PluginInstance]:
     """A started plugin; on exit every symbol, process, socket and private folder is gone."""
     manifest = manifest or load(target)
-    res: Resolution = resolve(manifest, opts)
+    progress = progress or Progress(quiet=True)
+    with progress.step(f"resolving the environment of {manifest.name}"):
+        res: Resolution = resolve(manifest, opts)
     lifeline = Lifeline()
     inst = PluginInstance(res.spec, settings, lifeline=lifeline, private_ipc=res.private_ipc)
     inst.resolution = res  # type: ignore[attr-defined]
     inst.manifest = manifest  # type: ignore[attr-defined]
     try:
-        inst.start_process()
+        with progress.step(f"starting plugin {manifest.name} on {res.spec.interpreter or 'its executable'}"):
+            inst.start_process()
         yield inst
     finally:
         survivors = inst.close()

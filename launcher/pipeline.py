@@ -51,7 +51,8 @@ class Pipeline:
     def run(self, opts: LaunchOptions, settings: HostSettings, supervise: bool = True,
             progress: Optional[Progress] = None) -> int:
         progress = progress or Progress(quiet=True)
-        with progress.step(f"resolving the environment of {self.manifest.name}"):
+        with progress.step(f"resolving the environment of {self.manifest.name}",
+                           tty_only=True):
             res = resolve(self.manifest, opts)
         lifeline = Lifeline()
         inst = PluginInstance(res.spec, settings, lifeline=lifeline, private_ipc=res.private_ipc)

@@ -55,9 +55,13 @@ class Progress:
     # --- a step with a spinner ---------------------------------------------------------
 
     @contextlib.contextmanager
-    def step(self, text: str) -> Iterator[None]:
-        """Show ``text`` while the block runs; on a terminal, a spinner and the time taken."""
-        if self.mode == "off":
+    def step(self, text: str, tty_only: bool = False) -> Iterator[None]:
+        """Show ``text`` while the block runs; on a terminal, a spinner and the time taken.
+
+        ``tty_only``: a step that usually takes no time and may end in a one-line error
+        (bad input) shows only as a spinner, never as a plain line before that error.
+        """
+        if self.mode == "off" or (tty_only and self.mode == "plain"):
             yield
             return
         if self.mode == "plain":

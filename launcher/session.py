@@ -47,7 +47,7 @@ def open_plugin(target: str, opts: Optional[LaunchOptions] = None,
     """A started plugin; on exit every symbol, process, socket and private folder is gone."""
     manifest = manifest or load(target)
     progress = progress or Progress(quiet=True)
-    with progress.step(f"resolving the environment of {manifest.name}"):
+    with progress.step(f"resolving the environment of {manifest.name}", tty_only=True):
         res: Resolution = resolve(manifest, opts)
     lifeline = Lifeline()
     inst = PluginInstance(res.spec, settings, lifeline=lifeline, private_ipc=res.private_ipc)

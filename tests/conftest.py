@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence
@@ -35,6 +36,16 @@ OFFICIAL_SDK = "ekuiper==2.4.2"
 
 def short_id() -> str:
     return uuid.uuid4().hex[:8]
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Poll ``cond`` until it is true or ``timeout`` passes; the last answer decides."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(interval)
+    return bool(cond())
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import pytest
 
-from conftest import short_id
+from conftest import short_id, wait_for
 from ekl.launcher.errors import AckError, CommandError, HostTimeout
 from ekl.launcher.instance import PluginInstance
 from ekuiper import protocol
@@ -62,15 +62,6 @@ def official_function(side: str, symbol: str) -> Iterator[None]:
 def read_lines(path: Path) -> list:
     return path.read_text().splitlines() if path.is_file() else []
 
-
-def wait_for(pred: Callable[[], bool], timeout_s: float, step_s: float = 0.02) -> bool:
-    end = time.monotonic() + timeout_s
-    while True:
-        if pred():
-            return True
-        if time.monotonic() >= end:
-            return False
-        time.sleep(step_s)
 
 
 class Sides:

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import short_id
+from conftest import short_id, wait_for
 from ekl.launcher.instance import PluginInstance
 from ekl.launcher.process import LaunchSpec, Lifeline, is_gone
 from ekl.launcher.settings import HostSettings
@@ -27,14 +27,6 @@ from ekuiper.protocol import Meta
 
 EKL_PYTHON = str(Path(sys.executable).with_name("ekl-python"))
 
-
-def wait_for(cond, timeout=10.0, interval=0.02):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(interval)
-    return cond()
 
 
 class EKuiper:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pynng
 import pytest
 
-from conftest import PLUGINS, short_id
+from conftest import PLUGINS, short_id, wait_for
 from ekl.launcher.errors import CommandError, FunctionError
 from ekuiper import protocol
 from ekuiper.protocol import FuncMeta, Meta
@@ -21,14 +21,6 @@ from ekuiper.protocol import FuncMeta, Meta
 def meta(op: str = "op", instance: int = 0) -> Meta:
     return Meta(f"r{short_id()}", op, instance)
 
-
-def wait_for(cond, timeout=5.0, interval=0.02):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(interval)
-    return cond()
 
 
 def lines(path: Path):

@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from conftest import short_id
+from conftest import short_id, wait_for
 from ekl.launcher.errors import CommandError, HostTimeout, PluginExited, PluginStartError
 from ekl.launcher.process import is_gone
 from ekl.launcher.settings import SupervisorSettings
@@ -39,14 +39,6 @@ def _stop_watchers(host):
     for w in getattr(host, "watchers", []):
         w.stop()
 
-
-def wait_for(cond, timeout=10.0, interval=0.02):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(interval)
-    return cond()
 
 
 def wait_restarted(w, old_pid, timeout=10.0):

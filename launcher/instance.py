@@ -11,7 +11,7 @@ import logging
 import os
 import stat
 import threading
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 from ekuiper import protocol
 from ekuiper.protocol import Control, Meta
@@ -58,8 +58,6 @@ class PluginInstance:
         self.sinks: Dict[tuple, SinkWriter] = {}
         self.functions: Dict[str, FunctionClient] = {}
         self._lock = threading.RLock()
-        #: called (from any thread) when the process is found dead during a host operation
-        self.on_death: Optional[Callable[[], None]] = None
 
     # --- the process -------------------------------------------------------------------
 
@@ -143,8 +141,6 @@ class PluginInstance:
             return control.request(data, timeout_s or self.settings.command_timeout_s,
                                    alive=proc.alive, what=what)
         except PluginDied:
-            if self.on_death:
-                self.on_death()
             raise CommandError(f"plugin {self.name} {proc.exit_description()} during {what}: "
                                f"{proc.tail()}") from None
 

@@ -72,12 +72,9 @@ class Pipeline:
         """Wait for the supervisor to bring the plugin back (journal replayed)."""
         w = self.watcher
         assert w is not None
-        deadline = time.monotonic() + RECOVERY_TIMEOUT_S
-        # Let the monitor notice the death first (it polls every few ms).
-        while w.state == State.RUNNING and w.instance.alive() and time.monotonic() < deadline:
-            if not isinstance(err, HostTimeout):
-                break
+        if isinstance(err, HostTimeout) and w.state == State.RUNNING and w.instance.alive():
             return  # a plain timeout with a live plugin: just try again
+        deadline = time.monotonic() + RECOVERY_TIMEOUT_S
         if not w.wait_for(State.RUNNING, State.FATAL, State.EXITED,
                           timeout=max(0.0, deadline - time.monotonic())):
             raise EklError(f"plugin {w.name} did not come back within {RECOVERY_TIMEOUT_S:.0f} s")

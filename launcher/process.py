@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Deque, Dict, List, Optional
 
@@ -38,7 +38,6 @@ class LaunchSpec:
     log_file: Optional[str] = None
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 3
-    extra: Dict[str, str] = field(default_factory=dict)
 
 
 def is_gone(p: psutil.Process | int) -> bool:

@@ -376,9 +376,6 @@ def require_ack(config: Optional[Mapping[str, Any]]) -> bool:
     return bool(v)
 
 
-def encode_sink_records(records: List[Any] | Any) -> bytes:
-    return dumps(records)
-
 
 # --- the plugin process -----------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .locate import find_environment, list_environments
 from .lock import check_lock_for_launch
-from .model import EnvError, Environment
+from .model import LOCAL_ENV_DIR, EnvError, Environment
 
-__all__ = ["EnvError", "Environment", "find_environment", "list_environments",
+__all__ = ["EnvError", "Environment", "LOCAL_ENV_DIR", "find_environment", "list_environments",
            "check_lock_for_launch"]

@@ -21,15 +21,22 @@ class Plugin:
     name: str
     manifest: Dict[str, Any]
 
-    @property
-    def env_kind(self) -> Optional[str]:
-        v = self.manifest.get("virtualEnvType")
+    def _field(self, key: str) -> Optional[str]:
+        # The environment may sit in the "ekl" section (eKuiper ignores it, so it does not
+        # wrap ekl-python in `conda run`); the launcher's manifest reads it the same way.
+        v = self.manifest.get(key)
+        sec = self.manifest.get("ekl")
+        if v is None and isinstance(sec, dict):
+            v = sec.get(key)
         return str(v) if v else None
 
     @property
+    def env_kind(self) -> Optional[str]:
+        return self._field("virtualEnvType")
+
+    @property
     def env_name(self) -> Optional[str]:
-        v = self.manifest.get("env")
-        return str(v) if v else None
+        return self._field("env")
 
 
 def load_plugin(arg: str) -> Plugin:

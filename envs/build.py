@@ -24,7 +24,7 @@ from typing import IO, Any, Dict, List, Optional, Tuple
 from ._manifest import Plugin
 from .locate import _looks_like_path, default_create_prefix, find_environment
 from .lock import Lock, LockedPackage, compare, find_lock_file, read_lock
-from .model import EnvError, EnvFailed, Environment
+from .model import LOCAL_ENV_DIR, EnvError, EnvFailed, Environment
 from .probe import cache_dir, clean_env
 
 TOOLS = ("auto", "conda-lock", "micromamba", "mamba", "conda", "rattler", "venv")
@@ -58,6 +58,8 @@ def target_prefix(plugin: Plugin) -> Tuple[str, str]:
     """(prefix, kind) the plugin's JSON asks for; kind is ``venv`` or a conda-style kind."""
     kind = (plugin.env_kind or "").lower() or None
     env = plugin.env_name
+    if not env and kind is None and find_lock_file(plugin.dir, plugin.manifest):
+        return str(plugin.dir / LOCAL_ENV_DIR), "conda"
     if not env:
         if kind == "pixi":
             raise EnvError("pixi environments are made by `pixi install` in the project")

@@ -14,6 +14,11 @@ from typing import Dict, List, Mapping, Optional
 KINDS = ("conda", "micromamba", "mamba", "pixi", "venv")
 
 
+#: Where a plugin's environment lives when its JSON names none but a lock file sits beside
+#: it: ``ekl env create`` builds it there, and ekl and ekl-python run the plugin in it.
+LOCAL_ENV_DIR = ".ekl-env"
+
+
 class EnvError(Exception):
     """A problem with a plugin's environment, said in one line with the fix.
 

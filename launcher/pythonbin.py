@@ -143,7 +143,8 @@ def run_plugin(manifest: PluginManifest, conf_arg: Optional[str]) -> int:
             send_timeout = protocol.decode_portable_config(["", conf_arg])["sendTimeout"]
         except protocol.ProtocolError:
             log.warning("ekl-python: argv conf %r is not JSON; using defaults", conf_arg)
-    opts = LaunchOptions(send_timeout_ms=send_timeout, lock_policy=sec.get("lock_policy", "warn"))
+    opts = LaunchOptions(send_timeout_ms=send_timeout, lock_policy=sec.get("lock_policy", "warn"),
+                         create_env=True)
     if sec.get("sdk") == "official":
         res = resolve(manifest, opts)
         if res.info and res.info.sdk_flavour == "official":

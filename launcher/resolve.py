@@ -12,11 +12,13 @@ import hashlib
 import logging
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from ekl.envs import LOCAL_ENV_DIR
 from ekl.envs.probe import InterpreterInfo, ProbeError, cache_dir, clean_env, probe
 from ekuiper import protocol
 from ekuiper.transport import DEFAULT_TRANSPORT, TRANSPORT_ENV
@@ -39,6 +41,8 @@ class LaunchOptions:
     lock_policy: str = "warn"
     log_file: Optional[str] = None
     extra_env: Optional[Dict[str, str]] = None
+    #: build the plugin-local environment from its lock file when it is missing (ekl-python)
+    create_env: bool = False
 
 
 @dataclass
@@ -122,6 +126,39 @@ class Choice:
     env_desc: Optional[str] = None
 
 
+def local_environment(manifest: PluginManifest, opts: LaunchOptions) -> Optional[str]:
+    """The plugin-local environment (``.ekl-env``) when a lock file beside the JSON says so.
+
+    Used when the JSON names no environment. ekl-python builds it on first start (through
+    ``ekl env create`` in a child process, so the heavy tooling stays out of this one);
+    the local verbs say how to build it and carry on with the default interpreter.
+    """
+    from ekl.envs.lock import find_lock_file
+
+    lock = find_lock_file(manifest.folder, manifest.raw)
+    if lock is None:
+        return None
+    prefix = manifest.folder / LOCAL_ENV_DIR
+    if (prefix / "conda-meta").is_dir():
+        return str(prefix)
+    fix = f"ekl env create {manifest.folder}"
+    if not opts.create_env:
+        log.warning("%s beside %s describes the plugin's environment, which is not built; "
+                    "build it with `%s`. Running on the default interpreter meanwhile.",
+                    lock.name, manifest.path.name, fix)
+        return None
+    log.info("building %s from %s (first start)", prefix, lock.name)
+    cp = subprocess.run([sys.executable, "-m", "ekl.envs.cli", "env", "create",
+                         str(manifest.folder)], stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, text=True)
+    for line in cp.stdout.splitlines():
+        log.info("%s", line)
+    if cp.returncode != 0 or not (prefix / "conda-meta").is_dir():
+        last = (cp.stdout.strip().splitlines() or ["no output"])[-1]
+        raise EklError(f"cannot build {prefix} from {lock.name}: {last}; build it with `{fix}`")
+    return str(prefix)
+
+
 def choose_interpreter(manifest: Optional[PluginManifest], opts: LaunchOptions) -> Choice:
     """Apply the precedence rules (no probing); ``manifest`` may be None (no plugin)."""
     base_env = clean_env()
@@ -134,14 +171,19 @@ def choose_interpreter(manifest: Optional[PluginManifest], opts: LaunchOptions) 
     if portable.get("pythonBin"):
         return Choice(str(portable["pythonBin"]), base_env,
                       f"portable.pythonBin in {opts.ekuiper_conf}")
-    if manifest is not None and manifest.virtual_env_type:
+    kind, name = (manifest.virtual_env_type, manifest.env) if manifest else (None, None)
+    if manifest is not None and kind is None:
+        local = local_environment(manifest, opts)
+        if local is not None:
+            kind, name = "conda", local
+    if manifest is not None and kind:
         from ekl.envs import EnvError, check_lock_for_launch, find_environment
 
         try:
-            environment = find_environment(manifest.virtual_env_type, manifest.env or "",
-                                           plugin_dir=manifest.folder)
+            environment = find_environment(kind, name or "", plugin_dir=manifest.folder)
         except EnvError as e:
-            raise EklError(f"{manifest.path.name}: field 'env': {e}") from None
+            where = "field 'env'" if manifest.virtual_env_type else LOCAL_ENV_DIR
+            raise EklError(f"{manifest.path.name}: {where}: {e}") from None
         if opts.lock_policy != "off":
             try:
                 warning = check_lock_for_launch(manifest.folder, manifest.raw, environment,
@@ -151,7 +193,8 @@ def choose_interpreter(manifest: Optional[PluginManifest], opts: LaunchOptions) 
             if warning:
                 log.warning("%s", warning)
         return Choice(str(environment.python), environment.activation(base_env),
-                      f"{manifest.path.name} virtualEnvType={manifest.virtual_env_type}",
+                      f"{manifest.path.name} virtualEnvType={kind}" if manifest.virtual_env_type
+                      else f"{LOCAL_ENV_DIR} built from the lock file beside {manifest.path.name}",
                       # base_env: conda runs an active env's deactivate.d hooks first
                       wrap=functools.partial(environment.wrap_command, base_env=base_env),
                       env_desc=f"{environment.kind} {environment.prefix}")

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import psutil
 import pynng
@@ -45,7 +45,8 @@ from ekl.launcher.instance import PluginInstance  # noqa: E402
 from ekl.launcher.resolve import LaunchOptions  # noqa: E402
 from ekl.launcher.session import open_plugin  # noqa: E402
 from ekuiper import protocol  # noqa: E402
-from ekuiper.protocol import FuncMeta, Meta  # noqa: E402
+from ekuiper.protocol import Control, FuncMeta, Meta  # noqa: E402
+from ekuiper.transport import TransportTimeout  # noqa: E402
 
 SIDES = ("official", "ekl")
 METRICS = (  # key, label, higher is better
@@ -74,31 +75,54 @@ def bench_calls(inst: PluginInstance, calls: int) -> Dict[str, float]:
     return {"calls_per_s": calls / (t1 - t0), "cpu_us_per_call": (c1 - c0) / calls * 1e6}
 
 
-def bench_messages(inst: PluginInstance, messages: int, round_no: int) -> Dict[str, float]:
+def _source(inst: PluginInstance, meta: Meta, host: str) -> Tuple[Callable[[], bytes],
+                                                                   Callable[[], None]]:
+    """(recv, stop) for the bench source. ``host="native"`` reads with the native transport's
+    PULL, which takes many queued frames per system call, so the plugin, not the host, sets
+    the message rate; ``"pynng"`` is ekl's ordinary host (a pynng PULL, as eKuiper's mangos)."""
+    config = {"interval": 0}
+    if host == "pynng":
+        stream = inst.start_source("counter", meta, "", config)
+        stream.sock.recv_timeout = 10000
+        return stream.sock.recv, lambda: inst.stop_source("counter", meta)
+    from ekuiper.transport import get_transport
+
+    pull = get_transport("native").listen_pull(protocol.data_url(meta, inst.ipc_dir), retries=5,
+                                               interval_s=0.1, recv_timeout_ms=10000)
+    ctrl = Control("counter", protocol.TYPE_SOURCE, meta, "", config)
+    inst.command(protocol.encode_command(protocol.CMD_START, ctrl), "start bench source")
+
+    def stop() -> None:
+        pull.close()
+        inst.command(protocol.encode_command(protocol.CMD_STOP, ctrl), "stop bench source")
+
+    return pull.recv, stop
+
+
+def bench_messages(inst: PluginInstance, messages: int, round_no: int,
+                   host: str = "pynng") -> Dict[str, float]:
     meta = Meta(f"bench{round_no}x{inst.pid}", "op1", 0)
-    stream = inst.start_source("counter", meta, "", {"interval": 0})
-    sock = stream.sock
-    sock.recv_timeout = 10000
+    recv, stop = _source(inst, meta, host)
     got = 0
     try:
         for _ in range(min(2000, messages)):  # warm-up; fills the buffers to their steady state
-            sock.recv()
+            recv()
             got += 1
         assert inst.pid is not None
         c0, t0 = cpu_s(inst.pid), time.perf_counter()
         for _ in range(messages - 1):
-            sock.recv()
+            recv()
             got += 1
-        last = protocol.decode_source_message(sock.recv())
+        last = protocol.decode_source_message(recv())
         t1, c1 = time.perf_counter(), cpu_s(inst.pid)
-    except pynng.Timeout:
+    except (pynng.Timeout, TransportTimeout):
         # The official SDK's source dies when its send waits over 1 s (it ignores argv's
         # sendTimeout): on a very busy machine a host that stalls that long kills it.
         assert inst.process is not None
         raise SystemExit(f"plugin {inst.name}: its source stopped sending after {got} messages "
                          f"(nothing for 10 s); stderr: {inst.process.tail(10)}") from None
     assert last.error is None and last.message is not None, last
-    inst.stop_source("counter", meta)
+    stop()
     return {"messages_per_s": messages / (t1 - t0), "cpu_us_per_message": (c1 - c0) / messages * 1e6}
 
 
@@ -109,7 +133,8 @@ def describe(python: str) -> str:
                           check=True).stdout.strip()
 
 
-def run(calls: int, messages: int, rounds: int, transport: str = "pynng") -> Dict[str, object]:
+def run(calls: int, messages: int, rounds: int, transport: str = "native",
+        host: str = "pynng") -> Dict[str, object]:
     pythons = {"official": str(official_sdk_python()), "ekl": sys.executable}
     for side in SIDES:
         print(f"{side:9} {describe(pythons[side])}")
@@ -128,7 +153,7 @@ def run(calls: int, messages: int, rounds: int, transport: str = "pynng") -> Dic
                 order = SIDES if r % 2 == 0 else SIDES[::-1]
                 for side in order:
                     got = bench_calls(insts[side], calls)
-                    got.update(bench_messages(insts[side], messages, r))
+                    got.update(bench_messages(insts[side], messages, r, host))
                     for k, v in got.items():
                         results[side][k].append(v)
                     print(f"round {r + 1} {side:9} " + "  ".join(
@@ -138,6 +163,7 @@ def run(calls: int, messages: int, rounds: int, transport: str = "pynng") -> Dic
     medians = {s: {k: (statistics.mean(v) if k.startswith("cpu_") else statistics.median(v))
                    for k, v in results[s].items()} for s in SIDES}
     return {"calls": calls, "messages": messages, "rounds": rounds, "transport": transport,
+            "host": host,
             "rounds_data": results, "median": medians,
             "ratio": {k: medians["ekl"][k] / medians["official"][k] for k, _, _ in METRICS}}
 
@@ -148,14 +174,19 @@ def main(argv: List[str]) -> int:
     ap.add_argument("--messages", type=int, default=30000,
                     help="source messages per round and SDK")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--transport", default="pynng", choices=["pynng", "native"],
-                    help="EKUIPER_TRANSPORT for ekl's SDK (the official SDK always uses pynng)")
+    ap.add_argument("--transport", default="native", choices=["pynng", "native"],
+                    help="EKUIPER_TRANSPORT for ekl's SDK (default: native, the SDK's default; "
+                         "the official SDK always uses pynng)")
+    ap.add_argument("--host", default="pynng", choices=["pynng", "native"],
+                    help="the host's source PULL: pynng (ekl's host, like eKuiper's mangos) or "
+                         "native, which reads many frames per system call so the plugin sets "
+                         "the message rate")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     a = ap.parse_args(argv)
     if a.calls < 1 or a.messages < 2 or a.rounds < 1:
         ap.error("--calls, --messages and --rounds must be positive (--messages at least 2)")
     t0 = time.monotonic()
-    res = run(a.calls, a.messages, a.rounds, a.transport)
+    res = run(a.calls, a.messages, a.rounds, a.transport, a.host)
     med, ratio = res["median"], res["ratio"]  # type: ignore[index]
     print(f"\n{a.rounds} rounds of {a.calls} calls and {a.messages} messages per SDK; rates: median "
           f"round, CPU: all rounds:")

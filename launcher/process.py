@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import signal
 import subprocess
@@ -130,6 +129,8 @@ class PluginProcess:
     def start(self) -> PluginProcess:
         spec = self.spec
         if spec.log_file and self._file_handler is None:
+            import logging.handlers  # only with --log-file: it pulls in pickle and socket
+
             h = logging.handlers.RotatingFileHandler(spec.log_file, maxBytes=spec.log_max_bytes,
                                                      backupCount=spec.log_backups)
             h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))

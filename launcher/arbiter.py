@@ -73,7 +73,6 @@ class Arbiter:
             res = resolve(m, self.opts)
             inst = PluginInstance(res.spec, HostSettings(**vars(self.host)),
                                   lifeline=self.lifeline, private_ipc=res.private_ipc)
-            inst.resolution = res  # type: ignore[attr-defined]
             w = Watcher(inst, self.sup, on_state=lambda *_: self.write_status())
             self.watchers.append(w)
         for w in self.watchers:

@@ -20,7 +20,7 @@ from .errors import EklError, FunctionError, HostTimeout, ManifestError
 from .manifest import PluginManifest, load
 from .progress import Progress
 from .resolve import LaunchOptions
-from .session import Interrupted, open_plugin, terminate_as_interrupt
+from .session import RULE, Interrupted, open_plugin, terminate_as_interrupt
 from .settings import HostSettings
 
 log = logging.getLogger("ekl")
@@ -101,9 +101,6 @@ def _emit(obj: Any) -> None:
 
 
 # --- verbs -------------------------------------------------------------------------------
-
-RULE = "ekl"
-
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline

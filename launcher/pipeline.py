@@ -19,12 +19,12 @@ from .manifest import PluginManifest
 from .process import Lifeline
 from .progress import Progress
 from .resolve import LaunchOptions, resolve
+from .session import RULE
 from .settings import HostSettings, SupervisorSettings
 from .states import State
 from .watcher import Watcher
 
 log = logging.getLogger("ekl")
-RULE = "ekl"
 #: How long the pipeline waits for a restarted plugin before giving up.
 RECOVERY_TIMEOUT_S = 60.0
 #: Records in a row the function may refuse before the run stops.
@@ -56,7 +56,6 @@ class Pipeline:
             res = resolve(self.manifest, opts)
         lifeline = Lifeline()
         inst = PluginInstance(res.spec, settings, lifeline=lifeline, private_ipc=res.private_ipc)
-        inst.resolution = res  # type: ignore[attr-defined]
         sup = SupervisorSettings(restart="on-failure" if supervise else "never",
                                  health_interval_s=1.0)
         self.watcher = Watcher(inst, sup)

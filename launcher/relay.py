@@ -19,7 +19,7 @@ from typing import Optional
 
 from ekuiper import protocol
 from ekuiper.runtime.logs import one_line
-from ekuiper.runtime.reqloop import serve_inverted
+from ekuiper.runtime.reqloop import PeerWatch, serve_inverted
 from ekuiper.transport import ReqSocket, TransportError, get_transport
 
 from .arbiter import write_status_file
@@ -57,7 +57,6 @@ class Relay:
         hs.ipc_dir = data_dir
         self.instance = PluginInstance(res.spec, hs, lifeline=self.lifeline, private_ipc=False,
                                        control_dir=self.private)
-        self.instance.resolution = res  # type: ignore[attr-defined]
         self.watcher = Watcher(self.instance, sup, on_state=lambda *_: self.write_status())
         self.stop_event = threading.Event()
         self.exit_code = 0
@@ -133,7 +132,7 @@ class Relay:
         loop = threading.Thread(target=serve_inverted, daemon=True, name="relay",
                                 args=(up, self.handle, "relay", self.stop_event.is_set))
         loop.start()
-        lost_since: Optional[float] = None
+        host = PeerWatch(up, HOST_LOST_GRACE_S)
         next_status = 0.0
         while not self.stop_event.wait(0.2):
             now = time.monotonic()
@@ -144,13 +143,9 @@ class Relay:
                 log.error("plugin %s is FATAL: %s", self.name, self.watcher.fatal_reason)
                 self.exit_code = 1
                 break
-            if up.connected:
-                lost_since = None
-            else:
-                lost_since = lost_since or now
-                if now - lost_since >= HOST_LOST_GRACE_S:
-                    log.warning("ekl-python: eKuiper went away; stopping plugin %s", self.name)
-                    break
+            if host.gone():
+                log.warning("ekl-python: eKuiper went away; stopping plugin %s", self.name)
+                break
         starter.join(timeout=self.instance.settings.init_timeout_s + 1)
         self._cleanup()
         return self.exit_code

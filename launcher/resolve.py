@@ -77,6 +77,7 @@ def read_kuiper_yaml(path: str) -> Dict[str, Any]:
     return portable
 
 
+@functools.lru_cache(maxsize=None)
 def hosted_sdk_dir() -> Path:
     """A cached copy of our ``ekuiper`` package folder alone, to put on PYTHONPATH.
 

@@ -18,6 +18,10 @@ from .settings import HostSettings
 log = logging.getLogger("ekl")
 
 
+#: The rule id ekl's own verbs use for the symbols they start.
+RULE = "ekl"
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGTERM, turned into the same clean unwinding as Ctrl-C."""
 
@@ -51,8 +55,6 @@ def open_plugin(target: str, opts: Optional[LaunchOptions] = None,
         res: Resolution = resolve(manifest, opts)
     lifeline = Lifeline()
     inst = PluginInstance(res.spec, settings, lifeline=lifeline, private_ipc=res.private_ipc)
-    inst.resolution = res  # type: ignore[attr-defined]
-    inst.manifest = manifest  # type: ignore[attr-defined]
     try:
         with progress.step(f"starting plugin {manifest.name} on {res.spec.interpreter or 'its executable'}"):
             inst.start_process()

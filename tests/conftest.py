@@ -93,7 +93,6 @@ class Host:
             private_ipc = False
         hs = HostSettings(ipc_dir=self.ipc_dir if private_ipc else "/tmp", **settings)  # type: ignore[arg-type]
         inst = PluginInstance(res.spec, hs, lifeline=self.lifeline)
-        inst.resolution = res  # type: ignore[attr-defined]
         self.instances.append(inst)
         if start:
             inst.start_process()

@@ -23,7 +23,7 @@ from ..sink import Sink
 from ..source import Source
 from ..transport import ReqSocket, Transport, TransportError, get_transport
 from .logs import log, one_line, setup_logging
-from .reqloop import serve_inverted
+from .reqloop import PeerWatch, serve_inverted
 from .symbols import RUNTIMES, Settings, StartError, SymbolRuntime
 
 _KINDS = {protocol.TYPE_SOURCE: "source", protocol.TYPE_SINK: "sink",
@@ -161,17 +161,12 @@ class PluginRuntime:
         t.start()
         log.info("plugin %s serving (%s transport, pid %d)", self.config.name,
                  self.transport.name, os.getpid())
-        lost_since: Optional[float] = None
+        host = PeerWatch(control, self.settings.host_lost_grace_s)
         while not self.stop_event.wait(0.2):
             if not t.is_alive():
                 self.stop_reason = "control channel closed"
                 break
-            if control.connected:
-                lost_since = None
-                continue
-            now = time.monotonic()
-            lost_since = lost_since or now
-            if now - lost_since >= self.settings.host_lost_grace_s:
+            if host.gone():
                 self.stop_reason = "the host went away"
                 log.warning("plugin %s: the host went away; stopping", self.config.name)
                 break

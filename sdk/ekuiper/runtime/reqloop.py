@@ -16,6 +16,27 @@ from ..transport import ReqSocket, TransportClosed, TransportError, TransportTim
 from .logs import log
 
 
+class PeerWatch:
+    """Tells when the host behind a REQ socket has been gone for ``grace_s`` in a row.
+
+    A plugin (and ekl-python's relay, which plays one) stops instead of spinning when the
+    host disappears; a brief reconnect within the grace does not count.
+    """
+
+    def __init__(self, sock: ReqSocket, grace_s: float) -> None:
+        self.sock = sock
+        self.grace_s = grace_s
+        self._since: Optional[float] = None
+
+    def gone(self) -> bool:
+        if self.sock.connected:
+            self._since = None
+            return False
+        now = time.monotonic()
+        self._since = self._since or now
+        return now - self._since >= self.grace_s
+
+
 def serve_inverted(sock: ReqSocket, handle: Callable[[bytes], bytes], name: str,
                    stopping: Callable[[], bool]) -> None:
     """Answer orders with ``handle`` until the socket is closed or ``stopping()`` is true."""

@@ -26,7 +26,13 @@ from ..host.instance import PluginInstance
 from ..plugin import Plugin
 from ..settings import SupervisorSettings
 from ..supervise.states import State
-from ..supervise.status import MODE_EKL_PYTHON, StatusWriter, status_dir, status_document
+from ..supervise.status import (
+    MODE_EKL_PYTHON,
+    STATUS_DIR_ENV,
+    StatusWriter,
+    status_dir,
+    status_document,
+)
 from ..supervise.watcher import Watcher
 
 log = logging.getLogger("ekl")
@@ -49,9 +55,10 @@ class Relay:
         self.upstream: Optional[ReqSocket] = None
         folder = status_dir()
         os.makedirs(folder, mode=0o700, exist_ok=True)
-        self.status = StatusWriter(os.path.join(folder, f"{self.name}.json"),
-                                   lambda: status_document([self.watcher.status()],
-                                                           MODE_EKL_PYTHON))
+        self.status = StatusWriter.open(
+            os.path.join(folder, f"{self.name}.json"),
+            lambda: status_document([self.watcher.status()], MODE_EKL_PYTHON),
+            option=f"status folder (${STATUS_DIR_ENV})")
 
     # --- eKuiper's commands ------------------------------------------------------------
 

@@ -54,6 +54,9 @@ DEFAULT_MAX_RATIO = 100              # uncompressed : compressed, per entry
 #: spaces legitimately compresses 300:1, and a few KiB cannot hurt anyone.
 RATIO_FLOOR = 1 << 20                # 1 MiB
 DEFAULT_JSON_MAX_BYTES = 1 << 20     # 1 MiB: plugin JSON is a few hundred bytes
+#: Longest entry name (bytes): deeper paths than any plugin needs, well inside PATH_MAX
+#: once the cache folder is in front.
+MAX_NAME = 1024
 #: At most this many problems are listed; the rest are counted.
 MAX_PROBLEMS = 20
 
@@ -134,22 +137,35 @@ def _name_ok(rel: str) -> bool:
         raw = os.fsencode(rel)
     except UnicodeError:
         return False
-    return len(raw) < 4000 and all(0 < len(part) <= 255 for part in raw.split(b"/"))
+    return len(raw) <= MAX_NAME and all(0 < len(part) <= 255 for part in raw.split(b"/"))
 
 
-def _total_entries(fp: Any) -> Optional[int]:
-    """The entry count from the end record, before zipfile builds an object per entry
-    (a 100 MB central directory of minimal entries would otherwise cost gigabytes)."""
+def _count_entries(fp: Any, stop: int) -> Optional[int]:
+    """Count the central directory's entries by walking their headers, stopping past
+    ``stop``: zipfile builds an object per entry (about 500 bytes each, whatever the end
+    record's count says), so a crafted 50 MB directory would otherwise cost gigabytes
+    before any limit is checked. None when the structure is not what this walk expects;
+    zipfile then judges it."""
     try:
         endrec = zipfile._EndRecData(fp)  # type: ignore[attr-defined]
         if not endrec:
             return None
-        n = int(endrec[4])
-        fp.seek(0, os.SEEK_END)
-        # a real central directory holds at least 46 bytes per entry; a count the file
-        # cannot hold is damage, which zipfile reports better
-        return n if n * 46 <= fp.tell() else None
-    except Exception:  # noqa: BLE001 - a private helper; zipfile itself judges the structure
+        size_cd, location = int(endrec[5]), int(endrec[9])
+        start = location - size_cd - (76 if endrec[0] == b"PK\x06\x06" else 0)
+        if start < 0:
+            return None
+        fp.seek(start)
+        n = used = 0
+        while used < size_cd and n <= stop:
+            head = fp.read(46)
+            if len(head) < 46 or head[:4] != b"PK\x01\x02":
+                return None
+            skip = sum(struct.unpack("<3H", head[28:34]))
+            fp.seek(skip, os.SEEK_CUR)
+            used += 46 + skip
+            n += 1
+        return n
+    except Exception:  # noqa: BLE001 - a private helper on crafted input; zipfile judges it
         return None
     finally:
         fp.seek(0)
@@ -245,14 +261,14 @@ def _refuse(problems: List[str]) -> ManifestError:
 
 
 def _open_zip(zpath: Path, fp: Any, limits: ZipLimits) -> zipfile.ZipFile:
-    n = _total_entries(fp)
+    n = _count_entries(fp, limits.max_entries)  # type: ignore[arg-type]
     if n is not None and n > limits.max_entries:  # type: ignore[operator]
-        raise ManifestError([f"{zpath}: has {n} entries, more than the limit of "
+        raise ManifestError([f"{zpath}: has more entries than the limit of "
                              f"{limits.max_entries}; remove files from the plugin, or raise "
                              f"{MAX_ENTRIES_ENV} if it really needs them"])
     try:
         return zipfile.ZipFile(fp)
-    except _ZIP_ERRORS as e:
+    except _ZIP_ERRORS + (OSError,) as e:  # OSError: a seek to a crafted offset
         raise ManifestError([f"{zpath}: not a zip file, or a damaged one ({_why(e)}); "
                              f"rebuild it with `ekl package`"]) from None
 
@@ -315,16 +331,20 @@ def _write_tree(zf: zipfile.ZipFile, zpath: Path, entries: List[_Entry], root: P
     made = set()
 
     def folder(rel: str) -> None:
-        if not rel or rel in made:
-            return
-        folder(posixpath.dirname(rel))
-        d = root / rel
-        try:
-            os.mkdir(d, 0o755)
-        except FileExistsError:
-            pass
-        os.chmod(d, 0o755)
-        made.add(rel)
+        """Create ``rel`` and its missing parents, 0755 whatever the umask (a loop, not
+        recursion: a name may have hundreds of components)."""
+        todo = []
+        while rel and rel not in made:
+            todo.append(rel)
+            rel = posixpath.dirname(rel)
+        for r in reversed(todo):
+            d = root / r
+            try:
+                os.mkdir(d, 0o755)
+            except FileExistsError:
+                pass
+            os.chmod(d, 0o755)
+            made.add(r)
 
     for e in sorted(entries, key=lambda x: not x.is_dir):
         if e.is_dir:

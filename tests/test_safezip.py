@@ -191,7 +191,7 @@ def test_total_size_and_entry_limits_from_argument_and_environment(tmp_path, mon
     cache = tmp_path / "cache"
     with pytest.raises(ManifestError, match="unpacks to 10000 bytes, more than the limit of 5000"):
         unpack_plugin_zip(z, cache, ZipLimits(max_bytes=5000))
-    with pytest.raises(ManifestError, match="has 10 entries, more than the limit of 5;"):
+    with pytest.raises(ManifestError, match="has more entries than the limit of 5;"):
         unpack_plugin_zip(z, cache, ZipLimits(max_entries=5))
     monkeypatch.setenv("EKL_ZIP_MAX_BYTES", "9999")
     with pytest.raises(ManifestError, match="EKL_ZIP_MAX_BYTES"):
@@ -319,8 +319,31 @@ def test_encrypted_and_unknown_methods_and_what_ekuiper_cannot_read(tmp_path):
 
 def test_too_many_entries_refused_from_the_end_record(tmp_path):
     z = make_zip(tmp_path / "p.zip", [(f"f{i}", "", None) for i in range(50)])
-    with pytest.raises(ManifestError, match="has 50 entries, more than the limit of 49"):
+    with pytest.raises(ManifestError, match="has more entries than the limit of 49; remove"):
         unpack_plugin_zip(z, tmp_path / "cache", ZipLimits(max_entries=49))
+    assert unpack_plugin_zip(z, tmp_path / "cache", ZipLimits(max_entries=50)).is_dir()
+
+
+def test_a_central_directory_longer_than_its_end_record_says(tmp_path):
+    """The end record claims 2 entries; the directory holds 5000. Counted by walking the
+    headers, refused before zipfile builds an object per entry."""
+    z = make_zip(tmp_path / "p.zip", [(f"f{i}", "", None) for i in range(5000)])
+    data = bytearray(z.read_bytes())
+    eocd = data.rindex(b"PK\x05\x06")
+    struct.pack_into("<HH", data, eocd + 8, 2, 2)
+    z.write_bytes(bytes(data))
+    with pytest.raises(ManifestError, match="has more entries than the limit of 100"):
+        unpack_plugin_zip(z, tmp_path / "cache", ZipLimits(max_entries=100))
+
+
+def test_deep_and_long_names(tmp_path):
+    deep = "/".join(["d"] * 500) + "/f"          # 1001 bytes, 501 components
+    z = make_zip(tmp_path / "p.zip", [("p.json", "{}", None), (deep, "1", None)])
+    assert (unpack_plugin_zip(z, tmp_path / "cache") / deep).read_text() == "1"
+    too = make_zip(tmp_path / "q.zip", [("d/" * 600 + "f", "1", None), ("x" * 256, "", None)])
+    problems = inspect_zip(too)
+    assert len(problems) == 2 and all("has an empty, too long or invalid name" in p
+                                      for p in problems)
 
 
 # --- concurrency and failures --------------------------------------------------------------

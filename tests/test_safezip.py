@@ -383,6 +383,28 @@ def test_two_concurrent_first_unpacks_both_succeed(tmp_path):
     assert os.listdir(dest.parent) == ["p"]  # the loser discarded its copy
 
 
+def test_the_run_that_loses_the_rename_uses_the_winners_folder(tmp_path, monkeypatch):
+    """Deterministic lost race: while this run's copy is complete but not yet renamed,
+    another process unpacks the same zip to the end."""
+    from ekl.launcher import safezip
+
+    z = plugin_zip(tmp_path)
+    cache = tmp_path / "cache"
+    real = safezip._write_tree
+
+    def then_another_process_wins(*args, **kwargs):
+        real(*args, **kwargs)
+        go = tmp_path / "go"
+        go.touch()
+        subprocess.run([sys.executable, "-c", RACE, str(z), str(cache), str(go)], check=True,
+                       capture_output=True, timeout=60)
+
+    monkeypatch.setattr(safezip, "_write_tree", then_another_process_wins)
+    dest = unpack_plugin_zip(z, cache)
+    assert (dest / "main.py").is_file()
+    assert os.listdir(dest.parent) == ["p"]  # this run's copy was discarded
+
+
 def test_a_failure_midway_leaves_no_temp_folder(tmp_path):
     """The bad entry comes after 200 good ones, so the temporary folder is half full."""
     entries = [("p.json", "{}", None)] + [(f"m{i}", "ok", None) for i in range(200)] + \

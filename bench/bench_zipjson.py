@@ -1,12 +1,12 @@
-"""Memory and time to refuse hostile plugin zips: the old way against launcher/safezip.py.
+"""Memory and time to refuse hostile plugin zips: the old way against launcher/plugin/zips.py.
 
 Builds (cheaply, without compressing the whole payload) a zip whose root JSON unpacks to
 ``--mib`` MiB and a 1 MiB zip bomb that unpacks to 1 GiB, then measures, each in a fresh
 process, the peak RSS growth and wall time of:
 
 * ``baseline``: ``json.loads(zf.read(name))``, what ``validate.check_zip`` does today;
-* ``inspect``: ``safezip.inspect_zip`` (central directory first, then a counting stream);
-* ``zipjson``: ``safezip.read_zip_json_limited`` (refuses from the header's size);
+* ``inspect``: ``zips.inspect_zip`` (central directory first, then a counting stream);
+* ``zipjson``: ``zips.read_zip_json_limited`` (refuses from the header's size);
 * ``bomb-inspect``: ``inspect_zip`` on the bomb (the old ``manifest.unpack_zip`` writes the
   whole GiB to the cache, which this script does not repeat).
 

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ekl.launcher.errors import EklError, ManifestError
-from ekl.launcher.safezip import (
+from ekl.launcher.plugin.zips import (
     ZipLimits,
     inspect_zip,
     read_json_limited,
@@ -351,7 +351,7 @@ def test_deep_and_long_names(tmp_path):
 RACE = """
 import sys, time
 from pathlib import Path
-from ekl.launcher.safezip import unpack_plugin_zip
+from ekl.launcher.plugin.zips import unpack_plugin_zip
 go = Path(sys.argv[3])
 while not go.exists():
     time.sleep(0.001)
@@ -386,7 +386,7 @@ def test_two_concurrent_first_unpacks_both_succeed(tmp_path):
 def test_the_run_that_loses_the_rename_uses_the_winners_folder(tmp_path, monkeypatch):
     """Deterministic lost race: while this run's copy is complete but not yet renamed,
     another process unpacks the same zip to the end."""
-    from ekl.launcher import safezip
+    from ekl.launcher.plugin import zips as safezip
 
     z = plugin_zip(tmp_path)
     cache = tmp_path / "cache"
@@ -472,13 +472,13 @@ try:
     if how == "baseline":
         json.loads(zipfile.ZipFile(z).read("p.json"))
     elif how == "inspect":
-        from ekl.launcher.safezip import inspect_zip
+        from ekl.launcher.plugin.zips import inspect_zip
         print(inspect_zip(z)[0], file=sys.stderr)
     elif how == "file":
-        from ekl.launcher.safezip import read_json_limited
+        from ekl.launcher.plugin.zips import read_json_limited
         read_json_limited(z)
     else:
-        from ekl.launcher.safezip import read_zip_json_limited
+        from ekl.launcher.plugin.zips import read_zip_json_limited
         read_zip_json_limited(zipfile.ZipFile(z), "p.json", z)
 except Exception as e:
     print(type(e).__name__, e, file=sys.stderr)

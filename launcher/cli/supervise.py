@@ -9,7 +9,7 @@ import time
 from typing import Any, Dict, List
 
 from ..settings import RESTART_POLICIES, SupervisorSettings
-from ..supervise.status import collect_status_dir, read_status_file, status_dir
+from ..supervise.status import collect_status_dirs, read_status_file, status_dir_candidates
 from .common import add_launch_options, host_settings, launch_options
 
 
@@ -53,7 +53,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.status_file:
         status = read_status_file(args.status_file)
     else:
-        status = collect_status_dir(status_dir())
+        status = collect_status_dirs(status_dir_candidates())
     if args.json:
         json.dump(status, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -87,7 +87,8 @@ def register(sub: Any) -> None:
     st = sub.add_parser("status", help="show plugin status (ekl supervise, or ekl-python)",
                         description="With --status-file, the status `ekl supervise` writes; "
                         "without it, every plugin eKuiper runs through ekl-python (one file "
-                        "per plugin in $EKL_STATUS_DIR, default /tmp/ekl-status).")
+                        "per plugin in $EKL_STATUS_DIR, default $XDG_RUNTIME_DIR/ekl, else "
+                        "/tmp/ekl-status-<uid>; both defaults are read).")
     st.add_argument("--status-file", metavar="F")
     st.add_argument("--json", action="store_true", help="print the JSON as written")
     st.set_defaults(func=cmd_status)

@@ -22,6 +22,7 @@ from ekuiper.reqrep import PeerWatch, one_line, serve_inverted
 from ekuiper.transport import ReqSocket, TransportError, get_transport
 
 from ..errors import EklError
+from ..fsafe import ensure_private_dir
 from ..host.instance import PluginInstance
 from ..plugin import Plugin
 from ..settings import SupervisorSettings
@@ -30,7 +31,7 @@ from ..supervise.status import (
     MODE_EKL_PYTHON,
     STATUS_DIR_ENV,
     StatusWriter,
-    status_dir,
+    default_status_dir,
     status_document,
 )
 from ..supervise.watcher import Watcher
@@ -53,8 +54,7 @@ class Relay:
         self.stop_event = threading.Event()
         self.exit_code = 0
         self.upstream: Optional[ReqSocket] = None
-        folder = status_dir()
-        os.makedirs(folder, mode=0o700, exist_ok=True)
+        folder = str(ensure_private_dir(default_status_dir(), "status folder", STATUS_DIR_ENV))
         self.status = StatusWriter.open(
             os.path.join(folder, f"{self.name}.json"),
             lambda: status_document([self.watcher.status()], MODE_EKL_PYTHON),

@@ -14,19 +14,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import EklError
+from ..fsafe import (  # noqa: F401 - the status folder's rules live there
+    STATUS_DIR_ENV,
+    atomic_write,
+    default_status_dir,
+    status_dir_candidates,
+)
 
 log = logging.getLogger("ekl")
 
 #: Version 2 added ``mode``; readers accept every version up to this one.
 STATUS_VERSION = 2
-STATUS_DIR_ENV = "EKL_STATUS_DIR"
 MODE_SUPERVISE = "supervise"
 MODE_EKL_PYTHON = "ekl-python"
 
@@ -35,22 +39,6 @@ def status_document(plugins: List[Dict[str, Any]], mode: str) -> Dict[str, Any]:
     """The whole file: the one place its top-level fields are decided."""
     return {"version": STATUS_VERSION, "mode": mode, "launcher_pid": os.getpid(),
             "written_at": time.time(), "plugins": plugins}
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """A fresh temporary file beside ``path`` (O_EXCL, never a symlink), then rename."""
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 class StatusWriter:
@@ -84,7 +72,7 @@ class StatusWriter:
         if os.path.isdir(path):
             raise EklError(f"{option} {path}: is a folder; give a file path")
         try:
-            write_atomically(path, json.dumps(snapshot(), default=str).encode())
+            atomic_write(path, json.dumps(snapshot(), default=str).encode())
         except OSError as e:
             raise EklError(f"{option} {path}: cannot write it ({e.strerror}); give a path "
                            f"you can write") from None
@@ -98,7 +86,7 @@ class StatusWriter:
         with self._lock:
             try:
                 data = json.dumps(self.snapshot(), default=str).encode()
-                write_atomically(self.path, data)
+                atomic_write(self.path, data)
             except Exception as e:  # noqa: BLE001 - a status write must never kill anything
                 text = f"{type(e).__name__}: {e}"
                 if text != self._failing:
@@ -149,17 +137,13 @@ def read_status_file(path: str) -> Dict[str, Any]:
     return data
 
 
-def status_dir() -> str:
-    """Where each ``ekl-python`` writes its plugin's status, and ``ekl status`` looks."""
-    return os.environ.get(STATUS_DIR_ENV) or "/tmp/ekl-status"
-
-
-def collect_status_dir(directory: str) -> Dict[str, Any]:
+def collect_status_dirs(directories: List[str]) -> Dict[str, Any]:
     """Merge the per-plugin files ``ekl-python`` writes (one per plugin eKuiper started)."""
     import psutil
 
     plugins: List[Dict[str, Any]] = []
-    for f in sorted(Path(directory).glob("*.json")) if Path(directory).is_dir() else []:
+    files = [f for d in directories if Path(d).is_dir() for f in sorted(Path(d).glob("*.json"))]
+    for f in files:
         try:
             data = read_status_file(str(f))
         except EklError:
@@ -172,5 +156,5 @@ def collect_status_dir(directory: str) -> Dict[str, Any]:
                                       f"(stale status file {os.path.basename(f)})")
             plugins.append(p)
     doc = status_document(plugins, MODE_EKL_PYTHON)
-    doc.update(launcher_pid="ekl-python", status_dir=directory)
+    doc.update(launcher_pid="ekl-python", status_dir=", ".join(directories))
     return doc

@@ -15,7 +15,7 @@ from .. import __version__
 from ..errors import EklError, ManifestError
 from ..start import Interrupted, terminate_as_interrupt
 from . import authoring, env, run, supervise
-from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 log = logging.getLogger("ekl")
 
@@ -67,6 +67,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK  # `ekl tail ... | head` closed our stdout
+    except Exception as e:  # noqa: BLE001 - a bug must still be one line, not a traceback
+        log.debug("internal error", exc_info=True)
+        text = " ".join(str(e).split())[:300]
+        print(f"ekl: internal error: {type(e).__name__}: {text} (run with -vv for the "
+              f"traceback, and please report it)", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def entry() -> None:

@@ -26,6 +26,7 @@ from ..fsafe import ensure_private_dir
 from ..host.instance import PluginInstance
 from ..plugin import Plugin
 from ..settings import SupervisorSettings
+from ..supervise.control import ControlServer
 from ..supervise.states import State
 from ..supervise.status import (
     MODE_EKL_PYTHON,
@@ -55,10 +56,17 @@ class Relay:
         self.exit_code = 0
         self.upstream: Optional[ReqSocket] = None
         folder = str(ensure_private_dir(default_status_dir(), "status folder", STATUS_DIR_ENV))
-        self.status = StatusWriter.open(
-            os.path.join(folder, f"{self.name}.json"),
-            lambda: status_document([self.watcher.status()], MODE_EKL_PYTHON),
-            option=f"status folder (${STATUS_DIR_ENV})")
+        self.control = ControlServer(lambda: [self.name],
+                                     lambda op, _name, t: self.watcher.operate(op, t))
+        try:
+            self.status = StatusWriter.open(
+                os.path.join(folder, f"{self.name}.json"),
+                lambda: status_document([self.watcher.status()], MODE_EKL_PYTHON,
+                                        self.control.path),
+                option=f"status folder (${STATUS_DIR_ENV})")
+        except BaseException:
+            self.control.close()
+            raise
 
     # --- eKuiper's commands ------------------------------------------------------------
 
@@ -145,3 +153,4 @@ class Relay:
         if self.upstream is not None:
             self.upstream.close()
         self.status.remove()
+        self.control.close()

@@ -11,6 +11,7 @@ from ..errors import EklError
 from ..plugin import load
 from ..settings import HostSettings, LaunchOptions, SupervisorSettings
 from ..start import prepare
+from .control import ControlServer
 from .status import MODE_SUPERVISE, StatusWriter, status_document
 from .watcher import Watcher
 
@@ -24,11 +25,13 @@ class Arbiter:
         self.opts, self.host, self.sup = opts, host, sup
         self.watchers: List[Watcher] = []
         self._stop = threading.Event()
+        self.control: Optional[ControlServer] = None
         self.status_writer = (StatusWriter.open(status_file, self.status) if status_file
                               else None)
 
     def status(self) -> Dict[str, Any]:
-        return status_document([w.status() for w in self.watchers], MODE_SUPERVISE)
+        return status_document([w.status() for w in self.watchers], MODE_SUPERVISE,
+                               self.control.path if self.control else None)
 
     def write_status(self) -> None:
         if self.status_writer is not None:
@@ -45,10 +48,15 @@ class Arbiter:
             inst = prepare(m, self.opts, self.host)
             w = Watcher(inst, self.sup, on_state=lambda *_: self.write_status())
             self.watchers.append(w)
+        by_name = {w.name: w for w in self.watchers}
+        self.control = ControlServer(lambda: list(by_name),
+                                     lambda op, name, t: by_name[name].operate(op, t))
         for w in self.watchers:
             w.start()
 
     def stop(self) -> None:
+        if self.control is not None:
+            self.control.close()
         for w in self.watchers:
             w.stop()
         if self.status_writer is not None:
@@ -59,7 +67,8 @@ class Arbiter:
         def handler(signum: int, _f: object) -> None:
             self._stop.set()
 
-        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        old = {s: signal.signal(s, handler)
+               for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         try:
             self.start()
             log.info("supervising %d plugin(s)", len(self.watchers))

@@ -35,10 +35,14 @@ MODE_SUPERVISE = "supervise"
 MODE_EKL_PYTHON = "ekl-python"
 
 
-def status_document(plugins: List[Dict[str, Any]], mode: str) -> Dict[str, Any]:
-    """The whole file: the one place its top-level fields are decided."""
+def status_document(plugins: List[Dict[str, Any]], mode: str,
+                    control: Optional[str] = None) -> Dict[str, Any]:
+    """The whole file: the one place its top-level fields are decided.
+
+    ``control``: the launcher's control socket (``ekl restart`` and friends find it here).
+    """
     return {"version": STATUS_VERSION, "mode": mode, "launcher_pid": os.getpid(),
-            "written_at": time.time(), "plugins": plugins}
+            "written_at": time.time(), "control": control, "plugins": plugins}
 
 
 class StatusWriter:

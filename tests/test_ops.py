@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from conftest import make_plugin, short_id, wait_for
-from ekl.launcher.cli.ops import render_table
+from ekl.launcher.cli.operate import render_table
 from ekuiper.protocol import Meta
 
 

@@ -14,7 +14,7 @@ from typing import List, Optional
 from .. import __version__
 from ..errors import EklError, ManifestError
 from ..start import Interrupted, terminate_as_interrupt
-from . import authoring, env, ops, run, supervise
+from . import authoring, env, operate, run, supervise
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 log = logging.getLogger("ekl")
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
 
-    for verbs in (run, supervise, ops, authoring, env):  # each module registers its verbs
+    for verbs in (run, supervise, operate, authoring, env):  # each module registers its verbs
         verbs.register(sub)
     return p
 

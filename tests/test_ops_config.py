@@ -259,3 +259,20 @@ def test_a_bad_reload_keeps_the_running_config(tree):
     write(tree, GOOD.replace('restart = "always"', 'restart = "never"'))
     d = r.reload()
     assert d.changed == ("other",) and r.current is not first
+
+
+def test_every_ops_message_is_in_troubleshooting():
+    """tests/test_docs.py checks launcher/*.py; the ops package is checked here the same way."""
+    import messages
+
+    saved = messages.SOURCES
+    messages.SOURCES = [messages.REPO / "launcher" / "ops"]
+    try:
+        found = messages.templates()
+    finally:
+        messages.SOURCES = saved
+    doc = messages.normalize((messages.REPO / "docs" / "troubleshooting.md").read_text(encoding="utf-8"))
+    assert len(found) > 20
+    missing = [f"{path}:{line}: {t}" for path, line, t in found
+               if (frag := messages.fragment(t)) is not None and messages.normalize(frag) not in doc]
+    assert not missing, "\n".join(missing)

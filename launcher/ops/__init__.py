@@ -12,6 +12,11 @@ config file see of a running launcher.
 - :mod:`.config` -- ``ekl supervise --config FILE.toml``: plugins, their settings and
   pipelines as frozen dataclasses, every problem reported at once, and the diff a SIGHUP
   reload acts on.
+- :mod:`.health` -- ``ekl status`` exit codes (0/3/4, the LSB convention) and
+  ``ekl status --check NAME...`` for probes.
+- :mod:`.control` -- the control socket ``ekl restart|stop|start|reset`` use to reach a
+  running launcher: the transport, its defences and the client; the launcher supplies the
+  action.
 
 Each module imports only the standard library, optional third-party libraries and
 :mod:`ekl.launcher.errors`, so the launcher's internals can move without touching them; the

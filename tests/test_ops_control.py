@@ -280,3 +280,31 @@ def test_check_is_silent_on_success_and_reads_real_files(tmp_path):
     err = io.StringIO()
     assert health.main_check(["a"], [str(tmp_path / "none")], err=err) == 4
     assert err.getvalue() == "ekl: no status for plugin a; the status files know: none\n"
+
+
+def test_the_cli_verbs_parse_and_run(folder, tmp_path, capsys):
+    import argparse
+
+    from ekl.launcher.ops import cli as ops_cli
+
+    p = argparse.ArgumentParser(prog="ekl")
+    sub = p.add_subparsers()
+    ops_cli.register(sub)
+    status = sub.add_parser("status")
+    status.add_argument("--status-file", metavar="F")  # as the existing verb has it
+    ops_cli.add_status_options(status)
+    fl = FakeLauncher(folder, ["pysam"])
+    st = tmp_path / "status.json"
+    fl.status(st)
+    try:
+        args = p.parse_args(["restart", "pysam", "--status-file", str(st), "--timeout", "9"])
+        assert args.func(args) == 0 and fl.calls[-1] == ("restart", ["pysam"], 9.0)
+        assert capsys.readouterr().out == "pysam: RUNNING\n"
+        prom = tmp_path / "x.prom"
+        args = p.parse_args(["metrics", "--textfile", str(prom), "--status-file", str(st)])
+        assert args.func(args) == 0 and 'ekl_plugin_up{plugin="pysam"} 1.0' in prom.read_text()
+        args = p.parse_args(["status", "--status-file", str(st), "--check", "pysam"])
+        assert ops_cli.cmd_status_check(args) == 0
+        assert capsys.readouterr() == ("", "")
+    finally:
+        fl.server.close()

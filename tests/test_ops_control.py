@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import pytest
 
@@ -33,6 +33,7 @@ class FakeLauncher:
         self.states: Dict[str, str] = {n: "RUNNING" for n in names}
         self.calls: List[Any] = []
         self.fail = False
+        self.gate: Optional[threading.Event] = None  # set: requests wait here (a slow restart)
         self.server = control.ControlServer(folder, self.handle, lambda: list(self.states),
                                             io_timeout=0.5).start()
 
@@ -40,6 +41,8 @@ class FakeLauncher:
         self.calls.append((op, list(names), timeout))
         if self.fail:
             raise RuntimeError("watcher table is locked")
+        if self.gate is not None:
+            self.gate.wait(30)
         time.sleep(0.05)
         target = {"restart": "RUNNING", "start": "RUNNING", "reset": "RUNNING", "stop": "STOPPED"}[op]
         out = []
@@ -188,13 +191,19 @@ def test_hostile_clients_do_not_stop_the_server(folder):
         fl.fail = False
         assert control.request(path, "restart", ["pysam"])["ok"]
         # more than MAX_CLIENTS at once: the extra ones are told the launcher is busy
+        fl.gate = threading.Event()
         hold = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(control.MAX_CLIENTS)]
         for s in hold:
             s.connect(path)
+            s.sendall(b'{"op": "restart", "plugins": ["pysam"]}\n')  # each waits in the gate
         assert wait_for(lambda: fl.server._slots._value == 0, timeout=5)
         assert control.request(path, "restart", ["pysam"])["error"].startswith("launcher busy")
+        fl.gate.set()
         for s in hold:
+            s.settimeout(10)
+            assert json.loads(s.recv(4096))["ok"]
             s.close()
+        fl.gate = None
         assert wait_for(lambda: control.request(path, "stop", ["pysam"]).get("ok"), timeout=5)
     finally:
         fl.server.close()

@@ -184,6 +184,19 @@ def test_hostile_clients_do_not_stop_the_server(folder):
             s.settimeout(5)
             assert json.loads(s.recv(4096))["error"] == "no request within 0.5 s"
             s.close()
+        # a client that trickles its request is cut off at the deadline, not per byte
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(path)
+            s.settimeout(5)
+            t0 = time.monotonic()
+            for ch in b'{"op": "stop", ':
+                try:
+                    s.sendall(bytes([ch]))
+                except OSError:  # the server gave up on us: its answer is waiting
+                    break
+                time.sleep(0.05)
+            assert json.loads(s.recv(4096))["error"] == "no request within 0.5 s"
+            assert time.monotonic() - t0 < 2.0
         # a handler that raises becomes an error reply; the next request works
         fl.fail = True
         assert control.request(path, "restart", ["pysam"])["error"] == (

@@ -164,6 +164,7 @@ def test_hostile_and_stale_status_files_still_give_a_valid_exposition(tmp_path):
     (d / "garbage.json").write_bytes(b"\x00\xff{not json")
     (d / "list.json").write_text("[1, 2]")
     (d / "dir.json").mkdir()
+    os.mkfifo(d / "fifo.json")  # nobody writes it: the scrape must not hang
     with open(d / "huge.json", "wb") as f:  # sparse: cheap to make, too big to be ours
         f.truncate(metrics.MAX_STATUS_BYTES + 10)
     (tmp_path / "target.json").write_text(json.dumps(status_doc([plugin("viasymlink")])))
@@ -183,7 +184,7 @@ def test_hostile_and_stale_status_files_still_give_a_valid_exposition(tmp_path):
                                 '"uptime": Infinity, "started_at": -Infinity}], "launcher_pid": 1}')
     with metrics.serve("127.0.0.1:0", metrics.collector_for([str(d)])) as server:
         m = parse(scrape(server.url)[0])
-    for bad in ("garbage.json", "list.json", "dir.json", "huge.json", "link.json"):
+    for bad in ("garbage.json", "list.json", "dir.json", "huge.json", "link.json", "fifo.json"):
         assert value(m, "ekl_status_file_up", source=str(d / bad)) == 0, bad
     assert value(m, "ekl_plugin_up", plugin="gone") == 0  # its launcher is dead: not RUNNING
     assert value(m, "ekl_plugin_state", plugin="gone", state="STOPPED") == 1
@@ -196,6 +197,8 @@ def test_hostile_and_stale_status_files_still_give_a_valid_exposition(tmp_path):
     assert len(rows) <= metrics.MAX_SYMBOL_ROWS
     assert all(math.isfinite(v) for v in m.values())
     assert value(m, "ekl_plugin_resident_memory_bytes", plugin="n") == 0  # NaN dropped
+    # named directly, a symlinked status file is read (/run/ekl/status.json -> ...)
+    assert metrics.read_status(str(d / "link.json"))["plugins"][0]["name"] == "viasymlink"
 
 
 def test_port_in_use_and_bad_listen_values_are_one_line():

@@ -24,6 +24,7 @@ import socket
 import stat
 import struct
 import threading
+import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO
 
 from ..errors import EklError, HostTimeout
@@ -55,9 +56,16 @@ def _peer_uid(conn: socket.socket) -> Optional[int]:
     return struct.unpack("3i", creds)[1]
 
 
-def _read_line(conn: socket.socket, limit: int) -> bytes:
+def _read_line(conn: socket.socket, limit: int, deadline: Optional[float] = None) -> bytes:
+    """One line of at most ``limit`` bytes, all of it within ``deadline`` (a trickle of one
+    byte a second must not hold a connection slot for a day)."""
     buf = bytearray()
     while b"\n" not in buf:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("deadline")
+            conn.settimeout(left)
         chunk = conn.recv(65536)
         if not chunk:
             break
@@ -155,7 +163,8 @@ class ControlServer:
         if uid is not None and uid not in (0, os.getuid()):
             return {"ok": False, "error": f"permission denied: uid {uid} is not the launcher's user"}
         try:
-            req = json.loads(_read_line(conn, MAX_REQUEST_BYTES) or b"null")
+            req = json.loads(_read_line(conn, MAX_REQUEST_BYTES, time.monotonic() + self.io_timeout)
+                             or b"null")
         except socket.timeout:
             return {"ok": False, "error": f"no request within {self.io_timeout:g} s"}
         except ValueError as e:

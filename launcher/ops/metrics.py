@@ -74,15 +74,17 @@ def _pid_alive(pid: Any) -> bool:
     return True
 
 
-def read_status(path: str) -> Dict[str, Any]:
+def read_status(path: str, follow: bool = True) -> Dict[str, Any]:
     """One status file, with ``source`` set; on any problem ``error`` says what, never raises.
 
     A plugin whose launcher is gone (``ekl-python`` is SIGKILLed by eKuiper) is reported
-    STOPPED: the file's RUNNING is stale.
+    STOPPED: the file's RUNNING is stale. Files found in a folder are not followed through
+    symlinks (``follow=False``); a FIFO or device never blocks the reader (O_NONBLOCK).
     """
     out: Dict[str, Any] = {"source": path, "plugins": []}
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        fd = os.open(path, flags)
         with os.fdopen(fd, "rb") as f:
             data = f.read(MAX_STATUS_BYTES + 1)
     except OSError as e:
@@ -109,19 +111,24 @@ def read_status(path: str) -> Dict[str, Any]:
     return doc
 
 
-def status_files(sources: Sequence[str]) -> List[str]:
-    """Each source is a status file, or a folder whose ``*.json`` are (ekl-python's)."""
-    files: List[str] = []
+def _entries(sources: Sequence[str]) -> List[Tuple[str, bool]]:
+    """(path, follow symlinks): files named directly are followed, files found in folders not."""
+    out: List[Tuple[str, bool]] = []
     for s in sources:
         if os.path.isdir(s):
             try:
                 names = sorted(n for n in os.listdir(s) if n.endswith(".json") and not n.startswith("."))
             except OSError:
                 names = []
-            files.extend(os.path.join(s, n) for n in names[:MAX_STATUS_FILES])
+            out.extend((os.path.join(s, n), False) for n in names[:MAX_STATUS_FILES])
         else:
-            files.append(s)
-    return files[:MAX_STATUS_FILES]
+            out.append((s, True))
+    return out[:MAX_STATUS_FILES]
+
+
+def status_files(sources: Sequence[str]) -> List[str]:
+    """Each source is a status file, or a folder whose ``*.json`` are (ekl-python's)."""
+    return [p for p, _ in _entries(sources)]
 
 
 def default_sources() -> List[str]:
@@ -131,7 +138,7 @@ def default_sources() -> List[str]:
 def collector_for(sources: Optional[Sequence[str]] = None) -> Collect:
     """A ``collect()`` that reads ``sources`` (default: ``$EKL_STATUS_DIR``) at every call."""
     srcs = list(sources) if sources else default_sources()
-    return lambda: [read_status(f) for f in status_files(srcs)]
+    return lambda: [read_status(f, follow) for f, follow in _entries(srcs)]
 
 
 # --- building metric families --------------------------------------------------------------
@@ -194,7 +201,7 @@ def families(statuses: StatusList, now: Optional[float] = None) -> Iterator[Any]
     src_age = G("ekl_status_file_age_seconds", "Seconds since the launcher last wrote the "
                 "status file; grows when the launcher is wedged", labels=["source"])
     launcher = G("ekl_launcher_up", "1 while the launcher process that writes the status "
-                 "file is alive", labels=["source", "launcher_pid", "mode"])
+                 "file is alive", labels=["source", "mode"])
     for s in statuses:
         src = _label(s.get("source", ""))
         src_up.add_metric([src], 0.0 if s.get("error") else 1.0)
@@ -203,7 +210,7 @@ def families(statuses: StatusList, now: Optional[float] = None) -> Iterator[Any]
         w = _num(s.get("written_at"))
         if w is not None:
             src_age.add_metric([src], max(0.0, now - w))
-        launcher.add_metric([src, _label(s.get("launcher_pid")), _label(s.get("mode") or "supervise")],
+        launcher.add_metric([src, _label(s.get("mode") or "supervise")],
                             1.0 if s.get("launcher_alive", True) else 0.0)
     yield src_up
     yield src_age

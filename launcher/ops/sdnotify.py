@@ -195,6 +195,34 @@ class WatchdogPinger(threading.Thread):
             self.join(timeout)
 
 
+class Heartbeats:
+    """The liveness check for :class:`WatchdogPinger`: every loop the launcher relies on
+    calls ``beat(NAME)`` each pass; ``alive()`` is False once any of them has been silent
+    for ``max_age`` seconds (a watcher stuck in a lock, a dead status writer)."""
+
+    def __init__(self, max_age: float) -> None:
+        self.max_age = max_age
+        self._last: Dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def beat(self, loop: str) -> None:
+        with self._lock:
+            self._last[loop] = time.monotonic()
+
+    def forget(self, loop: str) -> None:
+        """A loop that ended on purpose (its plugin was removed) is no longer waited for."""
+        with self._lock:
+            self._last.pop(loop, None)
+
+    def stale(self) -> List[str]:
+        now = time.monotonic()
+        with self._lock:
+            return sorted(k for k, t in self._last.items() if now - t > self.max_age)
+
+    def alive(self) -> bool:
+        return not self.stale()
+
+
 def all_running(statuses: Iterable[Mapping[str, Any]]) -> bool:
     """True when there is at least one plugin and every plugin is RUNNING: time for READY=1."""
     states = [p.get("state") for s in statuses for p in (s.get("plugins") or [])

@@ -11,6 +11,7 @@ from typing import Iterator, List
 
 import pytest
 
+from conftest import wait_for
 from ekl.launcher.errors import EklError
 from ekl.launcher.ops import logfmt
 
@@ -179,3 +180,33 @@ def test_log_file_names_stay_inside_the_folder():
     assert logfmt.log_file_name(None) == "ekl.log"
     assert logfmt.log_file_name("ok-name_1.2") == "ok-name_1.2.log"
     assert Path(logfmt.log_file_name("ekl")).name == "_ekl.log"
+
+
+def test_a_real_plugins_output_lands_in_its_own_file(logger, tmp_path, plugin_copy, host):
+    """The launcher logs plugin output under ``ekl.plugin.NAME`` with ``[NAME] `` in front
+    (process.py); the router needs no wiring to file it, cut, under the plugin's name."""
+    folder = plugin_copy("compat")
+    name = folder.name
+    main = folder / "compat.py"
+    main.write_text("import sys\nprint('hello from the plugin', flush=True)\n"
+                    "print('E' * 200000, file=sys.stderr, flush=True)\n" + main.read_text())
+    d = tmp_path / "logs"
+    router = logfmt.attach_log_dir(str(d), fmt="json", logger="ekl", max_line=8192)
+    try:
+        host.start(folder)
+        f = d / f"{name}.log"
+
+        def lines() -> List[dict]:
+            try:
+                return [json.loads(x) for x in f.read_text().splitlines()]
+            except (OSError, ValueError):
+                return []
+        assert wait_for(lambda: len(lines()) >= 2, timeout=15)
+        got = lines()
+        assert got[0]["plugin"] == name and got[0]["msg"] == "hello from the plugin"
+        assert got[0]["logger"] == f"ekl.plugin.{name}"
+        big = [x for x in got if x["msg"].startswith("EEEE")]
+        assert big and "…[cut " in big[0]["msg"] and all(len(json.dumps(x)) <= 8192 for x in got)
+    finally:
+        router.close()
+        logging.getLogger("ekl").removeHandler(router)

@@ -55,14 +55,23 @@ class FakeSystemd:
             os.rmdir(self.dir)
 
 
+@pytest.fixture
+def systemd() -> Iterator[FakeSystemd]:
+    sd = FakeSystemd()
+    yield sd
+    sd.close()
+
+
 @pytest.fixture(params=["path", "abstract"])
-def systemd(request) -> Iterator[FakeSystemd]:
+def any_systemd(request) -> Iterator[FakeSystemd]:
+    """A socket path, or Linux's abstract namespace (NOTIFY_SOCKET=@name)."""
     sd = FakeSystemd(abstract=request.param == "abstract")
     yield sd
     sd.close()
 
 
-def test_ready_status_stopping_reach_systemd_and_the_env_is_not_inherited(systemd):
+def test_ready_status_stopping_reach_systemd_and_the_env_is_not_inherited(any_systemd):
+    systemd = any_systemd
     env = {"NOTIFY_SOCKET": systemd.env_value, "WATCHDOG_USEC": "4000000",
            "WATCHDOG_PID": str(os.getpid()), "PATH": "/bin"}
     n = sdnotify.Notifier.from_environ(env)
@@ -172,11 +181,12 @@ def test_summary_and_ready_condition():
     assert len(sdnotify.summary([{"plugins": many}])) <= sdnotify.MAX_STATUS_CHARS
 
 
-def test_a_child_process_notifies_through_the_inherited_environment(systemd):
+def test_a_child_process_notifies_through_the_inherited_environment(any_systemd):
     """The service is another process, as under systemd: READY arrives from its pid."""
     code = ("from ekl.launcher.ops.sdnotify import Notifier; import os; "
             "n = Notifier.from_environ(); n.ready('pid %d' % os.getpid()); "
             "assert 'NOTIFY_SOCKET' not in os.environ")
+    systemd = any_systemd
     env = dict(os.environ, NOTIFY_SOCKET=systemd.env_value)
     cp = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                         timeout=30)

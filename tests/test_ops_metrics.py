@@ -85,8 +85,9 @@ def test_a_real_supervisor_scraped_over_http(plugin_copy, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     server = metrics.serve("127.0.0.1:0", metrics.collector_for([str(status)]))
     try:
-        assert wait_for(lambda: (s := read_json(status)) and s["plugins"][0]["state"] == "RUNNING"
-                        and s["plugins"][0]["rss"] > 0, timeout=30), proc.poll()
+        assert wait_for(lambda: (s := read_json(status)) and s["plugins"]  # written before any start
+                        and s["plugins"][0]["state"] == "RUNNING" and s["plugins"][0]["rss"] > 0,
+                        timeout=30), proc.poll()
         text, ctype = scrape(server.url)
         assert ctype.startswith("text/plain; version=0.0.4")
         m = parse(text)

@@ -1,11 +1,7 @@
 """docs/deploy.md cannot drift: every YAML, TOML and unit example parses, the TOML one is a
 valid supervise config, and every ``ekl`` command line in them is one the CLI accepts.
 
-The command lines go through ekl's real parser. The ops verbs and flags (``metrics``,
-``restart``..., ``supervise --config/--log-format/--log-dir``, ``status --check``) come from
-``ekl.launcher.ops.cli``; until the CLI registers them itself, :func:`parser` adds them
-the way the wiring must (and makes ``supervise``'s PLUGIN... optional, as ``--config``
-needs). Once they are wired, ``parser()`` is just ``build_parser()``.
+The command lines go through ekl's real parser (``build_parser``).
 """
 
 from __future__ import annotations
@@ -25,7 +21,6 @@ import pytest
 import yaml
 
 from conftest import REPO
-from ekl.launcher.ops import cli as ops_cli
 from ekl.launcher.ops import config
 
 if sys.version_info >= (3, 11):
@@ -40,16 +35,7 @@ DOC = REPO / "docs" / "deploy.md"
 def parser() -> argparse.ArgumentParser:
     from ekl.launcher.cli import build_parser
 
-    p = build_parser()
-    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-    if "metrics" not in sub.choices:  # not wired into the CLI yet: do what the wiring will
-        ops_cli.register(sub)
-        ops_cli.add_supervise_options(sub.choices["supervise"])
-        ops_cli.add_status_options(sub.choices["status"])
-        for action in sub.choices["supervise"]._actions:
-            if action.dest == "plugins":
-                action.nargs = "*"
-    return p
+    return build_parser()
 
 
 def check_command_line(argv: List[str]) -> Optional[str]:

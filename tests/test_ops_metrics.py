@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import wait_for
 from ekl.launcher.errors import EklError
 from ekl.launcher.ops import metrics
+from ekl.launcher.supervise import status
 
 Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
 
@@ -167,7 +168,7 @@ def test_hostile_and_stale_status_files_still_give_a_valid_exposition(tmp_path):
     (d / "dir.json").mkdir()
     os.mkfifo(d / "fifo.json")  # nobody writes it: the scrape must not hang
     with open(d / "huge.json", "wb") as f:  # sparse: cheap to make, too big to be ours
-        f.truncate(metrics.MAX_STATUS_BYTES + 10)
+        f.truncate(status.MAX_STATUS_BYTES + 10)
     (tmp_path / "target.json").write_text(json.dumps(status_doc([plugin("viasymlink")])))
     os.symlink(tmp_path / "target.json", d / "link.json")
     (d / "stale.json").write_text(json.dumps(status_doc([plugin("gone")], pid=dead.pid)))
@@ -280,7 +281,7 @@ def test_textfile_is_atomic_and_unwritable_targets_are_one_line(tmp_path):
     assert seen and len(set(seen)) == 1
     assert sorted(os.listdir(out.parent)) == ["ekl.prom"]  # no temporary files left
 
-    with pytest.raises(EklError, match=r"^--textfile /nonexistent/x.prom: cannot write there: "):
+    with pytest.raises(EklError, match=r"^--textfile /nonexistent/x.prom: cannot write it: "):
         metrics.write_textfile("/nonexistent/x.prom", collect)
     (tmp_path / "isdir.prom").mkdir()
     with pytest.raises(EklError, match="cannot write it"):

@@ -13,6 +13,7 @@ from typing import List, Optional
 
 from .. import __version__
 from ..errors import EklError, ManifestError
+from ..ops import cli as ops_cli
 from ..start import Interrupted, terminate_as_interrupt
 from . import authoring, env, operate, run, supervise
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for verbs in (run, supervise, operate, authoring, env):  # each module registers its verbs
         verbs.register(sub)
+    ops_cli.register(sub)  # ekl metrics
     return p
 
 

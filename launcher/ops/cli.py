@@ -1,9 +1,9 @@
 """The command-line face of the ops package, for the ``ekl`` parser to take in.
 
-``register(sub)`` adds the new verbs (``metrics``, ``restart``, ``stop``, ``start``,
-``reset``); ``add_supervise_options`` and ``add_status_options`` add the new flags of the
-existing ``supervise`` and ``status`` verbs. Each verb's function takes the parsed
-arguments and returns the exit code, raising :class:`~ekl.launcher.errors.EklError` for bad
+``register(sub)`` adds ``ekl metrics``; ``add_supervise_options`` adds ``--config``,
+``--log-format`` and ``--log-dir`` to ``ekl supervise``. (``ekl status`` and the control
+verbs live in ``cli/operate.py``, the control socket in ``supervise/control.py``.) Each
+verb's function takes the parsed arguments and returns the exit code, raising EklError for bad
 input, as every ``ekl`` verb does. Only argparse and this package are imported, so the
 ``ekl`` parser can live wherever the CLI ends up.
 """
@@ -13,15 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, List, Optional
 
-from .control import DEFAULT_TIMEOUT_S, OPS
 from .logfmt import LOG_FORMATS
-
-CONTROL_HELP = {
-    "restart": "restart plugins of a running launcher and wait until they are RUNNING",
-    "stop": "stop plugins of a running launcher and wait until they are STOPPED",
-    "start": "start stopped plugins of a running launcher and wait until they are RUNNING",
-    "reset": "clear FATAL and the start limit of plugins, and start them again",
-}
 
 
 def _sources(args: argparse.Namespace) -> Optional[List[str]]:
@@ -36,7 +28,7 @@ def _add_sources(p: argparse.ArgumentParser) -> None:
                    help="a status file `ekl supervise --status-file` writes (repeatable)")
     p.add_argument("--status-dir", action="append", metavar="D",
                    help="a folder of status files, as ekl-python writes (repeatable; default: "
-                        "$EKL_STATUS_DIR or /tmp/ekl-status)")
+                        "$EKL_STATUS_DIR, else $XDG_RUNTIME_DIR/ekl and /tmp/ekl-status-<uid>)")
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
@@ -46,22 +38,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
                 interval=args.interval)
 
 
-def cmd_control(args: argparse.Namespace) -> int:
-    from .control import main
-
-    return main(args.op, args.plugins, all_plugins=args.all, status_sources=_sources(args),
-                timeout=args.timeout)
-
-
-def cmd_status_check(args: argparse.Namespace) -> int:
-    """For the ``status`` verb: call this when ``args.check`` is set."""
-    from .health import main_check
-
-    return main_check(args.check, _sources(args))
-
-
 def register(sub: Any) -> None:
-    """Add ``metrics`` and the control verbs to the ``ekl`` sub-parsers."""
+    """Add ``metrics`` to the ``ekl`` sub-parsers."""
     m = sub.add_parser("metrics", help="Prometheus metrics of every plugin (serve or textfile)",
                        description="Read the status files at every scrape and serve them as "
                        "Prometheus metrics on --listen (/metrics), or write them to --textfile "
@@ -78,18 +56,6 @@ def register(sub: Any) -> None:
     _add_sources(m)
     m.set_defaults(func=cmd_metrics)
 
-    for op in OPS:
-        c = sub.add_parser(op, help=CONTROL_HELP[op],
-                           description=f"{CONTROL_HELP[op].capitalize()}. The launcher is found "
-                           "through its status file; exit 0 when every plugin reached the state, "
-                           "1 when one did not.")
-        c.add_argument("plugins", nargs="*", metavar="NAME")
-        c.add_argument("--all", action="store_true", help="every plugin of every running launcher")
-        c.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
-                       help=f"wait this long for the state (default: {DEFAULT_TIMEOUT_S:g})")
-        _add_sources(c)
-        c.set_defaults(func=cmd_control, op=op)
-
 
 def add_supervise_options(p: argparse.ArgumentParser) -> None:
     """``ekl supervise``: --config, --log-format, --log-dir (PLUGIN... becomes optional)."""
@@ -99,10 +65,3 @@ def add_supervise_options(p: argparse.ArgumentParser) -> None:
                    help="text (timestamped lines, the default) or json (one object per line)")
     p.add_argument("--log-dir", metavar="DIR",
                    help="also write each plugin's lines to DIR/NAME.log (rotated at 10 MB)")
-
-
-def add_status_options(p: argparse.ArgumentParser) -> None:
-    """``ekl status``: --check NAME... (silent; exit 0 RUNNING, 3 not, 4 no status)."""
-    p.add_argument("--check", nargs="+", metavar="NAME",
-                   help="print nothing and exit 0 if these plugins are RUNNING, else 3 (4: no "
-                        "status); for probes")

@@ -74,6 +74,12 @@ def _bool(v: Any) -> Optional[str]:
     return None if isinstance(v, bool) else f"is {_show(v)}; use true or false"
 
 
+def _kind(v: Any) -> Optional[str]:
+    from ekl.envs.model import KINDS  # the one table of environment kinds
+
+    return None if v in KINDS else f"must be one of {', '.join(KINDS)}, not {_show(v)}"
+
+
 def _string(v: Any) -> Optional[str]:
     if not isinstance(v, str) or not v or "\0" in v:
         return f"is {_show(v)}; use a non-empty string"
@@ -137,7 +143,7 @@ PLUGIN_KEYS: Dict[str, Tuple[str, Check, str]] = {
     # the plugin JSON's ``ekl`` section (read when resolving the interpreter)
     "sdk": (SECTION, _choice("ekl", "official"), "which SDK runs the plugin"),
     "lock": (SECTION, _string, "the conda-lock file"),
-    "virtualEnvType": (SECTION, _choice("conda", "venv"), "environment kind"),
+    "virtualEnvType": (SECTION, _kind, "environment kind"),
     "env": (SECTION, _string, "environment name or path"),
 }
 PLUGIN_ONLY_KEYS = {"path"}

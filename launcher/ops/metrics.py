@@ -18,14 +18,11 @@ it is imported when a scrape or a server is asked for, so the rest of ekl runs w
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import math
-import os
 import re
 import signal
 import socket
-import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -33,16 +30,14 @@ from socketserver import ThreadingMixIn
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import EklError
+from ..fsafe import atomic_write
+from ..supervise.status import read_status, status_dir_candidates, status_entries
 
 log = logging.getLogger("ekl")
 
-STATUS_DIR_ENV = "EKL_STATUS_DIR"
-DEFAULT_STATUS_DIR = "/tmp/ekl-status"
 STATES = ("STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL")
 SYMBOL_COUNTERS = ("messages", "records", "acks", "calls", "errors")
 #: bounds on what a status file (written by any local process) can make us emit
-MAX_STATUS_BYTES = 16 * 1024 * 1024
-MAX_STATUS_FILES = 1000
 MAX_PLUGINS = 1000
 MAX_SYMBOL_ROWS = 256
 MAX_REASONS = 32
@@ -57,88 +52,10 @@ Collect = Callable[[], StatusList]
 _Pair = Tuple[Mapping[str, Any], Mapping[str, Any]]
 
 
-# --- reading status files ------------------------------------------------------------------
-
-
-def _pid_alive(pid: Any) -> bool:
-    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, another user's
-    except OSError:
-        return False
-    return True
-
-
-def read_status(path: str, follow: bool = True) -> Dict[str, Any]:
-    """One status file, with ``source`` set; on any problem ``error`` says what, never raises.
-
-    A plugin whose launcher is gone (``ekl-python`` is SIGKILLed by eKuiper) is reported
-    STOPPED: the file's RUNNING is stale. Files found in a folder are not followed through
-    symlinks (``follow=False``); a FIFO or device never blocks the reader (O_NONBLOCK).
-    """
-    out: Dict[str, Any] = {"source": path, "plugins": []}
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
-    try:
-        fd = os.open(path, flags)
-        with os.fdopen(fd, "rb") as f:
-            data = f.read(MAX_STATUS_BYTES + 1)
-    except OSError as e:
-        out["error"] = f"cannot read it: {e.strerror or e}"
-        return out
-    if len(data) > MAX_STATUS_BYTES:
-        out["error"] = f"larger than {MAX_STATUS_BYTES // 1048576} MiB; not a status file ekl writes"
-        return out
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        out["error"] = "not JSON; not a status file written by ekl"
-        return out
-    if not isinstance(doc, dict) or not isinstance(doc.get("plugins"), list):
-        out["error"] = "has no 'plugins' list; not a status file written by ekl"
-        return out
-    doc = dict(doc, source=path)
-    alive = _pid_alive(doc.get("launcher_pid"))
-    doc["launcher_alive"] = alive
-    if not alive:
-        doc["plugins"] = [dict(p, state="STOPPED", pid=None, uptime=0.0, rss=0, processes=0,
-                               threads=0, open_files=0)
-                          if isinstance(p, dict) else p for p in doc["plugins"]]
-    return doc
-
-
-def _entries(sources: Sequence[str]) -> List[Tuple[str, bool]]:
-    """(path, follow symlinks): files named directly are followed, files found in folders not."""
-    out: List[Tuple[str, bool]] = []
-    for s in sources:
-        if os.path.isdir(s):
-            try:
-                names = sorted(n for n in os.listdir(s) if n.endswith(".json") and not n.startswith("."))
-            except OSError:
-                names = []
-            out.extend((os.path.join(s, n), False) for n in names[:MAX_STATUS_FILES])
-        else:
-            out.append((s, True))
-    return out[:MAX_STATUS_FILES]
-
-
-def status_files(sources: Sequence[str]) -> List[str]:
-    """Each source is a status file, or a folder whose ``*.json`` are (ekl-python's)."""
-    return [p for p, _ in _entries(sources)]
-
-
-def default_sources() -> List[str]:
-    return [os.environ.get(STATUS_DIR_ENV) or DEFAULT_STATUS_DIR]
-
-
 def collector_for(sources: Optional[Sequence[str]] = None) -> Collect:
     """A ``collect()`` that reads ``sources`` (default: ``$EKL_STATUS_DIR``) at every call."""
-    srcs = list(sources) if sources else default_sources()
-    return lambda: [read_status(f, follow) for f, follow in _entries(srcs)]
+    srcs = list(sources) if sources else status_dir_candidates()
+    return lambda: [read_status(f, follow) for f, follow in status_entries(srcs)]
 
 
 # --- building metric families --------------------------------------------------------------
@@ -356,24 +273,9 @@ def write_textfile(path: str, collect: Collect) -> None:
     from prometheus_client.exposition import generate_latest
 
     body = generate_latest(registry_for(collect))
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:  # 0644: node_exporter usually runs as another user
+        atomic_write(path, body, mode=0o644, fsync=True)
     except OSError as e:
-        raise EklError(f"--textfile {path}: cannot write there: {e.strerror or e}; give a file in "
-                       f"node_exporter's --collector.textfile.directory that this user can write") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # node_exporter usually runs as another user
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise EklError(f"--textfile {path}: cannot write it: {e.strerror or e}; give a file in "
                        f"node_exporter's --collector.textfile.directory that this user can write") from None
 

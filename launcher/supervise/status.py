@@ -16,8 +16,7 @@ import logging
 import os
 import threading
 import time
-from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import EklError
 from ..fsafe import (  # noqa: F401 - the status folder's rules live there
@@ -128,37 +127,102 @@ class StatusWriter:
             pass
 
 
-def read_status_file(path: str) -> Dict[str, Any]:
+#: bounds on what a status file (written by any local process) can make a reader hold
+MAX_STATUS_BYTES = 16 * 1024 * 1024
+MAX_STATUS_FILES = 1000
+
+
+def _pid_alive(pid: Any) -> bool:
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
     try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise EklError(f"--status-file {path}: no such file; is `ekl supervise --status-file "
-                       f"{path}` running?") from None
-    except (OSError, ValueError, RecursionError):
-        raise EklError(f"--status-file {path}: not a status file written by ekl") from None
-    if not isinstance(data, dict) or not isinstance(data.get("plugins"), list):
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, another user's
+    except OSError:
+        return False
+    return True
+
+
+def read_status(path: str, follow: bool = True) -> Dict[str, Any]:
+    """One status file, with ``source`` set; on any problem ``error`` says what, never raises.
+
+    A plugin whose launcher is gone (``ekl-python`` is SIGKILLed by eKuiper) is reported
+    STOPPED: the file's RUNNING is stale. Files found in a folder are not followed through
+    symlinks (``follow=False``); a FIFO or device never blocks the reader (O_NONBLOCK).
+    """
+    out: Dict[str, Any] = {"source": path, "plugins": []}
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fd = os.open(path, flags)
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(MAX_STATUS_BYTES + 1)
+    except OSError as e:
+        out["error"] = f"cannot read it: {e.strerror or e}"
+        return out
+    if len(data) > MAX_STATUS_BYTES:
+        out["error"] = f"larger than {MAX_STATUS_BYTES // 1048576} MiB; not a status file ekl writes"
+        return out
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        out["error"] = "not JSON; not a status file written by ekl"
+        return out
+    if not isinstance(doc, dict) or not isinstance(doc.get("plugins"), list):
+        out["error"] = "has no 'plugins' list; not a status file written by ekl"
+        return out
+    doc = dict(doc, source=path)
+    alive = _pid_alive(doc.get("launcher_pid"))
+    doc["launcher_alive"] = alive
+    if not alive:  # e.g. ekl-python SIGKILLed by eKuiper (its stop): the file is stale
+        gone = (f"launcher {doc.get('launcher_pid')} is gone (stale status file "
+                f"{os.path.basename(path)})")
+        doc["plugins"] = [dict(p, state="STOPPED", pid=None, uptime=0.0, rss=0, processes=0,
+                               threads=0, open_files=0, cpu_percent=0.0,
+                               fatal_reason=p.get("fatal_reason") or gone)
+                          if isinstance(p, dict) else p for p in doc["plugins"]]
+    return doc
+
+
+def status_entries(sources: Sequence[str]) -> List[Tuple[str, bool]]:
+    """(path, follow symlinks): files named directly are followed, files found in folders not."""
+    out: List[Tuple[str, bool]] = []
+    for s in sources:
+        if os.path.isdir(s):
+            try:
+                names = sorted(n for n in os.listdir(s) if n.endswith(".json") and not n.startswith("."))
+            except OSError:
+                names = []
+            out.extend((os.path.join(s, n), False) for n in names[:MAX_STATUS_FILES])
+        else:
+            out.append((s, True))
+    return out[:MAX_STATUS_FILES]
+
+
+def status_files(sources: Sequence[str]) -> List[str]:
+    """Each source is a status file, or a folder whose ``*.json`` are (ekl-python's)."""
+    return [p for p, _ in status_entries(sources)]
+
+
+def read_status_file(path: str) -> Dict[str, Any]:
+    """``read_status`` for a file the user named: a problem is a one-line EklError."""
+    doc = read_status(path)
+    if "error" in doc:
+        if not os.path.lexists(path):
+            raise EklError(f"--status-file {path}: no such file; is `ekl supervise --status-file "
+                           f"{path}` running?")
         raise EklError(f"--status-file {path}: not a status file written by ekl")
-    return data
+    return doc
 
 
 def collect_status_dirs(directories: List[str]) -> Dict[str, Any]:
     """Merge the per-plugin files ``ekl-python`` writes (one per plugin eKuiper started)."""
-    import psutil
-
     plugins: List[Dict[str, Any]] = []
-    files = [f for d in directories if Path(d).is_dir() for f in sorted(Path(d).glob("*.json"))]
-    for f in files:
-        try:
-            data = read_status_file(str(f))
-        except EklError:
-            continue
-        alive = psutil.pid_exists(int(data.get("launcher_pid") or 0))
-        for p in data["plugins"]:
-            if not alive:  # ekl-python was SIGKILLed (eKuiper's stop): the file is stale
-                p = dict(p, state="STOPPED", pid=None, uptime=0.0, rss=0, cpu_percent=0.0,
-                         fatal_reason=f"ekl-python {data.get('launcher_pid')} is gone "
-                                      f"(stale status file {os.path.basename(f)})")
-            plugins.append(p)
+    for f, follow in status_entries([d for d in directories if os.path.isdir(d)]):
+        doc = read_status(f, follow)
+        plugins.extend(p for p in doc.get("plugins", []) if isinstance(p, dict))
     doc = status_document(plugins, MODE_EKL_PYTHON)
     doc.update(launcher_pid="ekl-python", status_dir=", ".join(directories))
     return doc

@@ -2,17 +2,23 @@
 
 :func:`register` adds the ``env`` verb to the launcher's argparse tree; :func:`main` runs it on
 its own (``python -m ekl.envs.cli env list``). Every error is one line on stderr: exit 2 for
-bad input, 1 for a failed check or a failed build, never a traceback.
+bad input, 1 for a failed check, drift or a failed build, never a traceback.
+
+This module is the CLI of the ``envs`` library and will move into the launcher's CLI (issue
+10); it is the only part of ``envs`` that may import ``ekl.launcher`` (lazily, in functions):
+``doctor`` asks the launcher's resolver for its verdict instead of guessing it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import subprocess
 import sys
 from typing import Any, Callable, List, Optional
 
-from .model import EnvError, EnvFailed
+from .model import EnvError, EnvFailed, PluginEnv
 
 
 def _fail(msg: str, code: int) -> int:
@@ -67,12 +73,89 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Run in the plugin's interpreter through the exact argv a start uses, in place of the
+#: plugin's script: it imports what the plugin's first line would (the SDK the launcher
+#: lends or finds, and pynng when the transport needs it) and says so.
+_START_PROBE = (
+    "import os, sys\n"
+    "import ekuiper\n"
+    "t = (os.environ.get('EKUIPER_TRANSPORT') or '').strip().lower()\n"
+    "official = not getattr(ekuiper, 'EKL_SDK', False)\n"
+    "if official or t == 'pynng':\n"
+    "    import pynng\n"
+    "print('ekl-start-ok', 'official' if official else 'ekl', ekuiper.__file__)\n")
+START_PROBE_TIMEOUT_S = 60.0
+
+
+def launcher_verdict(plugin: PluginEnv) -> List[Any]:
+    """What ``ekl run``/``call`` will do with this plugin, asked of the launcher itself
+    (``launcher.resolve``): the interpreter, the SDK it hosts or finds, the transport, and
+    a real start of that argv (hooks, exec, imports) up to the plugin's own first line."""
+    from .doctor import Check
+
+    try:
+        from ekl.launcher.errors import EklError
+        from ekl.launcher.manifest import load
+        from ekl.launcher.resolve import LaunchOptions, needs_pynng, resolve
+        from ekuiper.transport import DEFAULT_TRANSPORT, TRANSPORT_ENV
+    except ImportError as e:
+        return [Check("launcher", "skip", f"ekl's launcher is not importable ({e})")]
+    quiet = logging.getLogger("ekl")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # doctor shows the env's warnings itself
+    try:
+        manifest = load(str(plugin.json_path))
+        if manifest.language != "python":
+            return [Check("launcher", "skip", f"a {manifest.language} plugin: no interpreter "
+                          f"to judge")]
+        res = resolve(manifest, LaunchOptions(lock_policy="off"), host_sdk="missing")
+    except EklError as e:
+        first = str(e).strip().splitlines() or [type(e).__name__]
+        return [Check("launcher", "fail", f"`ekl run` would stop: {first[0]}")]
+    except EnvError as e:
+        return [Check("launcher", "fail", f"`ekl run` would stop: {e}")]
+    finally:
+        quiet.setLevel(level)
+    checks = [Check("launcher", "ok", f"`ekl run` uses {res.spec.interpreter} "
+                    f"(chosen by {res.source})")]
+    info = res.info
+    flavour = "ekl" if res.hosted_sdk else (info.sdk_flavour if info else None)
+    if res.hosted_sdk:
+        checks.append(Check("sdk", "ok", "ekl lends the plugin its own ekuiper SDK "
+                            "(PYTHONPATH); nothing to install"))
+    else:
+        checks.append(Check("sdk", "ok", f"the env's {flavour} ekuiper SDK"))
+    transport = (res.spec.env.get(TRANSPORT_ENV) or DEFAULT_TRANSPORT).strip().lower()
+    need = needs_pynng(flavour, res.spec.env)
+    checks.append(Check("transport", "ok", f"{transport}" + (", with pynng" if need else
+                                                             ", pynng not needed")))
+    argv = list(res.spec.argv)
+    if len(argv) >= 4 and argv[-3] == "-u":
+        argv = argv[:-2] + ["-c", _START_PROBE]
+        try:
+            cp = subprocess.run(argv, env=res.spec.env, cwd=res.spec.cwd, capture_output=True,
+                                text=True, timeout=START_PROBE_TIMEOUT_S,
+                                stdin=subprocess.DEVNULL, errors="replace")
+            ok = "ekl-start-ok" in cp.stdout
+            last = (cp.stderr.strip().splitlines() or [f"exit {cp.returncode}"])[-1]
+        except subprocess.TimeoutExpired:
+            ok, last = False, f"no answer within {START_PROBE_TIMEOUT_S:.0f} s"
+        except OSError as e:
+            ok, last = False, f"cannot run {argv[0]}: {e.strerror}"
+        checks.append(Check("start", "ok" if ok else "fail",
+                            "the start argv (hooks, exec, SDK import) runs" if ok else
+                            f"the start argv fails before the plugin's code: {last[:300]}"))
+    return checks
+
+
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from ._manifest import load_plugin
     from .doctor import checks_to_json, doctor
 
     plugin = load_plugin(args.plugin)
     checks = doctor(plugin)
+    if any(c.name == "interpreter" and c.ok for c in checks):
+        checks += launcher_verdict(plugin)
     if args.json:
         print(json.dumps(checks_to_json(checks), indent=2))
     else:
@@ -85,17 +168,18 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from ._manifest import load_plugin
-    from .locate import find_environment
+    from .locate import plugin_environment
     from .lock import check_environment, lock_candidates
 
     plugin = load_plugin(args.plugin)
-    if not plugin.env_name and plugin.env_kind != "pixi":
-        raise EnvError(f"{plugin.json_path} names no env to check")
-    env = find_environment(plugin.env_kind, plugin.env_name or "", plugin_dir=plugin.dir)
-    drift = check_environment(plugin.dir, plugin.manifest, env)
+    env = plugin_environment(plugin, quiet=True)
+    if env is None:
+        raise EnvError(f"{plugin.json_path} names no env to check (and has no lock file "
+                       f"beside it for a plugin-local env)")
+    drift = check_environment(plugin.folder, plugin.lock, env)
     if drift is None:
-        names = ", ".join(p.name for p in lock_candidates(plugin.dir))
-        raise EnvError(f"no lock file for {plugin.dir} (looked for {names}, or "
+        names = ", ".join(p.name for p in lock_candidates(plugin.folder))
+        raise EnvError(f"no lock file for {plugin.folder} (looked for {names}, or "
                        f"\"ekl\": {{\"lock\": PATH}} in {plugin.json_path.name})")
     if args.json:
         print(json.dumps(drift.to_dict(), indent=2))

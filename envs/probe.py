@@ -12,7 +12,7 @@ import os
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 PROBE_TIMEOUT_S = 30.0
 CACHE_ENV = "EKL_CACHE_DIR"
@@ -106,8 +106,14 @@ def _key(python: Path, resolved: Path) -> str:
 
 
 def probe(python: str | os.PathLike, env: Optional[Mapping[str, str]] = None,
-          use_cache: bool = True) -> InterpreterInfo:
-    """Run the probe in ``python`` (or read the cached answer)."""
+          use_cache: bool = True,
+          wrap: Optional[Callable[[List[str]], List[str]]] = None) -> InterpreterInfo:
+    """Run the probe in ``python`` (or read the cached answer).
+
+    ``wrap`` turns the probe's argv into the one a start runs (``Environment.wrap_command``:
+    activate.d hooks first); a wrapped probe is never cached, since a hook can change what
+    the interpreter imports.
+    """
     given = str(python)
     path = Path(given)
     if not path.is_absolute():
@@ -123,7 +129,7 @@ def probe(python: str | os.PathLike, env: Optional[Mapping[str, str]] = None,
     if not os.access(resolved, os.X_OK):
         raise ProbeError(f"interpreter {path} is not executable")
     cache_file = cache_dir() / "probe" / f"{_key(path, resolved)}.json"
-    if use_cache and cache_file.is_file():
+    if use_cache and wrap is None and cache_file.is_file():
         try:
             data = json.loads(cache_file.read_text())
             if data.get("python") == str(path):
@@ -131,8 +137,10 @@ def probe(python: str | os.PathLike, env: Optional[Mapping[str, str]] = None,
         except (OSError, ValueError, KeyError, TypeError):
             pass
     try:
-        cp = subprocess.run([str(path), "-c", _PROBE], env=clean_env(env), capture_output=True,
-                            text=True, timeout=PROBE_TIMEOUT_S, cwd="/")
+        argv = [str(path), "-c", _PROBE]
+        cp = subprocess.run(wrap(argv) if wrap else argv, env=clean_env(env),
+                            capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, cwd="/",
+                            stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise ProbeError(f"interpreter {path} did not answer within {PROBE_TIMEOUT_S:.0f} s") from None
     except OSError as e:
@@ -147,6 +155,8 @@ def probe(python: str | os.PathLike, env: Optional[Mapping[str, str]] = None,
         raise ProbeError(f"interpreter {path} is not a Python interpreter") from None
     data["python"] = str(path)
     info = _info(data)
+    if wrap is not None:
+        return info
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")

@@ -212,4 +212,6 @@ def write_plugin(d: Path, name: str = "demo", env: Optional[str] = "myenv",
     m.update(extra or {})
     (d / f"{name}.json").write_text(json.dumps(m))
     (d / "main.py").write_text("print('plugin')\n")
+    (d / "sources").mkdir(exist_ok=True)
+    (d / "sources" / "s.yaml").write_text("default:\n  interval: 1000\n")
     return d

@@ -15,8 +15,8 @@ from .model import (
     LOCAL_ENV_DIR,
     EnvError,
     EnvFailed,
-    EnvKind,
     Environment,
+    EnvKind,
     LockDrift,
     PluginEnv,
 )

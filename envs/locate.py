@@ -155,8 +155,8 @@ _TRUE = ("true", "yes", "on", "1", "y", "t")
 
 def _setting(raw: Any, key: str, where: str, kind: type) -> Any:
     """One .condarc/CONDA_* value as conda's config would type it, or a one-line error."""
-    if isinstance(raw, str):
-        raw = _strip_flag(raw)
+    if isinstance(raw, str) and "#!" in raw:
+        raw = _strip_flag(raw)  # (an env_prompt keeps its spaces otherwise)
     try:
         if kind is bool:
             if isinstance(raw, bool):
@@ -303,8 +303,9 @@ def _kind_of(prefix: str, cfg: CondaConfig, env: Mapping[str, str],
 
 def _installation_of(prefix: str, cfg: CondaConfig) -> Optional[str]:
     """The conda installation an env belongs to when nothing announced one (a systemd unit,
-    a container: no CONDA_EXE, no conda on PATH): the folder above its ``envs/``, the root
-    prefix ``.condarc`` names, or an ``environments.txt`` entry whose ``envs/`` holds it."""
+    a container: no CONDA_EXE, no conda on PATH): the prefix itself (base), the folder above
+    its ``envs/``, the root prefix ``.condarc`` names, then a conda installation listed in
+    ``~/.conda/environments.txt`` (conda registers its root and every env it makes there)."""
     if cfg.conda_root:
         return cfg.conda_root
     p = Path(prefix)
@@ -313,9 +314,7 @@ def _installation_of(prefix: str, cfg: CondaConfig) -> Optional[str]:
         cands.append(str(p.parent.parent))
     if cfg.root_prefix:
         cands.append(cfg.root_prefix)
-    for e in cfg.environments_txt:
-        if p.parent.name == "envs" and os.path.abspath(str(p.parent.parent)) == e:
-            cands.append(e)
+    cands.extend(cfg.environments_txt)
     for c in cands:
         if _is_conda_install(c):
             return c
@@ -419,6 +418,10 @@ def _make(prefix: str, kind: str, name: Optional[str], cfg: CondaConfig,
     pixi: Tuple[Tuple[str, str], ...] = ()
     if kind in ("conda", "mamba"):
         inst = _installation_of(prefix, cfg)
+        if inst and not cfg.conda_root:
+            # found from the env's location: read that installation's .condarc too, as the
+            # conda there would (changeps1, env_prompt, auto_stack, root_prefix)
+            cfg = conda_config(dict(environ, CONDA_EXE=os.path.join(inst, "bin", "conda")))
         conda_root = Path(inst) if inst else None
         root = cfg.root_prefix or inst
     if kind in ("mamba", "micromamba"):

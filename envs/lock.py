@@ -560,22 +560,23 @@ def _mtime(p: Path) -> str:
 
 def _records_key(prefix: Path) -> List[str]:
     """Name, mtime and size of every record: an edit in place changes the file's mtime (and
-    usually size) but not the folder's, which only changes when names come and go."""
-    parts = [_mtime(prefix / "conda-meta")]
+    usually size) but not the folder's, which only changes when names come and go. One
+    ``stat`` per record (about 1.5 ms for 300 records; bench/bench_envs.py measures it)."""
+    meta = os.path.join(prefix, "conda-meta")
+    recs: List[Tuple[str, int, int]] = []
     try:
-        with os.scandir(prefix / "conda-meta") as it:
+        with os.scandir(meta) as it:
             for e in it:
                 if e.name.endswith(".json"):
                     try:
                         st = e.stat()
+                        recs.append((e.name, st.st_mtime_ns, st.st_size))
                     except OSError:
-                        parts.append(f"{e.name}:-")
-                        continue
-                    parts.append(f"{e.name}:{st.st_mtime_ns}:{st.st_size}")
+                        recs.append((e.name, -1, -1))
     except OSError:
-        parts.append("no-conda-meta")
-    parts[1:] = sorted(parts[1:])
-    return parts
+        return ["no-conda-meta"]
+    recs.sort()
+    return [_mtime(Path(meta)), repr(recs)]
 
 
 def _cache_key(lock_path: Path, prefix: Path) -> str:

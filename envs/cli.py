@@ -56,8 +56,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         if env.python.is_file():
             try:
                 version = probe(env.python, env=env.activation({})).version_text
-            except ProbeError:
-                version = None
+            except (ProbeError, EnvError):
+                version = None  # one broken env must not hide the others
         rows.append(dict(env.to_dict(), version=version))
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -92,6 +92,7 @@ def launcher_verdict(plugin: PluginEnv) -> List[Any]:
     (``launcher.resolve``): the interpreter, the SDK it hosts or finds, the transport, and
     a real start of that argv (hooks, exec, imports) up to the plugin's own first line."""
     from .doctor import Check
+    from .probe import run_bounded
 
     try:
         from ekl.launcher.errors import EklError
@@ -133,9 +134,7 @@ def launcher_verdict(plugin: PluginEnv) -> List[Any]:
     if len(argv) >= 4 and argv[-3] == "-u":
         argv = argv[:-2] + ["-c", _START_PROBE]
         try:
-            cp = subprocess.run(argv, env=res.spec.env, cwd=res.spec.cwd, capture_output=True,
-                                text=True, timeout=START_PROBE_TIMEOUT_S,
-                                stdin=subprocess.DEVNULL, errors="replace")
+            cp = run_bounded(argv, res.spec.env, START_PROBE_TIMEOUT_S, cwd=res.spec.cwd)
             ok = "ekl-start-ok" in cp.stdout
             last = (cp.stderr.strip().splitlines() or [f"exit {cp.returncode}"])[-1]
         except subprocess.TimeoutExpired:

@@ -21,7 +21,7 @@ from .activate import activate_scripts, hook_shell
 from .locate import plugin_environment
 from .lock import check_environment, lock_candidates
 from .model import EnvError, Environment, PluginEnv
-from .probe import ProbeError, clean_env, probe
+from .probe import ProbeError, clean_env, probe, run_bounded
 
 MIN_PYTHON = (3, 8)
 HOOK_TIMEOUT_S = 30.0
@@ -66,9 +66,7 @@ def check_hooks(env: Environment, run_env: Mapping[str, str],
         name = f"hook {os.path.basename(hook)}"
         script = '__ekl_hook() { . "$1"; }\n__ekl_hook "$1" 1>&2\necho ekl-hook-survived\n'
         try:
-            cp = subprocess.run([shell, "-c", script, "ekl-hook", hook], env=dict(run_env),
-                                capture_output=True, text=True, timeout=HOOK_TIMEOUT_S,
-                                cwd="/", stdin=subprocess.DEVNULL, errors="replace")
+            cp = run_bounded([shell, "-c", script, "ekl-hook", hook], run_env, HOOK_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             out.append(Check(name, "fail", f"{hook} did not finish within "
                              f"{HOOK_TIMEOUT_S:.0f} s under {shell}; every start would hang "

@@ -184,11 +184,23 @@ def _settings(layers: List[Tuple[str, Dict[str, Any]]], env: Mapping[str, str]) 
         for key, kind in spec:
             if key in data and data[key] is not None:
                 vals[key] = _setting(data[key], key, where, kind)
+    where = "conda's default"
     for key, kind in spec:
         var = f"CONDA_{key.upper()}"
         if env.get(var) is not None and env.get(var) != "":
             vals[key] = _setting(env[var], key, f"${var}", kind)
-    return CondaSettings(**vals)
+    for w, data in layers:
+        if data.get("env_prompt") is not None:
+            where = w
+    if env.get("CONDA_ENV_PROMPT"):
+        where = "$CONDA_ENV_PROMPT"
+    settings = CondaSettings(**vals)
+    try:  # checked here, where the launcher reports EnvError, not at activation
+        settings.env_prompt.format(default_env="e", prefix="/p", name="n", stacked_env="e")
+    except (KeyError, IndexError, ValueError, AttributeError):
+        raise EnvError(f"{where}: env_prompt {settings.env_prompt!r} is not a valid template "
+                       f"(use {{default_env}}, {{prefix}}, {{name}}, {{stacked_env}})") from None
+    return settings
 
 
 def _strip_flag(v: Any) -> str:

@@ -270,6 +270,16 @@ def _yaml_line(text: str, keys: Sequence[Union[str, int]]) -> Optional[int]:
         return None
 
 
+def _brief(v: Any) -> str:
+    """A short repr of an outsider's value: bounded in depth and width, so an aliased YAML
+    structure (a "billion laughs") cannot make the error message itself explode."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxdict, r.maxstring, r.maxother = 2, 4, 4, 40, 40
+    return r.repr(v)
+
+
 class _Shape:
     """Raises the one-line error for a conda-lock.yml whose YAML is fine but shape is not."""
 
@@ -299,7 +309,7 @@ def _read_conda_lock(path: Path, sub: str, text: str) -> Lock:
     if meta is None:
         meta = {}
     if not isinstance(meta, dict):
-        raise shape.bad(["metadata"], f"is {type(meta).__name__} {meta!r:.40}, not a mapping")
+        raise shape.bad(["metadata"], f"is {type(meta).__name__} {_brief(meta)}, not a mapping")
     raw_platforms = meta.get("platforms") or []
     if not isinstance(raw_platforms, list):
         raise shape.bad(["metadata", "platforms"], "is not a list")
@@ -312,11 +322,11 @@ def _read_conda_lock(path: Path, sub: str, text: str) -> Lock:
     if entries is None:
         entries = []
     if not isinstance(entries, list):
-        raise shape.bad(["package"], f"is {type(entries).__name__} {entries!r:.40}, not a list")
+        raise shape.bad(["package"], f"is {type(entries).__name__} {_brief(entries)}, not a list")
     pkgs: List[LockedPackage] = []
     for i, p in enumerate(entries):
         if not isinstance(p, dict):
-            raise shape.bad(["package", i], f"is {type(p).__name__} {p!r:.40}, not a mapping")
+            raise shape.bad(["package", i], f"is {type(p).__name__} {_brief(p)}, not a mapping")
         for key in ("name", "version", "platform"):
             if not isinstance(p.get(key), (str, int, float)) or p.get(key) in ("", None):
                 raise shape.bad(["package", i], f"has no {key!r}")
@@ -339,7 +349,7 @@ def _read_conda_lock(path: Path, sub: str, text: str) -> Lock:
                     raise ValueError(fn)
                 _, _, build = split_filename(fn)
             except ValueError:
-                raise shape.bad(["package", i, "url"], f"({name}) is {url!r:.60}, not a "
+                raise shape.bad(["package", i, "url"], f"({name}) is {_brief(url)}, not a "
                                 f"conda package file") from None
         pkgs.append(LockedPackage(
             manager, name, str(p.get("version", "")), build, str(url) if url else None,

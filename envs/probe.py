@@ -88,6 +88,33 @@ def clean_env(env: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     return e
 
 
+def run_bounded(argv: List[str], env: Mapping[str, str], timeout: float,
+                cwd: str = "/") -> subprocess.CompletedProcess:
+    """Run ``argv`` (output captured, no stdin) and, on timeout, kill its whole process
+    group: a hook that backgrounds a child holding the pipes must not hang the caller
+    (``subprocess.run`` alone would wait for those pipes forever). Raises
+    ``subprocess.TimeoutExpired`` after the kill."""
+    import signal
+
+    p = subprocess.Popen(argv, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         errors="replace", start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            p.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        p.wait()
+        raise
+    return subprocess.CompletedProcess(argv, p.returncode, out, err)
+
+
 def _key(python: Path, resolved: Path) -> str:
     """Path and mtime of the interpreter, plus the mtime of its prefix's site-packages.
 
@@ -138,9 +165,7 @@ def probe(python: str | os.PathLike, env: Optional[Mapping[str, str]] = None,
             pass
     try:
         argv = [str(path), "-c", _PROBE]
-        cp = subprocess.run(wrap(argv) if wrap else argv, env=clean_env(env),
-                            capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, cwd="/",
-                            stdin=subprocess.DEVNULL)
+        cp = run_bounded(wrap(argv) if wrap else argv, clean_env(env), PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise ProbeError(f"interpreter {path} did not answer within {PROBE_TIMEOUT_S:.0f} s") from None
     except OSError as e:

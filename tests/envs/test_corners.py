@@ -559,3 +559,85 @@ def test_doctor_venv_without_pynng_is_ok_because_ekl_lends_its_sdk(home: Path,
     checks = {c["name"]: c for c in json.loads(cp.stdout)["checks"]}
     assert cp.returncode == 1 and checks["launcher"]["status"] == "fail"
     assert "pynng" in checks["launcher"]["detail"]
+
+
+# -- attacks on the new code ----------------------------------------------------------------
+
+def test_hanging_hook_with_a_background_child_is_killed(myenv: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hook that hangs and leaves a child holding its pipes: doctor gives up after the
+    timeout, kills the whole group (nothing left behind) and fails that hook."""
+    import ekl.envs.doctor as doctormod
+    from ekl.envs._manifest import load_plugin
+
+    pidfile = tmp_path / "child.pid"
+    write_hook(myenv, "activate.d", "zz-hang.sh",
+               f"sleep 300 &\necho $! > {pidfile}\nsleep 300\n")
+    monkeypatch.setattr(doctormod, "HOOK_TIMEOUT_S", 1.5)
+    checks = {c.name: c for c in doctormod.doctor(load_plugin(str(write_plugin(tmp_path / "p"))))}
+    assert checks["hook zz-hang.sh"].status == "fail"
+    assert "did not finish" in checks["hook zz-hang.sh"].detail
+    pid = int(pidfile.read_text())
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        import time
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        pytest.fail("the hook's background child survived")
+
+
+def test_billion_laughs_lock_is_one_short_line(tmp_path: Path) -> None:
+    lines = ["version: 1", "a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        prev = f"*a{i - 1}"
+        lines.append(f"a{i}: &a{i} [{', '.join([prev] * 9)}]")
+    lines.append("package: {bomb: *a8}")
+    p = tmp_path / "conda-lock.yml"
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(EnvError) as e:
+        read_lock(p)
+    msg = _one_line(e.value)
+    assert len(msg) < 400 and "package is dict" in msg
+
+
+def test_bad_env_prompt_is_found_before_activation(myenv: Path, home: Path) -> None:
+    write_condarc(home / ".condarc", env_prompt="({nope}) ")
+    with pytest.raises(EnvError) as e:
+        find_environment("conda", "myenv")
+    assert _one_line(e.value).startswith(f"{home / '.condarc'}: env_prompt")
+
+
+def test_list_survives_a_broken_env(myenv: Path, conda_root: Path, channel,
+                                    tmp_path: Path) -> None:
+    broken = make_conda_prefix(conda_root / "envs" / "broken", channel, cache=tmp_path / "rc")
+    write_env_vars_d(broken, "bad.json", "{nope")
+    cp = env_cli("list", "--json")
+    assert cp.returncode == 0, cp.stderr
+    rows = {r["prefix"]: r for r in json.loads(cp.stdout)}
+    assert rows[str(broken)]["version"] is None and rows[str(myenv)]["version"]
+
+
+def test_envs_is_a_library_that_never_imports_the_launcher() -> None:
+    """Issue 10: only envs/cli.py (the CLI that will move into the launcher) may import
+    ekl.launcher, and only inside functions; no envs module reads plugin JSON but the
+    temporary _manifest.py."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2] / "envs"
+    for path in sorted(root.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            mods = []
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                mods = [node.module or ""]
+            if any(m.startswith("ekl.launcher") for m in mods):
+                assert path.name == "cli.py", f"{path.name} imports {mods}"
+                assert node.col_offset > 0, "cli.py imports the launcher at module level"
+        if path.name not in ("_manifest.py", "cli.py"):
+            assert "_manifest" not in path.read_text(), path.name

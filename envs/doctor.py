@@ -19,7 +19,7 @@ from typing import Dict, List, Mapping, Optional
 
 from .activate import activate_scripts, hook_shell
 from .locate import plugin_environment
-from .lock import check_environment, lock_candidates
+from .lock import check_environment, lock_candidates, read_records
 from .model import EnvError, Environment, PluginEnv
 from .probe import ProbeError, clean_env, probe, run_bounded
 
@@ -151,6 +151,14 @@ def doctor(plugin: PluginEnv) -> List[Check]:
                             f"({info.ekuiper_error})"))
     if env is None:
         return checks
+    if env.kind != "venv":
+        _, corrupt = read_records(env.prefix)
+        if corrupt:
+            checks.append(Check("records", "fail", f"{corrupt[0]}" + (
+                f" (and {len(corrupt) - 1} more)" if len(corrupt) > 1 else ""),
+                f"rm -r {_q(env.prefix)} && ekl env create {ref}"))
+        else:
+            checks.append(Check("records", "ok", "conda-meta records readable"))
     try:
         drift = check_environment(plugin.folder, plugin.lock, env)
     except EnvError as e:

@@ -226,6 +226,9 @@ def test_truncated_record_is_corruption_not_a_match(myenv: Path, channel,
         check_lock_for_launch(d, None, env, "strict")
     cp = env_cli("check", str(d))
     assert cp.returncode == 1 and "problem:" in cp.stdout and str(rec) in cp.stdout
+    cp = env_cli("doctor", str(d), "--json")
+    checks = {c["name"]: c for c in json.loads(cp.stdout)["checks"]}
+    assert checks["records"]["status"] == "fail" and str(rec) in checks["records"]["detail"]
     rec.write_bytes(b"\xff\xfe garbage")
     assert "not UTF-8" in read_records(myenv)[1][0]
 

@@ -147,12 +147,33 @@ def launcher_verdict(plugin: PluginEnv) -> List[Any]:
     return checks
 
 
+def launcher_python(plugin: PluginEnv) -> Optional[str]:
+    """The interpreter the launcher picks for a plugin that names no env (its precedence:
+    ``$EKL_PYTHON_BIN``, else the interpreter ekl runs on), or None when it cannot say."""
+    try:
+        from ekl.launcher.errors import EklError
+        from ekl.launcher.manifest import load
+        from ekl.launcher.resolve import LaunchOptions, choose_interpreter
+    except ImportError:
+        return None
+    quiet = logging.getLogger("ekl")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return choose_interpreter(load(str(plugin.json_path)),
+                                  LaunchOptions(lock_policy="off")).python
+    except (EklError, EnvError):
+        return None
+    finally:
+        quiet.setLevel(level)
+
+
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from ._manifest import load_plugin
     from .doctor import checks_to_json, doctor
 
     plugin = load_plugin(args.plugin)
-    checks = doctor(plugin)
+    checks = doctor(plugin, default_python=lambda: launcher_python(plugin))
     if any(c.name == "interpreter" and c.ok for c in checks):
         checks += launcher_verdict(plugin)
     if args.json:

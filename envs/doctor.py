@@ -15,7 +15,7 @@ import shlex
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 from .activate import activate_scripts, hook_shell
 from .locate import plugin_environment
@@ -89,8 +89,15 @@ def check_hooks(env: Environment, run_env: Mapping[str, str],
     return out
 
 
-def doctor(plugin: PluginEnv) -> List[Check]:
-    """The facts, in the order a start meets them; stops at the first one nothing follows."""
+def doctor(plugin: PluginEnv,
+           default_python: Optional[Callable[[], Optional[str]]] = None) -> List[Check]:
+    """The facts, in the order a start meets them; stops at the first one nothing follows.
+
+    ``default_python`` says which interpreter runs a plugin that names no environment; that
+    is the launcher's decision (``--python``, ``$EKL_PYTHON_BIN``, its own interpreter), so
+    the ``doctor`` command asks the launcher. Without it, ``python3`` from PATH is checked
+    (what eKuiper's default ``pythonBin`` would run).
+    """
     ref = _q(plugin.folder)
     checks: List[Check] = []
     env: Optional[Environment] = None
@@ -119,9 +126,11 @@ def doctor(plugin: PluginEnv) -> List[Check]:
         # the interpreter is asked through the same wrapper a start uses (hooks first)
         wrap = (lambda argv: env.wrap_command(argv, base_env=base)) if hooks else None
     else:
-        python = shutil.which("python3") or shutil.which("python") or "python3"
+        chosen = default_python() if default_python else None
+        python = chosen or shutil.which("python3") or shutil.which("python") or "python3"
+        where = "the interpreter ekl would run it on" if chosen else "from PATH"
         checks.append(Check("environment", "skip",
-                            f"the plugin's JSON names no env; checked {python} from PATH"))
+                            f"the plugin's JSON names no env; checked {python} ({where})"))
         run_env = base
     try:
         info = probe(python, env=run_env, use_cache=wrap is None, wrap=wrap)

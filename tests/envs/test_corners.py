@@ -644,3 +644,15 @@ def test_envs_is_a_library_that_never_imports_the_launcher() -> None:
                 assert node.col_offset > 0, "cli.py imports the launcher at module level"
         if path.name not in ("_manifest.py", "cli.py"):
             assert "_manifest" not in path.read_text(), path.name
+
+
+def test_doctor_without_env_checks_the_interpreter_the_launcher_uses(home: Path,
+                                                                      tmp_path: Path) -> None:
+    import sys
+
+    d = write_plugin(tmp_path / "demo", env=None, kind=None)
+    cp = env_cli("doctor", str(d), "--json")
+    checks = {c["name"]: c for c in json.loads(cp.stdout)["checks"]}
+    assert cp.returncode == 0, cp.stdout
+    assert sys.executable in checks["environment"]["detail"]
+    assert sys.executable in checks["launcher"]["detail"]

@@ -656,3 +656,23 @@ def test_doctor_without_env_checks_the_interpreter_the_launcher_uses(home: Path,
     assert cp.returncode == 0, cp.stdout
     assert sys.executable in checks["environment"]["detail"]
     assert sys.executable in checks["launcher"]["detail"]
+
+
+def test_launcher_start_with_a_bad_lock(myenv: Path, tmp_path: Path,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    """Item 1 through the launcher's own resolver: --lock warn starts with a warning,
+    --lock strict stops with one line (no traceback either way)."""
+    from ekl.launcher.errors import EklError
+    from ekl.launcher.manifest import load
+    from ekl.launcher.resolve import LaunchOptions, resolve
+
+    d = write_plugin(tmp_path / "demo")
+    (d / "conda-lock.yml").write_text("version: 1\npackage: 5\n")
+    manifest = load(str(d))
+    with caplog.at_level(logging.WARNING, logger="ekl"):
+        res = resolve(manifest, LaunchOptions(lock_policy="warn"))
+    assert res.spec.interpreter == str(myenv / "bin" / "python")
+    assert any("cannot check the lock" in r.getMessage() for r in caplog.records)
+    with pytest.raises(EklError) as e:
+        resolve(manifest, LaunchOptions(lock_policy="strict"))
+    assert "conda-lock.yml:2: package is int 5" in _one_line(e.value)

@@ -242,21 +242,15 @@ def conda_activation(prefix: str, base_env: Mapping[str, str], *,
     raw, _ = env_vars_of(prefix)
 
     exports: Dict[str, Optional[str]] = {}
-    unsets: List[str] = []
     if is_reactivation(prefix, base):
-        # Already active: conda "reactivates" (build_reactivate): PATH, the prompt and the
-        # env's env_vars again; ***unset*** ones are unset.
+        # Already active: conda "reactivates" (build_reactivate): PATH and the prompt only
+        # (its hooks run again: see hook_body), the env_vars are already there.
         default_env = base.get("CONDA_DEFAULT_ENV", default_env_name(prefix, root_prefix))
         modifier = _prompt_modifier(prefix, default_env, base, root_prefix, settings,
                                     "reactivate", False)
         exports["PATH"] = ":".join(_replace_in_path(path_list, prefix, prefix))
         exports["CONDA_SHLVL"] = str(old_shlvl)
         exports["CONDA_PROMPT_MODIFIER"] = modifier
-        for k, v in raw.items():
-            if v == UNSET_MARKER:
-                unsets.append(k.upper())
-            else:
-                exports[k] = v
     else:
         stack = will_stack(base, settings)
         default_env = default_env_name(prefix, root_prefix)
@@ -297,8 +291,6 @@ def conda_activation(prefix: str, base_env: Mapping[str, str], *,
         if current:
             ps1 = ps1.replace(current, "")
         result["PS1"] = modifier + ps1
-    for name in unsets:
-        result.pop(name, None)
     for name, value in exports.items():
         # conda exports a variable it "unsets" as empty (`export NAME=''`)
         result[name.upper()] = "" if value is None else value

@@ -22,13 +22,12 @@ from pathlib import Path
 
 import psutil
 
-from ekl.launcher.instance import PluginInstance
-from ekl.launcher.manifest import load
-from ekl.launcher.process import Lifeline
-from ekl.launcher.resolve import resolve
-from ekl.launcher.settings import HostSettings, SupervisorSettings
-from ekl.launcher.states import State
-from ekl.launcher.watcher import Watcher
+from ekl.launcher.plugin import load
+from ekl.launcher.settings import SupervisorSettings
+from ekl.launcher.start import prepare
+from ekl.launcher.start.resolve import resolve
+from ekl.launcher.supervise.states import State
+from ekl.launcher.supervise.watcher import Watcher
 from ekuiper.protocol import Meta
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,12 +47,12 @@ def bare_import_pynng(rounds: int) -> list:
     return out
 
 
-def start_to_handshake(rounds: int, lifeline: Lifeline) -> list:
+def start_to_handshake(rounds: int) -> list:
     m = load(PYSAM)
-    res = resolve(m)
+    spec = resolve(m)
     out = []
     for _ in range(rounds):
-        inst = PluginInstance(res.spec, HostSettings(), lifeline=lifeline)
+        inst = prepare(m, spec=spec)
         t0 = time.perf_counter()
         inst.start_process()
         out.append(time.perf_counter() - t0)
@@ -61,9 +60,8 @@ def start_to_handshake(rounds: int, lifeline: Lifeline) -> list:
     return out
 
 
-def recovery(rounds: int, lifeline: Lifeline) -> list:
-    res = resolve(load(PYSAM))
-    inst = PluginInstance(res.spec, HostSettings(), lifeline=lifeline)
+def recovery(rounds: int) -> list:
+    inst = prepare(load(PYSAM))
     w = Watcher(inst, SupervisorSettings(backoff_initial_s=0.0, health_interval_s=1.0,
                                          start_limit=10_000))
     w.start(fail_fast=True)
@@ -124,21 +122,17 @@ def main() -> None:
     ap.add_argument("--idle", type=int, default=20)
     ap.add_argument("--idle-seconds", type=float, default=10.0)
     a = ap.parse_args()
-    lifeline = Lifeline()
-    try:
-        base, start = [], []
-        for _ in range(a.rounds):  # alternate, so machine noise hits both alike
-            base += bare_import_pynng(1)
-            start += start_to_handshake(1, lifeline)
-        print(f"bare python -c 'import pynng'    median {median_ms(base):7.1f} ms")
-        print(f"ekl start-to-handshake (pysam)   median {median_ms(start):7.1f} ms   "
-              f"ratio {statistics.median(start) / statistics.median(base):.2f}x the bare import")
-        rec = recovery(a.rounds, lifeline)
-        print(f"SIGKILL -> first source message after replay: median {median_ms(rec):7.1f} ms "
-              f"(min {min(rec) * 1000:.1f}, max {max(rec) * 1000:.1f})   "
-              f"ratio {statistics.median(rec) / statistics.median(start):.2f}x a cold start")
-    finally:
-        lifeline.close()
+    base, start = [], []
+    for _ in range(a.rounds):  # alternate, so machine noise hits both alike
+        base += bare_import_pynng(1)
+        start += start_to_handshake(1)
+    print(f"bare python -c 'import pynng'    median {median_ms(base):7.1f} ms")
+    print(f"ekl start-to-handshake (pysam)   median {median_ms(start):7.1f} ms   "
+          f"ratio {statistics.median(start) / statistics.median(base):.2f}x the bare import")
+    rec = recovery(a.rounds)
+    print(f"SIGKILL -> first source message after replay: median {median_ms(rec):7.1f} ms "
+          f"(min {min(rec) * 1000:.1f}, max {max(rec) * 1000:.1f})   "
+          f"ratio {statistics.median(rec) / statistics.median(start):.2f}x a cold start")
     cpu, wall = idle_cpu(a.idle, a.idle_seconds)
     print(f"launcher CPU supervising {a.idle} idle plugins at 1 s health interval: "
           f"{cpu / wall * 100:.2f}% of one core ({cpu * 1000 / wall / a.idle:.2f} ms CPU per "

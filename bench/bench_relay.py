@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from ekl.launcher.instance import PluginInstance
+from ekl.launcher.host.instance import PluginInstance
 from ekl.launcher.process import LaunchSpec
 from ekl.launcher.settings import HostSettings
 from ekuiper import protocol
@@ -47,10 +47,10 @@ def plugin_copy(root: str) -> Path:
 
 
 def host(python_bin: str, ipc: str, folder: Path) -> PluginInstance:
-    spec = LaunchSpec("pysam", [python_bin, "-u", str(folder / "pysam.py"),
-                                protocol.encode_portable_config(1000)], str(folder),
-                      dict(os.environ, EKL_STATUS_DIR=ipc))
-    return PluginInstance(spec, HostSettings(ipc_dir=ipc))
+    spec = LaunchSpec("pysam", (python_bin, "-u", str(folder / "pysam.py"),
+                                protocol.encode_portable_config(1000)), str(folder),
+                      dict(os.environ, EKL_STATUS_DIR=ipc, EKUIPER_IPC_DIR=ipc))
+    return PluginInstance(spec, HostSettings(ipc_dir=ipc), ipc_dir=ipc, control_dir=ipc)
 
 
 def cold_start(ipc: str, folder: Path) -> float:

@@ -41,9 +41,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import make_plugin, official_sdk_python  # noqa: E402  (the test suite's venv helper)
-from ekl.launcher.instance import PluginInstance  # noqa: E402
-from ekl.launcher.resolve import LaunchOptions  # noqa: E402
-from ekl.launcher.session import open_plugin  # noqa: E402
+from ekl.launcher.host.instance import PluginInstance  # noqa: E402
+from ekl.launcher.settings import LaunchOptions  # noqa: E402
+from ekl.launcher.start import open_plugin  # noqa: E402
 from ekuiper import protocol  # noqa: E402
 from ekuiper.protocol import Control, FuncMeta, Meta  # noqa: E402
 from ekuiper.transport import TransportTimeout  # noqa: E402

@@ -1,9 +1,8 @@
-"""TEMPORARY: a tiny reader of a plugin's ``NAME.json`` for ``envs/cli.py`` only.
+"""TEMPORARY: a tiny reader of a plugin's ``NAME.json`` for ``launcher/cli/env.py`` only.
 
 ``envs`` is a library that takes a :class:`~ekl.envs.model.PluginEnv` and never parses
 plugin JSON; this module exists until the launcher's single plugin reader builds the
-``PluginEnv`` and the ``ekl env`` commands move into the launcher's CLI (issue 10). Nothing
-else in ``envs`` may import it.
+``PluginEnv`` for the ``ekl env`` commands (issue 10). Nothing in ``envs`` imports it.
 """
 
 from __future__ import annotations

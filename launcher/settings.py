@@ -1,14 +1,37 @@
-"""Every timeout and limit of the host and supervisor, each a named setting with a default."""
+"""Every timeout, limit and launch choice of the host and supervisor, each a named setting.
+
+All three are frozen: built once (from the CLI, the plugin JSON's ``ekl`` section, a test)
+and never changed afterwards, so a value read in one thread is the value every thread
+uses. Derive a variant with ``dataclasses.replace``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
 
 from ekuiper import protocol
 
+RESTART_POLICIES = ("always", "on-failure", "never")
+LOCK_POLICIES = ("strict", "warn", "off")
 
-@dataclass
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How to choose the plugin's interpreter and what to hand it."""
+
+    python: Optional[str] = None
+    ekuiper_conf: Optional[str] = None
+    conda_run: bool = False
+    send_timeout_ms: int = protocol.DEFAULT_SEND_TIMEOUT_MS
+    lock_policy: str = "warn"
+    log_file: Optional[str] = None
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    #: build the plugin-local environment from its lock file when it is missing (ekl-python)
+    create_env: bool = False
+
+
+@dataclass(frozen=True)
 class HostSettings:
     #: wait for the plugin's handshake (eKuiper ``portable.initTimeout``)
     init_timeout_s: float = protocol.INIT_TIMEOUT_MS / 1000
@@ -28,7 +51,7 @@ class HostSettings:
     ipc_dir: Optional[str] = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class SupervisorSettings:
     restart: str = "on-failure"            # always | on-failure | never
     backoff_initial_s: float = 0.1
@@ -44,6 +67,3 @@ class SupervisorSettings:
     #: restart when RSS stays above this for rss_strikes consecutive checks (None: no limit)
     max_rss_mb: Optional[float] = None
     rss_strikes: int = 3
-
-
-RESTART_POLICIES = ("always", "on-failure", "never")

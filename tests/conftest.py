@@ -21,11 +21,12 @@ from typing import Callable, Iterator, List, Optional, Sequence
 
 import pytest
 
-from ekl.launcher.instance import PluginInstance
-from ekl.launcher.manifest import load
-from ekl.launcher.process import Lifeline, is_gone
-from ekl.launcher.resolve import LaunchOptions, resolve
-from ekl.launcher.settings import HostSettings
+from ekl.launcher.host.instance import PluginInstance
+from ekl.launcher.plugin import load
+from ekl.launcher.process import is_gone
+from ekl.launcher.settings import HostSettings, LaunchOptions
+from ekl.launcher.start import prepare
+from ekl.launcher.start.resolve import resolve
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGINS = REPO / "tests" / "plugins"
@@ -82,17 +83,17 @@ class Host:
 
     def __init__(self, ipc_dir: str) -> None:
         self.ipc_dir = ipc_dir
-        self.lifeline = Lifeline()
         self.instances: List[PluginInstance] = []
 
     def start(self, folder: Path, python: Optional[str] = None, private_ipc: bool = True,
               start: bool = True, **settings: object) -> PluginInstance:
         manifest = load(folder)
-        res = resolve(manifest, LaunchOptions(python=python))
-        if not res.private_ipc:
+        opts = LaunchOptions(python=python)
+        spec = resolve(manifest, opts)
+        if not spec.ekl_sdk:
             private_ipc = False
         hs = HostSettings(ipc_dir=self.ipc_dir if private_ipc else "/tmp", **settings)  # type: ignore[arg-type]
-        inst = PluginInstance(res.spec, hs, lifeline=self.lifeline)
+        inst = prepare(manifest, opts, hs, spec=spec)
         self.instances.append(inst)
         if start:
             inst.start_process()
@@ -105,7 +106,6 @@ class Host:
                 pids.append(inst.process.popen.pid)
             survivors = inst.close()
             assert not survivors, f"processes survived stop: {survivors}"
-        self.lifeline.close()
         for pid in pids:
             assert is_gone(pid), f"plugin process {pid} still runs"
 

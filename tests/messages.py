@@ -90,7 +90,7 @@ def templates() -> List[Tuple[str, int, str]]:
     """(file, line, template with … for placeholders) for every message."""
     out = []
     for folder in SOURCES:
-        for path in sorted(folder.glob("*.py")):
+        for path in sorted(folder.rglob("*.py")):
             tree = ast.parse(path.read_text(), str(path))
             raised = set()
             for node in ast.walk(tree):

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES
-from ekl.launcher.resolve import LaunchOptions
-from ekl.launcher.scaffold import init_plugin
-from ekl.launcher.validate import validate
+from ekl.launcher.authoring.scaffold import init_plugin
+from ekl.launcher.authoring.validate import validate
+from ekl.launcher.settings import LaunchOptions
 
 PYSAM = EXAMPLES / "pysam"
 

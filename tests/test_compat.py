@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
@@ -30,7 +30,7 @@ import pytest
 
 from conftest import short_id, wait_for
 from ekl.launcher.errors import AckError, CommandError, HostTimeout
-from ekl.launcher.instance import PluginInstance
+from ekl.launcher.host.instance import PluginInstance
 from ekuiper import protocol
 from ekuiper.protocol import FuncMeta, Meta
 
@@ -80,7 +80,8 @@ class Sides:
         folder = self.plugin_copy(template)
         inst = self.host.start(folder, python=self.python[side], start=False, **settings)
         if send_timeout_ms is not None:  # argv[1], as eKuiper passes its portable.sendTimeout
-            inst.spec.argv[-1] = protocol.encode_portable_config(send_timeout_ms)
+            inst.spec = replace(inst.spec, argv=inst.spec.argv[:-1] + (
+                protocol.encode_portable_config(send_timeout_ms),))
         inst.start_process()
         return inst
 

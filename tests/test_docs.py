@@ -15,11 +15,11 @@ from messages import fragment, normalize, templates
 from conftest import REPO
 
 DOCS = REPO / "docs"
-REGENERATE = "python -m ekl.launcher.clidoc > docs/cli.md"
+REGENERATE = "python -m ekl.launcher.cli.clidoc > docs/cli.md"
 
 
 def test_cli_reference_is_generated_from_the_parser():
-    from ekl.launcher.clidoc import render
+    from ekl.launcher.cli.clidoc import render
 
     current = (DOCS / "cli.md").read_text(encoding="utf-8")
     assert current == render(), f"docs/cli.md is stale; regenerate it: {REGENERATE}"
@@ -27,7 +27,7 @@ def test_cli_reference_is_generated_from_the_parser():
 
 def test_cli_reference_lists_every_verb():
     from ekl.launcher.cli import build_parser
-    from ekl.launcher.clidoc import _subparsers
+    from ekl.launcher.cli.clidoc import _subparsers
 
     text = (DOCS / "cli.md").read_text(encoding="utf-8")
     for name, _, _ in _subparsers(build_parser()):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ekl.launcher.pyargv import parse
+from ekl.launcher.pythonbin.pyargv import parse
 
 
 @pytest.mark.parametrize("argv, mode, target, args, options", [

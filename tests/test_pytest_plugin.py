@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from conftest import EXAMPLES, REPO
+from ekl.launcher.authoring.scaffold import init_plugin
 from ekl.launcher.process import is_gone
-from ekl.launcher.scaffold import init_plugin
 
 
 def pytest_run(*args: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedProcess:

@@ -13,17 +13,25 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
 import pytest
 
 from conftest import short_id, wait_for
-from ekl.launcher.instance import PluginInstance
-from ekl.launcher.process import LaunchSpec, Lifeline, is_gone
+from ekl.launcher.host.instance import PluginInstance
+from ekl.launcher.process import LaunchSpec, is_gone
 from ekl.launcher.settings import HostSettings
 from ekuiper import protocol
 from ekuiper.protocol import Meta
+
+
+def eKuiper_instance(spec: LaunchSpec, ipc_dir: str) -> PluginInstance:
+    """A host that starts exactly ``spec`` as eKuiper would (no ekl start path), its sockets
+    in ``ipc_dir`` (eKuiper's are in /tmp; the plugin learns the folder from EKUIPER_IPC_DIR)."""
+    spec = replace(spec, env={**spec.env, protocol.IPC_DIR_ENV: ipc_dir})
+    return PluginInstance(spec, HostSettings(ipc_dir=ipc_dir), ipc_dir=ipc_dir, control_dir=ipc_dir)
 
 EKL_PYTHON = str(Path(sys.executable).with_name("ekl-python"))
 
@@ -34,16 +42,15 @@ class EKuiper:
 
     def __init__(self, ipc_dir: str, status_dir: str) -> None:
         self.ipc_dir, self.status_dir = ipc_dir, status_dir
-        self.lifeline = Lifeline()
         self.started = []
 
     def start(self, folder: Path, python_bin: str = EKL_PYTHON, **env: str) -> PluginInstance:
         exe = json.loads(next(folder.glob("*.json")).read_text())["executable"]
         name = next(folder.glob("*.json")).stem
         e = dict(os.environ, EKL_STATUS_DIR=self.status_dir, **env)
-        spec = LaunchSpec(name, [python_bin, "-u", str(folder / exe),
-                                 protocol.encode_portable_config(1000)], str(folder), e)
-        inst = PluginInstance(spec, HostSettings(ipc_dir=self.ipc_dir), lifeline=None)
+        spec = LaunchSpec(name, (python_bin, "-u", str(folder / exe),
+                                 protocol.encode_portable_config(1000)), str(folder), e)
+        inst = eKuiper_instance(spec, self.ipc_dir)
         inst.start_process()
         self.started.append(inst)
         return inst
@@ -61,7 +68,6 @@ class EKuiper:
             if inst.alive():
                 self.kill(inst)
             inst.close()
-        self.lifeline.close()
 
 
 @pytest.fixture
@@ -214,8 +220,8 @@ def test_ekl_python_dies_with_a_wrapper_that_ekuiper_kills(ipc_dir, plugin_copy,
     # A wrapper that stays the parent (like `conda run`): `; :` keeps sh from exec'ing.
     wrapper = ["/bin/sh", "-c", f'"{EKL_PYTHON}" -u "{folder / "compat.py"}" "{{}}"; :']
     e = dict(os.environ, EKL_STATUS_DIR=str(tmp_path))
-    spec = LaunchSpec(folder.name, wrapper, str(folder), e)
-    inst = PluginInstance(spec, HostSettings(ipc_dir=ipc_dir))
+    spec = LaunchSpec(folder.name, tuple(wrapper), str(folder), e)
+    inst = eKuiper_instance(spec, ipc_dir)
     inst.start_process()
     try:
         relay = psutil.Process(inst.pid).children()[0]

@@ -13,8 +13,9 @@ import pytest
 
 from ekl.envs.probe import probe
 from ekl.launcher.errors import EklError
-from ekl.launcher.manifest import load
-from ekl.launcher.resolve import LaunchOptions, resolve
+from ekl.launcher.plugin import load
+from ekl.launcher.settings import LaunchOptions
+from ekl.launcher.start.resolve import resolve
 
 
 def with_env(folder: Path, **fields) -> Path:
@@ -31,10 +32,10 @@ def prefix_of(python: str) -> str:
 
 def test_plugin_without_env_runs_on_ekls_own_interpreter(plugin_copy):
     res = resolve(load(plugin_copy("compat")))
-    assert res.spec.interpreter == sys.executable and res.source.startswith("the interpreter")
-    assert res.spec.argv[1] == "-u" and res.spec.argv[2].endswith("compat.py")
-    assert json.loads(res.spec.argv[-1]) == {"sendTimeout": 1000}
-    assert res.private_ipc  # ekl's SDK is installed there
+    assert res.interpreter == sys.executable and res.origin.startswith("the interpreter")
+    assert res.argv[1] == "-u" and res.argv[2].endswith("compat.py")
+    assert json.loads(res.argv[-1]) == {"sendTimeout": 1000}
+    assert res.ekl_sdk  # ekl's SDK is installed there
 
 
 def test_precedence_python_flag_then_env_var_then_kuiper_yaml_then_plugin_env(
@@ -44,21 +45,21 @@ def test_precedence_python_flag_then_env_var_then_kuiper_yaml_then_plugin_env(
     kuiper = tmp_path / "kuiper.yaml"
     kuiper.write_text(f"portable:\n  pythonBin: {official_python}\n  initTimeout: 5000\n")
     monkeypatch.delenv("EKL_PYTHON_BIN", raising=False)
-    assert resolve(m).spec.interpreter.startswith(prefix_of(bare_python))
-    assert resolve(m, LaunchOptions(ekuiper_conf=str(kuiper))).spec.interpreter == official_python
+    assert resolve(m).interpreter.startswith(prefix_of(bare_python))
+    assert resolve(m, LaunchOptions(ekuiper_conf=str(kuiper))).interpreter == official_python
     monkeypatch.setenv("EKL_PYTHON_BIN", sys.executable)
     r = resolve(m, LaunchOptions(ekuiper_conf=str(kuiper)))
-    assert r.spec.interpreter == sys.executable and r.source == "$EKL_PYTHON_BIN"
+    assert r.interpreter == sys.executable and r.origin == "$EKL_PYTHON_BIN"
     r = resolve(m, LaunchOptions(python=official_python, ekuiper_conf=str(kuiper)))
-    assert r.spec.interpreter == official_python and r.source == "--python"
-    assert r.private_ipc is False  # the official SDK hard-codes /tmp
+    assert r.interpreter == official_python and r.origin == "--python"
+    assert r.ekl_sdk is False  # the official SDK hard-codes /tmp
 
 
 def test_sdk_is_hosted_into_an_env_without_one(host, plugin_copy, bare_python):
     folder = plugin_copy("compat")
     res = resolve(load(folder), LaunchOptions(python=bare_python))
-    assert res.hosted_sdk
-    hosted = res.spec.env["PYTHONPATH"]
+    assert res.sdk == "hosted"
+    hosted = res.env["PYTHONPATH"]
     assert sorted(os.listdir(hosted)) == ["ekuiper"]  # the SDK alone, no site-packages
     inst = host.start(folder, python=bare_python)
     got = inst.start_function("where").exec([["PYTHONPATH"]])
@@ -72,7 +73,7 @@ def test_env_with_nothing_installed_runs_on_the_hosted_sdk_without_pynng(host, p
                                                                          empty_python):
     folder = plugin_copy("compat")
     res = resolve(load(folder), LaunchOptions(python=empty_python))
-    assert res.hosted_sdk and res.info.pynng is None
+    assert res.sdk == "hosted" and probe(res.interpreter, dict(res.env)).pynng is None
     inst = host.start(folder, python=empty_python)
     assert inst.start_function("echo").exec(["no compiled dependency"])["args"] == [
         "no compiled dependency"]
@@ -93,7 +94,7 @@ def test_official_sdk_that_cannot_import_gets_ekls_in_front(plugin_copy, host, c
     folder = plugin_copy("compat")
     with caplog.at_level(logging.WARNING, logger="ekl"):
         res = resolve(load(folder), LaunchOptions(python=official_no_pynng_python))
-    assert res.hosted_sdk
+    assert res.sdk == "hosted"
     assert "ekuiper SDK that cannot be imported" in caplog.text and "pynng" in caplog.text
     inst = host.start(folder, python=official_no_pynng_python)
     assert "/sdk/" in inst.start_function("where").exec([])["ekuiper"]
@@ -148,7 +149,7 @@ def test_conda_run_builds_ekuipers_command_with_no_capture_output(plugin_copy, t
     (fake / "conda").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}:/usr/bin:/bin")
     m = load(with_env(plugin_copy("compat"), virtualEnvType="conda", env="myenv"))
-    argv = resolve(m, LaunchOptions(conda_run=True)).spec.argv
+    argv = list(resolve(m, LaunchOptions(conda_run=True)).argv)
     assert argv[:6] == [str(fake / "conda"), "run", "--no-capture-output", "-n", "myenv", "python"]
     assert argv[6] == str(m.executable) and json.loads(argv[7]) == {"sendTimeout": 1000}
 

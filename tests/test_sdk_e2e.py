@@ -174,8 +174,8 @@ def test_garbage_bytes_on_the_function_channel(host, plugin_copy):
     inst = host.start(plugin_copy("compat"))
     client = inst.start_function("echo")
     client.exec([0])  # connected and in request/reply rhythm
-    client.sock.send(b"\x00\x01garbage")
-    state, result = protocol.decode_func_reply(client.sock.recv())
+    client.channel.sock.send(b"\x00\x01garbage")
+    state, result = protocol.decode_func_reply(client.channel.sock.recv())
     assert state is False and "not JSON" in result
     assert client.exec([1])["args"] == [1]
 

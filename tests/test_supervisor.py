@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import psutil
 import pytest
@@ -16,8 +17,8 @@ from conftest import short_id, wait_for
 from ekl.launcher.errors import CommandError, HostTimeout, PluginExited, PluginStartError
 from ekl.launcher.process import is_gone
 from ekl.launcher.settings import SupervisorSettings
-from ekl.launcher.states import State
-from ekl.launcher.watcher import Watcher
+from ekl.launcher.supervise.states import State
+from ekl.launcher.supervise.watcher import Watcher
 from ekuiper.protocol import Meta
 
 FAST = dict(backoff_initial_s=0.1, backoff_factor=2.0, backoff_max_s=1.0,
@@ -96,7 +97,7 @@ def test_sigstopped_plugin_is_detected_as_hung_and_restarted(host, plugin_copy):
 
 def test_blocked_control_thread_fails_the_ping_and_is_restarted(host, plugin_copy):
     w, inst = watch(host, plugin_copy("compat"))
-    inst.settings.command_timeout_s = 1.0
+    inst.settings = replace(inst.settings, command_timeout_s=1.0)
     old = inst.pid
     with pytest.raises(HostTimeout):
         inst.start_source("stuck", Meta(f"r{short_id()}", "op", 0))  # configure never returns
@@ -119,7 +120,7 @@ def test_stop_kills_children_and_grandchildren_that_ignore_sigterm(host, plugin_
     pid, child = inst.start_function("pids").exec([])
     tree = [pid, child] + [p.pid for p in psutil.Process(child).children(recursive=True)]
     assert len(tree) == 3
-    inst.settings.stop_timeout_s = 1.0
+    inst.settings = replace(inst.settings, stop_timeout_s=1.0)
     assert w.stop() == []
     assert wait_for(lambda: all(is_gone(p) for p in tree), timeout=3)
     assert w.state == State.STOPPED

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def env_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env: Dict[str, str] = dict(os.environ)
-    return subprocess.run([sys.executable, "-m", "ekl.envs.cli", "env", *args],
+    return subprocess.run([sys.executable, "-m", "ekl.launcher.cli", "env", *args],
                           capture_output=True, text=True, timeout=timeout, env=env, cwd="/")
 
 
@@ -119,7 +119,7 @@ def test_create_install_and_errors(conda_root: Path, channel, tmp_path: Path) ->
 def test_register_into_a_parent_parser() -> None:
     import argparse
 
-    from ekl.envs.cli import register
+    from ekl.launcher.cli.env import register
 
     p = argparse.ArgumentParser(prog="ekl")
     register(p.add_subparsers(dest="command"))

@@ -16,8 +16,9 @@ import pytest
 from ekl.envs import LOCAL_ENV_DIR
 from ekl.envs.lock import current_subdir
 from ekl.launcher.errors import EklError
-from ekl.launcher.manifest import load
-from ekl.launcher.resolve import LaunchOptions, resolve
+from ekl.launcher.plugin import load
+from ekl.launcher.settings import LaunchOptions
+from ekl.launcher.start.resolve import resolve
 
 from .envs_testlib import make_conda_prefix, write_conda_lock
 
@@ -35,8 +36,8 @@ def test_plugin_runs_in_the_environment_built_from_its_lock(home, channel, plugi
     prefix = make_conda_prefix(folder / LOCAL_ENV_DIR, channel, system_site=True,
                                cache=tmp_path / "rattler-cache")
     res = resolve(load(folder), LaunchOptions(lock_policy="strict"))
-    assert res.spec.interpreter.startswith(str(prefix))
-    assert "built from the lock file" in res.source
+    assert res.interpreter.startswith(str(prefix))
+    assert "built from the lock file" in res.origin
     inst = host.start(folder)
     got = inst.start_function("where").exec([["CONDA_PREFIX", "EKL_DATA_DIR"]])
     assert got["executable"].startswith(str(prefix))
@@ -48,7 +49,7 @@ def test_local_verbs_say_how_to_build_a_missing_local_environment(home, channel,
     folder = locked_plugin(plugin_copy, channel)
     with caplog.at_level(logging.WARNING, logger="ekl"):
         res = resolve(load(folder))
-    assert res.spec.interpreter == sys.executable
+    assert res.interpreter == sys.executable
     assert f"build it with `ekl env create {folder}`" in caplog.text
 
 

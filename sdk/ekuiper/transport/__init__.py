@@ -7,7 +7,7 @@ pynng's CPU per message and needs no compiled wheel. pynng is imported only when
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Mapping, Optional
 
 from .base import (
     PullSocket,
@@ -37,8 +37,18 @@ def _native() -> Transport:
 TRANSPORTS: Dict[str, Callable[[], Transport]] = {"pynng": _pynng, "native": _native}
 
 
+def transport_name(environ: Optional[Mapping[str, str]] = None) -> str:
+    """The transport ``environ`` (default: this process's environment) selects.
+
+    Public so that a host deciding what a plugin will need (pynng or not) reads the
+    variable exactly as the plugin will.
+    """
+    env = os.environ if environ is None else environ
+    return (env.get(TRANSPORT_ENV) or DEFAULT_TRANSPORT).strip().lower()
+
+
 def get_transport(name: Optional[str] = None) -> Transport:
-    chosen = (name or os.environ.get(TRANSPORT_ENV) or DEFAULT_TRANSPORT).strip().lower()
+    chosen = (name or transport_name()).strip().lower()
     try:
         factory = TRANSPORTS[chosen]
     except KeyError:
@@ -50,4 +60,4 @@ def get_transport(name: Optional[str] = None) -> Transport:
 
 __all__ = ["Transport", "ReqSocket", "PushSocket", "PullSocket", "TransportError",
            "TransportTimeout", "TransportClosed", "get_transport", "TRANSPORTS",
-           "TRANSPORT_ENV", "DEFAULT_TRANSPORT"]
+           "TRANSPORT_ENV", "DEFAULT_TRANSPORT", "transport_name"]

@@ -1,0 +1,83 @@
+"""The ``ekl`` command. Every verb reports bad input as one line on stderr, never a traceback.
+
+Exit codes: 0 success; 1 the plugin failed (error reply, crash, ack error, drift);
+2 bad input (manifest, option, environment); 130 interrupted (Ctrl-C or SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from .. import __version__
+from ..errors import EklError, ManifestError
+from ..start import Interrupted, terminate_as_interrupt
+from . import authoring, env, run, supervise
+from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+
+log = logging.getLogger("ekl")
+
+
+# --- parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ekl", description="Run, call, test and supervise eKuiper Python plugins.",
+        epilog="Exit codes: 0 ok, 1 the plugin failed, 2 bad input, 130 interrupted.")
+    p.add_argument("--version", action="version", version=f"ekl {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    p.add_argument("-q", "--quiet", action="store_true", help="hide the plugin's own output")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+
+    for verbs in (run, supervise, authoring, env):  # each module registers its verbs
+        verbs.register(sub)
+    return p
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("ekl")
+    root.handlers[:] = [handler]
+    root.propagate = False
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.getLogger("ekl.plugin").setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    try:
+        with terminate_as_interrupt():
+            return int(args.func(args) or 0)
+    except ManifestError as e:
+        for line in e.problems:
+            print(f"ekl: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except EklError as e:
+        print(f"ekl: {e}", file=sys.stderr)
+        return e.exit_code
+    except (KeyboardInterrupt, Interrupted):
+        print("ekl: interrupted; plugin stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK  # `ekl tail ... | head` closed our stdout
+    except Exception as e:  # noqa: BLE001 - a bug must still be one line, not a traceback
+        log.debug("internal error", exc_info=True)
+        text = " ".join(str(e).split())[:300]
+        print(f"ekl: internal error: {type(e).__name__}: {text} (run with -vv for the "
+              f"traceback, and please report it)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,125 @@
+"""What every verb shares: exit codes, launch options, JSON arguments, symbol picking."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any, Dict, List, Optional
+
+from ekuiper import protocol
+
+from ..errors import EklError
+from ..plugin import Plugin
+from ..settings import HostSettings, LaunchOptions
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+#: Arguments nested deeper than this are refused before they reach the plugin.
+MAX_ARG_DEPTH = 100
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _depth(v: Any, limit: int) -> int:
+    """Nesting depth of ``v``, counted without recursion (the input may be hostile);
+    ValueError on a number JSON cannot carry (``1e999`` parses as infinity)."""
+    deepest, stack = 0, [(v, 1)]
+    while stack:
+        x, d = stack.pop()
+        if isinstance(x, float) and not math.isfinite(x):
+            raise ValueError("a number out of range")
+        if isinstance(x, (list, dict)):
+            deepest = max(deepest, d)
+            if deepest > limit:
+                return deepest
+            stack.extend((y, d + 1) for y in (x.values() if isinstance(x, dict) else x))
+    return deepest
+
+
+def _json_arg(text: str, what: str) -> Any:
+    """A JSON value from the command line, as the wire carries it: finite, not too deep."""
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise EklError(f"{what} {shown!r} nests deeper than {MAX_ARG_DEPTH} levels; flatten "
+                       f"it") from None
+    except ValueError as e:
+        raise EklError(f"{what} {shown!r} is not JSON ({e}); quote strings, e.g. '\"abc\"'") \
+            from None
+    try:
+        deep = _depth(value, MAX_ARG_DEPTH) > MAX_ARG_DEPTH
+    except ValueError as e:
+        raise EklError(f"{what} {shown!r} is not JSON the wire can carry ({e}); use a finite "
+                       f"number") from None
+    if deep:
+        raise EklError(f"{what} {shown!r} nests deeper than {MAX_ARG_DEPTH} levels; flatten it")
+    return value
+
+
+def _json_object(text: Optional[str], what: str) -> Dict[str, Any]:
+    if not text:
+        return {}
+    v = _json_arg(text, what)
+    if not isinstance(v, dict):
+        raise EklError(f"{what} must be a JSON object like '{{\"interval\": 0.1}}', got {text!r}")
+    return v
+
+
+def add_launch_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("launch")
+    g.add_argument("--python", metavar="PATH", help="interpreter to run the plugin with "
+                   "(overrides $EKL_PYTHON_BIN, --ekuiper-conf and the plugin's env)")
+    g.add_argument("--ekuiper-conf", metavar="KUIPER_YAML",
+                   help="read portable.pythonBin (and check the settings) from eKuiper's kuiper.yaml")
+    g.add_argument("--conda-run", action="store_true",
+                   help="start through `conda run --no-capture-output -n ENV` as eKuiper does")
+    g.add_argument("--lock", choices=("strict", "warn", "off"), default="warn",
+                   help="what to do when the environment drifted from its lock file (default: warn)")
+    g.add_argument("--init-timeout", type=float, default=HostSettings.init_timeout_s,
+                   metavar="S", help="seconds to wait for the plugin's handshake (default: 5)")
+    g.add_argument("--send-timeout", type=int, default=protocol.DEFAULT_SEND_TIMEOUT_MS,
+                   metavar="MS", help="sendTimeout handed to the plugin in argv[1] (default: 1000)")
+    g.add_argument("--ipc-dir", metavar="DIR", help="socket folder (default: a private one "
+                   "when the plugin's SDK supports it, else /tmp as eKuiper uses)")
+    g.add_argument("--log-file", metavar="FILE", help="also write the plugin's output to FILE "
+                   "(rotated at 10 MB)")
+
+
+def launch_options(args: argparse.Namespace) -> LaunchOptions:
+    return LaunchOptions(python=args.python, ekuiper_conf=args.ekuiper_conf,
+                         conda_run=args.conda_run, send_timeout_ms=args.send_timeout,
+                         lock_policy=args.lock, log_file=args.log_file)
+
+
+def host_settings(args: argparse.Namespace) -> HostSettings:
+    return HostSettings(init_timeout_s=args.init_timeout, ipc_dir=args.ipc_dir,
+                        plugin_send_timeout_ms=args.send_timeout)
+
+
+def _pick(manifest: Plugin, kind: str, given: Optional[str], required: bool) -> Optional[str]:
+    names: List[str] = getattr(manifest, kind)
+    if given is not None:
+        if given not in names:
+            raise EklError(f"{manifest.path.name} lists no {kind[:-1]} {given!r}; it has: "
+                           f"{', '.join(names) or 'none'}")
+        return given
+    if not names and required:
+        raise EklError(f"{manifest.path.name} lists no {kind}; give a plugin that has one")
+    return names[0] if names else None
+
+
+def _source_config(manifest: Plugin, source: str, args: argparse.Namespace) -> Dict[str, Any]:
+    conf = manifest.source_config(source, args.conf_key)
+    conf.update(_json_object(args.config, "--config"))
+    return conf
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,258 @@
+"""The host side of one plugin: its process, control channel, symbols and journal.
+
+This is ekl's counterpart of eKuiper's ``PluginIns``. The data channels it opens for
+symbols (source listeners, sink writers, function listeners) outlive the plugin process,
+as in eKuiper, so a restarted plugin re-dials the same sockets after the journal replay.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+from typing import Dict, List, Optional, Sequence
+
+from ekuiper import protocol
+from ekuiper.protocol import Control, Meta
+
+from ..errors import CommandError, EklError, HostTimeout, PluginStartError
+from ..process import LaunchSpec, PluginProcess
+from ..process.lifeline import Lifeline
+from ..settings import HostSettings
+from .control import ControlChannel, check_result
+from .functions import FunctionClient
+from .ipc import PluginDied, remove_ipc_dir
+from .journal import Journal, ReplayResult, journal_key
+from .sinks import SinkWriter
+from .sources import SourceStream
+
+log = logging.getLogger("ekl")
+
+
+class PluginInstance:
+    """Start, command and stop one plugin; safe to use from several threads.
+
+    Built only by the start path (``ekl.launcher.start.prepare``), which decides the socket
+    folders and the plugin's environment; this class uses them as given.
+    """
+
+    def __init__(self, spec: LaunchSpec, settings: HostSettings, *, ipc_dir: str,
+                 control_dir: str, owned_dirs: Sequence[str] = (),
+                 lifeline: Optional[Lifeline] = None) -> None:
+        """``owned_dirs``: private folders this instance removes when it closes."""
+        self.spec = spec
+        self.name = spec.name
+        self.settings = settings
+        self.lifeline = lifeline
+        self.ipc_dir = ipc_dir
+        self.control_dir = control_dir
+        self._owned_dirs = tuple(owned_dirs)
+        #: sockets the plugin listens on (sinks); a plugin that dies cannot unlink them
+        self._plugin_listeners: set = set()
+        self.process: Optional[PluginProcess] = None
+        self.control: Optional[ControlChannel] = None
+        self.journal = Journal()
+        self.sources: Dict[tuple, SourceStream] = {}
+        self.sinks: Dict[tuple, SinkWriter] = {}
+        self.functions: Dict[str, FunctionClient] = {}
+        self._lock = threading.RLock()
+
+    # --- the process -------------------------------------------------------------------
+
+    def alive(self) -> bool:
+        p = self.process
+        return p is not None and p.alive()
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.process.pid if self.process else None
+
+    def start_process(self) -> None:
+        """Start the plugin and wait for its handshake; on failure leave nothing behind."""
+        with self._lock:
+            self.stop_process()
+            control = ControlChannel(self.name, self.control_dir)
+            proc = PluginProcess(self.spec, self.lifeline)
+            try:
+                proc.start()
+            except PluginStartError:
+                control.close()
+                raise
+            t = self.settings.init_timeout_s
+            try:
+                control.handshake(t, alive=proc.alive)
+            except PluginDied:
+                proc.kill_tree(0.5)
+                control.close()
+                raise PluginStartError(
+                    f"plugin {self.name} {proc.exit_description()} before its handshake: "
+                    f"{proc.tail()}") from None
+            except HostTimeout:
+                proc.kill_tree(1.0)
+                control.close()
+                raise PluginStartError(
+                    f"plugin {self.name} sent no handshake within {t:.1f} s (initTimeout) "
+                    f"and was killed; check that it calls plugin.start with "
+                    f"PluginConfig(\"{self.name}\", ...). Last stderr: {proc.tail()}") from None
+            self.process, self.control = proc, control
+            log.debug("plugin %s running, pid %s", self.name, proc.pid)
+
+    def _unlink_plugin_listeners(self) -> None:
+        """Remove socket files the dead plugin listened on (it had no chance to)."""
+        for path in list(self._plugin_listeners):
+            try:
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    os.unlink(path)
+            except OSError:
+                pass
+
+    def stop_process(self, timeout_s: Optional[float] = None) -> List[int]:
+        """Kill the process tree; returns pids that survived (should be none)."""
+        with self._lock:
+            proc, control = self.process, self.control
+            self.process = self.control = None
+        survivors: List[int] = []
+        if proc is not None:
+            survivors = proc.kill_tree(self.settings.stop_timeout_s if timeout_s is None
+                                       else timeout_s)
+            proc.close_log()
+            self._unlink_plugin_listeners()
+        if control is not None:
+            control.close()
+        return survivors
+
+    # --- commands ----------------------------------------------------------------------
+
+    def command(self, data: bytes, what: str, timeout_s: Optional[float] = None) -> None:
+        """Send a command; raise CommandError unless the plugin answers ``ok``."""
+        check_result(self.request(data, what, timeout_s), self.name, what)
+
+    def request(self, data: bytes, what: str, timeout_s: Optional[float] = None) -> bytes:
+        """Send a command and return the plugin's raw result (what a relay passes on)."""
+        control, proc = self.control, self.process
+        if control is None or proc is None:
+            raise EklError(f"plugin {self.name} is not running; cannot {what}")
+        try:
+            return control.request(data, timeout_s or self.settings.command_timeout_s,
+                                   alive=proc.alive, what=what)
+        except PluginDied:
+            raise CommandError(f"plugin {self.name} {proc.exit_description()} during {what}: "
+                               f"{proc.tail()}") from None
+
+    def ping(self, timeout_s: float) -> Optional[float]:
+        control, proc = self.control, self.process
+        if control is None or proc is None:
+            raise EklError(f"plugin {self.name} is not running")
+        try:
+            return control.ping(timeout_s, alive=proc.alive)
+        except PluginDied:
+            raise CommandError(f"plugin {self.name} {proc.exit_description()}") from None
+
+    def _start(self, ctrl: Control) -> None:
+        cmd = protocol.encode_command(protocol.CMD_START, ctrl)
+        self.command(cmd, f"start {ctrl.describe}")
+        self.journal.record_start(ctrl)
+
+    def _stop(self, ctrl: Control) -> None:
+        try:
+            if self.alive():
+                self.command(protocol.encode_command(protocol.CMD_STOP, ctrl),
+                             f"stop {ctrl.describe}")
+        finally:
+            self.journal.record_stop(ctrl)
+
+    def start_source(self, symbol: str, meta: Meta, data_source: str = "",
+                     config: Optional[dict] = None) -> SourceStream:
+        ctrl = Control(symbol, protocol.TYPE_SOURCE, meta, data_source, config or None)
+        stream = SourceStream(symbol, meta, self.ipc_dir)  # listen first, as eKuiper does
+        try:
+            self._start(ctrl)
+        except BaseException:
+            stream.close()
+            raise
+        self.sources[journal_key(ctrl)] = stream
+        return stream
+
+    def stop_source(self, symbol: str, meta: Meta) -> None:
+        ctrl = Control(symbol, protocol.TYPE_SOURCE, meta)
+        stream = self.sources.pop(journal_key(ctrl), None)
+        if stream is not None:
+            stream.close()  # eKuiper closes its data channel, then sends stop
+        self._stop(ctrl)
+
+    def start_sink(self, symbol: str, meta: Meta, config: Optional[dict] = None) -> SinkWriter:
+        ctrl = Control(symbol, protocol.TYPE_SINK, meta, "", config or None)
+        st = self.settings
+        writer = SinkWriter(symbol, meta, self.ipc_dir, protocol.require_ack(config),
+                            st.sink_send_timeout_s, st.ack_timeout_s)
+        self._plugin_listeners.add(protocol.url_path(writer.url))
+        try:
+            self._start(ctrl)
+            writer.connect()
+        except BaseException:
+            writer.close()
+            raise
+        self.sinks[journal_key(ctrl)] = writer
+        return writer
+
+    def stop_sink(self, symbol: str, meta: Meta) -> None:
+        ctrl = Control(symbol, protocol.TYPE_SINK, meta)
+        writer = self.sinks.pop(journal_key(ctrl), None)
+        if writer is not None:
+            writer.close()
+        self._stop(ctrl)
+
+    def start_function(self, symbol: str) -> FunctionClient:
+        """The function's client; functions are shared, so a second call reuses it."""
+        with self._lock:
+            if symbol in self.functions:
+                return self.functions[symbol]
+            client = FunctionClient(symbol, self.ipc_dir, self.settings.function_timeout_s,
+                                    alive=self.alive)
+            try:
+                self._start(Control(symbol, protocol.TYPE_FUNC))
+            except BaseException:
+                client.close()
+                raise
+            self.functions[symbol] = client
+            return client
+
+    def replay(self) -> List[ReplayResult]:
+        """Start every journalled symbol again in the new process; record each result."""
+        results = []
+        for ctrl, cmd in self.journal.entries():
+            try:
+                self.command(cmd, f"replay start {ctrl.describe}")
+                results.append(ReplayResult(ctrl, True))
+            except EklError as e:
+                log.error("%s", e)
+                results.append(ReplayResult(ctrl, False, str(e)))
+        return results
+
+    # --- the end -----------------------------------------------------------------------
+
+    def close(self) -> List[int]:
+        """Stop symbols (best effort), the process and every socket; remove private files."""
+        for key, stream in list(self.sources.items()):
+            stream.close()
+            self.sources.pop(key, None)
+        for key, writer in list(self.sinks.items()):
+            writer.close()
+            self.sinks.pop(key, None)
+        if self.alive():
+            for ctrl, _ in reversed(self.journal.entries()):
+                if ctrl.plugin_type == protocol.TYPE_FUNC:
+                    continue  # eKuiper never stops functions; they end with the process
+                try:
+                    self.command(protocol.encode_command(protocol.CMD_STOP, ctrl),
+                                 f"stop {ctrl.describe}", timeout_s=2.0)
+                except EklError as e:
+                    log.debug("%s", e)
+        survivors = self.stop_process()
+        for client in self.functions.values():
+            client.close()
+        self.functions.clear()
+        for d in self._owned_dirs:
+            remove_ipc_dir(d)
+        return survivors

@@ -1,0 +1,69 @@
+"""The host end of a source instance's data channel (eKuiper's ``PortableSource``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator, Optional
+
+import pynng
+
+from ekuiper import protocol
+from ekuiper.protocol import Meta, SourceMessage
+
+from ..errors import HostTimeout
+from .ipc import listen
+
+
+class SourceStream:
+    """PULL listener for one rule instance; yields decoded tuples and errors.
+
+    Undecodable data and ``{"error": ...}`` messages come out as ``SourceMessage`` with
+    ``error`` set, as eKuiper reports them to the rule, and the stream goes on.
+    """
+
+    def __init__(self, symbol: str, meta: Meta, ipc_dir: Optional[str] = None) -> None:
+        self.symbol = symbol
+        self.meta = meta
+        self.url = protocol.data_url(meta, ipc_dir)
+        self.sock = listen(pynng.Pull0(), self.url)
+        self.received = 0
+        self.errors = 0
+
+    def recv(self, timeout_s: Optional[float] = None) -> SourceMessage:
+        self.sock.recv_timeout = -1 if timeout_s is None else max(1, int(timeout_s * 1000))
+        try:
+            data = self.sock.recv()
+        except pynng.Timeout:
+            raise HostTimeout(f"source {self.symbol}: no data within {timeout_s:.1f} s") from None
+        msg = protocol.decode_source_message(data)
+        if msg.error is not None:
+            self.errors += 1
+        else:
+            self.received += 1
+        return msg
+
+    def messages(self, count: Optional[int] = None, timeout_s: Optional[float] = None,
+                 include_errors: bool = True) -> Iterator[SourceMessage]:
+        """Up to ``count`` messages; ``timeout_s`` bounds the wait for each one."""
+        n = 0
+        while count is None or n < count:
+            msg = self.recv(timeout_s)
+            if msg.error is not None and not include_errors:
+                continue
+            n += 1
+            yield msg
+
+    def drain(self, quiet_s: float = 0.05) -> int:
+        """Discard what is queued (until ``quiet_s`` passes without data); returns how many."""
+        n = 0
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            try:
+                self.recv(quiet_s)
+            except HostTimeout:
+                break
+            n += 1
+        return n
+
+    def close(self) -> None:
+        self.sock.close()

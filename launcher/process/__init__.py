@@ -1,0 +1,250 @@
+"""The plugin's OS processes: start one, stream its output, kill its whole tree.
+
+Owns everything about processes and nothing about the protocol: ``LaunchSpec`` (what to
+start), ``PluginProcess`` (one started plugin) and the lifeline watchdog that kills the
+plugins when the launcher itself dies (``lifeline``, ``watchdog``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import IO, Callable, Deque, Dict, List, Mapping, Optional, Tuple
+
+import psutil
+
+from ..errors import PluginStartError
+from .lifeline import Lifeline
+
+log = logging.getLogger("ekl")
+
+#: How many of the plugin's last stderr lines an error message may quote.
+TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything needed to start the plugin process, decided before it starts.
+
+    Frozen, with ``env`` a read-only mapping: the start path computes every variable the
+    plugin gets (environment activation, hosted SDK, socket folder) in one place, and
+    nothing may add to it later.
+    """
+
+    name: str
+    argv: Tuple[str, ...]
+    cwd: str
+    env: Mapping[str, str]
+    interpreter: Optional[str] = None
+    environment: Optional[str] = None
+    #: where the interpreter choice came from (for messages)
+    origin: str = ""
+    #: the SDK the plugin will run: "ekl" (installed), "hosted" (ekl's, lent by ekl),
+    #: "official", or None (a Go plugin or an unknown wrapper)
+    sdk: Optional[str] = None
+    log_file: Optional[str] = None
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 3
+
+    @property
+    def ekl_sdk(self) -> bool:
+        """ekl's SDK honours EKUIPER_IPC_DIR and EKUIPER_CONTROL_URL; the official one does not."""
+        return self.sdk in ("ekl", "hosted")
+
+
+def is_gone(p: psutil.Process | int) -> bool:
+    """Dead, or a zombie waiting for a parent that is not us (PID 1 may never reap it)."""
+    try:
+        proc = p if isinstance(p, psutil.Process) else psutil.Process(p)
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+class PluginProcess:
+    """The plugin's process in its own process group, output streamed line by line."""
+
+    def __init__(self, spec: LaunchSpec, lifeline: Optional[Lifeline] = None) -> None:
+        self.spec = spec
+        self.lifeline = lifeline
+        self.popen: Optional[subprocess.Popen] = None
+        self.stderr_tail: Deque[str] = deque(maxlen=TAIL_LINES)
+        self.started_at: Optional[float] = None
+        self._readers: List[threading.Thread] = []
+        self._out = logging.getLogger(f"ekl.plugin.{spec.name}")
+        #: set the moment the process exits (a thread blocks in wait(), so nobody polls)
+        self.exited = threading.Event()
+        self._on_exit: List[Callable[[], None]] = []
+        self._file_handler: Optional[logging.Handler] = None
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.popen.pid if self.popen else None
+
+    def start(self) -> PluginProcess:
+        spec = self.spec
+        if spec.log_file and self._file_handler is None:
+            import logging.handlers  # only with --log-file: it pulls in pickle and socket
+
+            h = logging.handlers.RotatingFileHandler(spec.log_file, maxBytes=spec.log_max_bytes,
+                                                     backupCount=spec.log_backups)
+            h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+            self._out.addHandler(h)
+            self._file_handler = h
+        try:
+            self.popen = subprocess.Popen(
+                list(spec.argv), cwd=spec.cwd, env=dict(spec.env), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                close_fds=True)
+        except OSError as e:
+            raise PluginStartError(f"plugin {spec.name}: cannot run {spec.argv[0]}: "
+                                   f"{e.strerror}") from None
+        self.started_at = time.time()
+        if self.lifeline is not None:
+            self.lifeline.register(self.popen.pid)
+        threading.Thread(target=self._wait, daemon=True, name=f"{spec.name}-wait").start()
+        for stream, is_err in ((self.popen.stdout, False), (self.popen.stderr, True)):
+            t = threading.Thread(target=self._pump, args=(stream, is_err), daemon=True,
+                                 name=f"{spec.name}-{'err' if is_err else 'out'}")
+            t.start()
+            self._readers.append(t)
+        return self
+
+    def _wait(self) -> None:
+        assert self.popen is not None
+        self.popen.wait()
+        self.exited.set()
+        for fn in list(self._on_exit):
+            fn()
+
+    def on_exit(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` (from another thread) when the process exits; at once if it has."""
+        self._on_exit.append(fn)
+        if self.exited.is_set():
+            fn()
+
+    def _pump(self, stream: IO[bytes], is_err: bool) -> None:
+        prefix = f"[{self.spec.name}] "
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if is_err:
+                self.stderr_tail.append(line)
+            self._out.info("%s%s", prefix, line)
+        stream.close()
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self.popen.poll() if self.popen else None
+
+    def exit_description(self) -> str:
+        rc = self.returncode
+        if rc is None:
+            return "running"
+        if rc < 0:
+            try:
+                return f"killed by {signal.Signals(-rc).name}"
+            except ValueError:
+                return f"killed by signal {-rc}"
+        return f"exited with code {rc}"
+
+    def tail(self, n: int = 3) -> str:
+        """The last stderr lines, joined on one line, for error messages."""
+        self.flush_output()
+        lines = [ln.strip() for ln in self.stderr_tail if ln.strip()][-n:]
+        return " | ".join(lines) if lines else "(no output on stderr)"
+
+    def flush_output(self, timeout: float = 1.0) -> None:
+        """Wait for the output readers once the process is gone, so nothing is lost."""
+        if self.alive():
+            return
+        end = time.monotonic() + timeout
+        for t in self._readers:
+            t.join(max(0.0, end - time.monotonic()))
+
+    def tree(self, whole_group: bool = False) -> List[psutil.Process]:
+        """The process and its descendants; with ``whole_group`` also every process left in
+        its process group (orphans re-parented to init). The group scan reads every process
+        on the machine, so health checks skip it and only the final kill pays for it.
+        """
+        if self.popen is None:
+            return []
+        procs: Dict[int, psutil.Process] = {}
+        try:
+            root = psutil.Process(self.popen.pid)
+            procs[root.pid] = root
+            for c in root.children(recursive=True):
+                procs[c.pid] = c
+        except psutil.NoSuchProcess:
+            pass
+        if not whole_group:
+            return list(procs.values())
+        pgid = self.popen.pid
+        for p in psutil.process_iter(["pid"]):
+            try:
+                if p.pid not in procs and os.getpgid(p.pid) == pgid:
+                    procs[p.pid] = p
+            except (ProcessLookupError, psutil.Error, OSError):
+                pass
+        return list(procs.values())
+
+    def kill_tree(self, stop_timeout: float = 5.0, sig: int = signal.SIGTERM) -> List[int]:
+        """SIGTERM the tree, wait ``stop_timeout``, SIGKILL the rest; return the survivors.
+
+        eKuiper SIGKILLs only the process it started, which orphans a ``conda run``
+        wrapper's python child; here every descendant gets the signal.
+        """
+        if self.popen is None:
+            return []
+        pgid = self.popen.pid
+        procs = [p for p in self.tree(whole_group=True) if p.pid != self.popen.pid]
+        for p in [*procs]:
+            try:
+                p.send_signal(sig)
+            except psutil.Error:
+                pass
+        if self.popen.poll() is None:
+            try:
+                self.popen.send_signal(sig)
+            except ProcessLookupError:
+                pass
+        end = time.monotonic() + stop_timeout
+        try:
+            self.popen.wait(max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        _, rest = psutil.wait_procs(procs, timeout=max(0.0, end - time.monotonic()))
+        if self.popen.poll() is None:
+            log.warning("plugin %s did not stop within %.1f s after %s; killing it",
+                        self.spec.name, stop_timeout, signal.Signals(sig).name)
+            self.popen.kill()
+        for p in rest:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        try:
+            os.killpg(pgid, signal.SIGKILL)  # anything that appeared since
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.popen.wait()
+        _, survivors = psutil.wait_procs(rest, timeout=1.0)
+        survivors = [p for p in survivors if not is_gone(p)]
+        if self.lifeline is not None:
+            self.lifeline.unregister(pgid)
+        self.flush_output()
+        return [p.pid for p in survivors]
+
+    def close_log(self) -> None:
+        if self._file_handler is not None:
+            self._out.removeHandler(self._file_handler)
+            self._file_handler.close()
+            self._file_handler = None

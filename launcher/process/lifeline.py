@@ -1,0 +1,119 @@
+"""The launcher's end of the lifeline: registers plugin process groups with the watchdog.
+
+One watchdog process per launcher (``shared()``), started on first use. The client keeps
+the whole registry, so when the watchdog dies (killed by an operator, the OOM killer) the
+next write starts a new one and hands it every group and path registered so far: a
+launcher SIGKILL afterwards still leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Optional, Set
+
+
+class Lifeline:
+    def __init__(self) -> None:
+        self._proc: Optional[subprocess.Popen] = None
+        self._lock = threading.Lock()
+        self._groups: Set[int] = set()
+        self._paths: Set[str] = set()
+
+    def _spawn(self) -> subprocess.Popen:
+        script = Path(__file__).with_name("watchdog.py")
+        proc = subprocess.Popen(
+            [sys.executable, "-S", "-E", str(script)], stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True, text=True, bufsize=1)
+        assert proc.stdin is not None
+        # a new watchdog learns everything the dead one knew
+        for g in sorted(self._groups):
+            proc.stdin.write(f"+{g}\n")
+        for p in sorted(self._paths):
+            proc.stdin.write(f"+{p}\n")
+        proc.stdin.flush()
+        return proc
+
+    def _write(self, line: str) -> None:
+        """Send one line; respawn (with the full registry) if the watchdog is gone."""
+        for _ in range(2):
+            if self._proc is None or self._proc.poll() is not None:
+                try:
+                    self._proc = self._spawn()
+                except OSError:
+                    self._proc = None
+                    return
+                if not line:
+                    return
+            try:
+                assert self._proc.stdin is not None
+                self._proc.stdin.write(line + "\n")
+                self._proc.stdin.flush()
+                return
+            except (BrokenPipeError, OSError):
+                self._proc = None
+
+    def ensure(self) -> None:
+        """Respawn the watchdog now if it died (the supervisor calls this at each check)."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._write("")
+
+    @property
+    def watchdog_pid(self) -> Optional[int]:
+        return self._proc.pid if self._proc is not None else None
+
+    def register(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.add(pgid)
+            self._write(f"+{pgid}")
+
+    def unregister(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.discard(pgid)
+            if self._proc is not None:
+                self._write(f"-{pgid}")
+
+    def remove_on_death(self, path: str) -> None:
+        """Have the watchdog remove ``path`` (a file, or a folder of files) if ekl dies."""
+        p = os.path.abspath(path)
+        with self._lock:
+            self._paths.add(p)
+            self._write(f"+{p}")
+
+    def close(self) -> None:
+        """EOF makes the watchdog kill whatever is still registered, then exit."""
+        with self._lock:
+            p, self._proc = self._proc, None
+            self._groups.clear()
+            self._paths.clear()
+        if p is not None:
+            try:
+                assert p.stdin is not None
+                p.stdin.close()
+            except OSError:
+                pass
+            try:
+                p.wait(3)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+_shared: Optional[Lifeline] = None
+_shared_lock = threading.Lock()
+
+
+def shared() -> Lifeline:
+    """This launcher's lifeline, closed at interpreter exit (which kills what remains)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = Lifeline()
+            atexit.register(_shared.close)
+        return _shared

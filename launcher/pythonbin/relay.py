@@ -1,0 +1,147 @@
+"""The relay behind ``ekl-python``: eKuiper's plugin on the outside, a host on the inside.
+
+eKuiper dials nothing; it listens on ``plugin_NAME.ipc`` and waits for the plugin. The relay
+dials it in the plugin's place, answers eKuiper's commands by passing them, unchanged, to
+the real plugin over a private control socket, and journals the started symbols. When the
+real plugin crashes or hangs, the watcher restarts it and replays the journal, so
+eKuiper's rules keep running and eKuiper never notices. Data sockets stay direct between
+the plugin and eKuiper: nothing is copied through here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Optional
+
+from ekuiper import protocol
+from ekuiper.reqrep import PeerWatch, one_line, serve_inverted
+from ekuiper.transport import ReqSocket, TransportError, get_transport
+
+from ..errors import EklError
+from ..fsafe import ensure_private_dir
+from ..host.instance import PluginInstance
+from ..plugin import Plugin
+from ..settings import SupervisorSettings
+from ..supervise.states import State
+from ..supervise.status import (
+    MODE_EKL_PYTHON,
+    STATUS_DIR_ENV,
+    StatusWriter,
+    default_status_dir,
+    status_document,
+)
+from ..supervise.watcher import Watcher
+
+log = logging.getLogger("ekl")
+#: eKuiper gone (its control socket closed) this long: the relay exits, as a plugin would.
+HOST_LOST_GRACE_S = 2.0
+
+
+class Relay:
+    def __init__(self, plugin: Plugin, instance: PluginInstance,
+                 sup: SupervisorSettings) -> None:
+        """``instance``: prepared by the start path with ``relay=True`` (data sockets where
+        eKuiper listens, the control socket in a private folder the plugin dials)."""
+        self.plugin = plugin
+        self.name = plugin.name
+        self.instance = instance
+        self.upstream_url = protocol.control_url(self.name, instance.ipc_dir)
+        self.watcher = Watcher(self.instance, sup, on_state=lambda *_: self.write_status())
+        self.stop_event = threading.Event()
+        self.exit_code = 0
+        self.upstream: Optional[ReqSocket] = None
+        folder = str(ensure_private_dir(default_status_dir(), "status folder", STATUS_DIR_ENV))
+        self.status = StatusWriter.open(
+            os.path.join(folder, f"{self.name}.json"),
+            lambda: status_document([self.watcher.status()], MODE_EKL_PYTHON),
+            option=f"status folder (${STATUS_DIR_ENV})")
+
+    # --- eKuiper's commands ------------------------------------------------------------
+
+    def handle(self, data: bytes) -> bytes:
+        """Pass one command to the real plugin; its result goes back to eKuiper unchanged."""
+        w = self.watcher
+        timeout = self.instance.settings.command_timeout_s
+        if not w.wait_for(State.RUNNING, State.FATAL, State.EXITED, timeout=timeout):
+            return f"plugin {self.name} is {w.state}; not running after {timeout:.0f} s".encode()
+        if w.state != State.RUNNING:
+            return one_line(f"plugin {self.name} is {w.state}: "
+                            f"{w.fatal_reason or w.last_exit}").encode()
+        try:
+            cmd, ctrl = protocol.decode_command(data)
+        except protocol.ProtocolError:
+            cmd, ctrl = "", None  # the plugin answers malformed commands itself
+        try:
+            result = self.instance.request(data, "relayed command")
+        except EklError as e:
+            return one_line(e).encode()
+        if result == protocol.REPLY_OK and ctrl is not None:
+            if cmd == protocol.CMD_START:
+                self.instance.journal.record_start(ctrl, data)
+            elif cmd == protocol.CMD_STOP:
+                self.instance.journal.record_stop(ctrl)
+        return result
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def write_status(self) -> None:
+        self.status.changed()
+
+    def _start_plugin(self) -> None:
+        try:
+            self.watcher.start(fail_fast=False)
+        except Exception as e:  # never let the starter thread die silently
+            log.error("plugin %s: %s", self.name, e)
+
+    def run(self) -> int:
+        def on_signal(signum: int, _f: object) -> None:
+            self.stop_event.set()
+
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, on_signal)
+        t = get_transport()
+        try:
+            # eKuiper is waiting for the handshake: dial first, start the plugin meanwhile.
+            self.upstream = t.dial_req(self.upstream_url, recv_timeout_ms=protocol.KEEPALIVE_MS,
+                                       send_timeout_ms=self.instance.settings.plugin_send_timeout_ms,
+                                       retries=protocol.DIAL_RETRIES,
+                                       interval_s=protocol.DIAL_INTERVAL_S)
+        except TransportError as e:
+            log.error("ekl-python: no eKuiper listening on %s (%s); the plugin name must equal "
+                      "%s", self.upstream_url, e, self.plugin.path.name)
+            self._cleanup()
+            return 1
+        starter = threading.Thread(target=self._start_plugin, daemon=True)
+        starter.start()
+        up = self.upstream
+        loop = threading.Thread(target=serve_inverted, daemon=True, name="relay",
+                                args=(up, self.handle, "relay", self.stop_event.is_set))
+        loop.start()
+        host = PeerWatch(up, HOST_LOST_GRACE_S)
+        next_status = 0.0
+        while not self.stop_event.wait(0.2):
+            now = time.monotonic()
+            if now >= next_status:
+                self.write_status()
+                next_status = now + self.watcher.settings.health_interval_s
+            if self.watcher.state == State.FATAL:
+                log.error("plugin %s is FATAL: %s", self.name, self.watcher.fatal_reason)
+                self.exit_code = 1
+                break
+            if host.gone():
+                log.warning("ekl-python: eKuiper went away; stopping plugin %s", self.name)
+                break
+        starter.join(timeout=self.instance.settings.init_timeout_s + 1)
+        self._cleanup()
+        return self.exit_code
+
+    def _cleanup(self) -> None:
+        self.stop_event.set()
+        self.watcher.stop()  # closes the instance: its private control folder goes too
+        if self.upstream is not None:
+            self.upstream.close()
+        self.status.remove()

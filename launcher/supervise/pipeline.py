@@ -1,0 +1,137 @@
+"""``ekl run``: source -> function -> sink, one record at a time, under the supervisor.
+
+If the plugin dies mid-run, the watcher restarts it and replays the journal; the pipeline
+waits for that and carries on from the record it was handling, so ``--count`` is reached.
+Records are at-least-once: one that was in flight during a crash is sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Dict, Optional
+
+from ekuiper.protocol import FuncMeta, Meta
+
+from ..errors import EklError, HostTimeout, PluginStartError
+from ..host.instance import PluginInstance
+from ..plugin import Plugin
+from ..progress import Progress
+from ..settings import HostSettings, LaunchOptions, SupervisorSettings
+from ..start import RULE, prepare
+from .states import State
+from .watcher import Watcher
+
+log = logging.getLogger("ekl")
+#: How long the pipeline waits for a restarted plugin before giving up.
+RECOVERY_TIMEOUT_S = 60.0
+#: Records in a row the function may refuse before the run stops.
+MAX_CONSECUTIVE_ERRORS = 10
+
+
+class Pipeline:
+    def __init__(self, manifest: Plugin, *, source: str, datasource: str,
+                 config: Dict[str, Any], function: Optional[str], field: Optional[str],
+                 sink: Optional[str], sink_config: Dict[str, Any], count: Optional[int],
+                 out: Callable[[Any], None]) -> None:
+        self.manifest = manifest
+        self.source, self.datasource, self.config = source, datasource, config
+        self.function, self.field = function, field
+        self.sink, self.sink_config = sink, dict(sink_config)
+        self.sink_config.setdefault("requireAck", True)  # print only what the sink took
+        self.count = count
+        self.out = out
+        self.src_meta = Meta(RULE, f"src_{source}", 0)
+        self.sink_meta = Meta(RULE, f"sink_{sink}", 0)
+        self.watcher: Optional[Watcher] = None
+        self.errors = 0
+
+    def run(self, opts: LaunchOptions, settings: HostSettings, supervise: bool = True,
+            progress: Optional[Progress] = None) -> int:
+        progress = progress or Progress(quiet=True)
+        inst = prepare(self.manifest, opts, settings, progress=progress)
+        sup = SupervisorSettings(restart="on-failure" if supervise else "never",
+                                 health_interval_s=1.0)
+        self.watcher = Watcher(inst, sup)
+        try:
+            with progress.step(f"starting plugin {self.manifest.name} on {inst.spec.interpreter}"):
+                self.watcher.start(fail_fast=True)
+            return self._loop(inst)
+        finally:
+            self.watcher.stop()
+
+    def _recover(self, err: Exception) -> None:
+        """Wait for the supervisor to bring the plugin back (journal replayed)."""
+        w = self.watcher
+        assert w is not None
+        if isinstance(err, HostTimeout) and w.state == State.RUNNING and w.instance.alive():
+            return  # a plain timeout with a live plugin: just try again
+        deadline = time.monotonic() + RECOVERY_TIMEOUT_S
+        if not w.wait_for(State.RUNNING, State.FATAL, State.EXITED,
+                          timeout=max(0.0, deadline - time.monotonic())):
+            raise EklError(f"plugin {w.name} did not come back within {RECOVERY_TIMEOUT_S:.0f} s")
+        time.sleep(0.05)
+        if w.state != State.RUNNING:
+            raise PluginStartError(f"plugin {w.name} is {w.state}: "
+                                   f"{w.fatal_reason or w.last_exit}; last error: {err}")
+        log.info("plugin %s is back; continuing", w.name)
+
+    def _loop(self, inst: PluginInstance) -> int:
+        stream = inst.start_source(self.source, self.src_meta, self.datasource, self.config)
+        fn = inst.start_function(self.function) if self.function else None
+        writer = inst.start_sink(self.sink, self.sink_meta, self.sink_config) if self.sink else None
+        produced = 0
+        consecutive = 0
+        pending: Optional[Dict[str, Any]] = None
+        while self.count is None or produced < self.count:
+            try:
+                if pending is None:
+                    msg = stream.recv(1.0)
+                    if msg.error is not None:
+                        log.warning("source %s: error: %s", self.source, msg.error)
+                        continue
+                    pending = msg.message
+                assert pending is not None
+                record = dict(pending)
+                if fn is not None:
+                    key = self.field or next(iter(record), None)
+                    if key not in record:
+                        raise EklError(f"--field {key!r} is not in the message; it has: "
+                                       f"{', '.join(record) or 'no fields'}")
+                    try:
+                        record[self.function] = fn.exec([record[key]],  # type: ignore[index]
+                                                        FuncMeta(RULE, "fn", 0, 0))
+                    except EklError as e:
+                        if not inst.alive() or isinstance(e, HostTimeout):
+                            raise
+                        consecutive += 1
+                        log.warning("record skipped: %s", e)
+                        pending = None
+                        if consecutive >= MAX_CONSECUTIVE_ERRORS:
+                            raise EklError(f"{consecutive} records in a row failed in function "
+                                           f"{self.function}; last: {e}") from None
+                        continue
+                if writer is not None:
+                    writer.write(record)
+                consecutive = 0
+                pending = None
+                produced += 1
+                self.out(record)
+            except HostTimeout as e:
+                if self.watcher and self.watcher.state in (State.FATAL, State.EXITED):
+                    raise PluginStartError(f"plugin {inst.name} is {self.watcher.state}: "
+                                           f"{self.watcher.last_exit}") from None
+                if inst.alive() and pending is None:
+                    continue  # the source is just quiet
+                self._recover(e)
+            except EklError as e:
+                if inst.alive() and self.watcher and self.watcher.state == State.RUNNING:
+                    raise
+                self._recover(e)
+        for stop in (lambda: inst.stop_source(self.source, self.src_meta),
+                     lambda: inst.stop_sink(self.sink, self.sink_meta) if self.sink else None):
+            try:
+                stop()
+            except EklError as e:
+                log.debug("%s", e)
+        return 0

@@ -1,45 +1,30 @@
-"""A deliberately tiny reader of a plugin's ``NAME.json`` for the ``ekl env`` commands.
+"""TEMPORARY: a tiny reader of a plugin's ``NAME.json`` for ``launcher/cli/env.py`` only.
 
-The launcher has its own, complete manifest module; this one only needs the folder, the JSON
-and the fields that name the environment, and stays private so the two cannot be confused.
+``envs`` is a library that takes a :class:`~ekl.envs.model.PluginEnv` and never parses
+plugin JSON; this module exists until the launcher's single plugin reader builds the
+``PluginEnv`` for the ``ekl env`` commands (issue 10). Nothing in ``envs`` imports it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from .model import EnvError
+from .model import EnvError, PluginEnv
 
 
-@dataclass
-class Plugin:
-    dir: Path
-    json_path: Path
-    name: str
-    manifest: Dict[str, Any]
-
-    def _field(self, key: str) -> Optional[str]:
-        # The environment may sit in the "ekl" section (eKuiper ignores it, so it does not
-        # wrap ekl-python in `conda run`); the launcher's manifest reads it the same way.
-        v = self.manifest.get(key)
-        sec = self.manifest.get("ekl")
-        if v is None and isinstance(sec, dict):
-            v = sec.get(key)
-        return str(v) if v else None
-
-    @property
-    def env_kind(self) -> Optional[str]:
-        return self._field("virtualEnvType")
-
-    @property
-    def env_name(self) -> Optional[str]:
-        return self._field("env")
+def _field(manifest: Dict[str, Any], key: str) -> Optional[str]:
+    # The environment may sit in the "ekl" section (eKuiper ignores it, so it does not
+    # wrap ekl-python in `conda run`); the launcher's manifest reads it the same way.
+    v = manifest.get(key)
+    sec = manifest.get("ekl")
+    if v is None and isinstance(sec, dict):
+        v = sec.get(key)
+    return str(v) if v else None
 
 
-def load_plugin(arg: str) -> Plugin:
+def load_plugin(arg: str) -> PluginEnv:
     """A plugin folder or its NAME.json -> the plugin (EnvError on anything unusable)."""
     p = Path(arg).expanduser()
     if p.is_dir():
@@ -71,4 +56,8 @@ def load_plugin(arg: str) -> Plugin:
     if not isinstance(data, dict):
         raise EnvError(f"{p} must hold a JSON object")
     p = p.resolve()
-    return Plugin(dir=p.parent, json_path=p, name=p.stem, manifest=data)
+    sec = data.get("ekl")
+    lock = sec.get("lock") if isinstance(sec, dict) else None
+    return PluginEnv(folder=p.parent, json_path=p, name=p.stem,
+                     kind=_field(data, "virtualEnvType"), env=_field(data, "env"),
+                     lock=str(lock) if lock else None)

@@ -102,8 +102,11 @@ def test_off_reads_nothing_and_no_lock(myenv: Path, tmp_path: Path) -> None:
     assert check_lock_for_launch(d, m, env, "strict") is None  # no lock at all
     (d / "conda-lock.yml").write_text("version: [broken\n")
     assert check_lock_for_launch(d, m, env, "off") is None
+    # a lock it cannot read: a warning under warn (the start goes on), an error under strict
+    warning = check_lock_for_launch(d, m, env, "warn")
+    assert warning is not None and "not valid YAML" in warning and "conda-lock.yml:2:" in warning
     with pytest.raises(EnvError, match="not valid YAML"):
-        check_lock_for_launch(d, m, env, "warn")
+        check_lock_for_launch(d, m, env, "strict")
     with pytest.raises(EnvError, match="lock policy"):
         check_lock_for_launch(d, m, env, "maybe")
 

@@ -23,7 +23,7 @@ import platform
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from .model import EnvError, Environment, LockDrift
 
@@ -61,23 +61,10 @@ def lock_candidates(plugin_dir: Path) -> List[Path]:
             plugin_dir / f"conda-{sub}.lock"]
 
 
-LockField = Union[Optional[str], Mapping[str, Any]]
-
-
-def _lock_field(lock: LockField) -> Optional[str]:
-    """The ``ekl.lock`` value. TEMPORARY: a raw manifest dict is still accepted because
-    launcher/resolve.py passes one; the launcher's plugin reader will pass the field."""
-    if isinstance(lock, Mapping):
-        section = lock.get(MANIFEST_SECTION)
-        named = section.get(MANIFEST_LOCK_KEY) if isinstance(section, Mapping) else None
-        return str(named) if named else None
-    return lock or None
-
-
-def find_lock_file(plugin_dir: Path, lock: LockField = None) -> Optional[Path]:
+def find_lock_file(plugin_dir: Path, lock: Optional[str] = None) -> Optional[Path]:
     """The plugin's lock: the one its ``ekl.lock`` field names, else a conventional name
     beside its JSON (``conda-lock.yml``, ``conda-lock.yaml``, ``conda-<subdir>.lock``)."""
-    named = _lock_field(lock)
+    named = lock or None
     if named:
         p = Path(os.path.expanduser(str(named)))
         if not p.is_absolute():
@@ -551,7 +538,7 @@ def compare(lock: Lock, prefix: Path) -> Drift:
     return d
 
 
-def check_environment(plugin_dir: Path, lock: LockField, env: Environment) -> Optional[Drift]:
+def check_environment(plugin_dir: Path, lock: Optional[str], env: Environment) -> Optional[Drift]:
     """The full comparison (for ``ekl env check``), or None when the plugin has no lock."""
     lock_path = find_lock_file(plugin_dir, lock)
     if lock_path is None:
@@ -597,7 +584,7 @@ def _cache_key(lock_path: Path, prefix: Path) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
-def check_lock_for_launch(plugin_dir: Path, lock: LockField, env: Environment,
+def check_lock_for_launch(plugin_dir: Path, lock: Optional[str], env: Environment,
                           policy: str) -> Optional[str]:
     """Lock policy at plugin start: None (no lock, clean, or off), a warning text, or raise.
 

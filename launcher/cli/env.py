@@ -17,6 +17,8 @@ from typing import Any, Callable, List, Optional
 
 from ekl.envs.model import EnvError, EnvFailed, PluginEnv
 
+from ..errors import EklError, ManifestError
+
 
 def _fail(msg: str, code: int) -> int:
     print(f"ekl: error: {msg}", file=sys.stderr)
@@ -31,6 +33,12 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
             rc = _fail(str(e), 1)
         except EnvError as e:
             rc = _fail(str(e), 2)
+        except ManifestError as e:  # the plugin reader's findings, one line each
+            for line in e.problems:
+                print(f"ekl: error: {line}", file=sys.stderr)
+            rc = 2
+        except EklError as e:
+            rc = _fail(str(e), e.exit_code)
         except KeyboardInterrupt:
             rc = _fail("interrupted", 130)
         except Exception as e:  # one line, never a traceback
@@ -164,10 +172,9 @@ def launcher_python(plugin: PluginEnv) -> Optional[str]:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from ekl.envs._manifest import load_plugin
     from ekl.envs.doctor import checks_to_json, doctor
 
-    plugin = load_plugin(args.plugin)
+    plugin = _plugin_env(args.plugin)
     checks = doctor(plugin, default_python=lambda: launcher_python(plugin))
     if any(c.name == "interpreter" and c.ok for c in checks):
         checks += launcher_verdict(plugin)
@@ -182,11 +189,10 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from ekl.envs._manifest import load_plugin
     from ekl.envs.locate import plugin_environment
     from ekl.envs.lock import check_environment, lock_candidates
 
-    plugin = load_plugin(args.plugin)
+    plugin = _plugin_env(args.plugin)
     env = plugin_environment(plugin, quiet=True)
     if env is None:
         raise EnvError(f"{plugin.json_path} names no env to check (and has no lock file "
@@ -208,28 +214,32 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_create(args: argparse.Namespace) -> int:
-    from ekl.envs._manifest import load_plugin
     from ekl.envs.build import create
 
-    prefix = create(load_plugin(args.plugin), tool=args.tool)
+    prefix = create(_plugin_env(args.plugin), tool=args.tool)
     print(prefix)
     return 0
 
 
 def _cmd_install(args: argparse.Namespace) -> int:
-    from ekl.envs._manifest import load_plugin
     from ekl.envs.build import run_install_script
 
-    run_install_script(load_plugin(args.plugin))
+    run_install_script(_plugin_env(args.plugin))
     return 0
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
-    from ekl.envs._manifest import load_plugin
     from ekl.envs.build import pack
 
-    print(pack(load_plugin(args.plugin), args.output))
+    print(pack(_plugin_env(args.plugin), args.output))
     return 0
+
+
+def _plugin_env(target: str) -> Any:
+    """The plugin, read by the one plugin reader, as ``ekl.envs`` takes it."""
+    from ..plugin import load
+
+    return load(target).env_request()
 
 
 def register(subparsers: Any) -> None:

@@ -15,11 +15,14 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import ManifestError
 from ..settings import LOCK_POLICIES, RESTART_POLICIES, SupervisorSettings
 from .zips import read_json_limited, unpack_plugin_zip
+
+if TYPE_CHECKING:
+    from ekl.envs.model import PluginEnv
 
 LANGUAGES = ("python", "go")
 SYMBOL_KINDS = ("sources", "sinks", "functions")
@@ -70,6 +73,13 @@ class Plugin:
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     #: the zip this plugin was unpacked from, if any
     zip: Optional[Path] = None
+
+    def env_request(self) -> PluginEnv:
+        """What this plugin asks of its environment, in the form ``ekl.envs`` takes."""
+        from ekl.envs.model import PluginEnv
+
+        return PluginEnv(folder=self.folder, json_path=self.path, name=self.name,
+                         kind=self.env_kind, env=self.env, lock=self.ekl.lock)
 
     def symbols(self, kind: str) -> Tuple[str, ...]:
         return {"sources": self.sources, "sinks": self.sinks, "functions": self.functions}[kind]

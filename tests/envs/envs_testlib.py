@@ -263,3 +263,8 @@ def make_pixi_project(root: Path, channel: Channel, envs: Iterable[str] = ("defa
                               cache=cache or root / ".rattler-cache")
         (p / "conda-meta" / "history").unlink()
     return root
+
+
+def lock_of(manifest: dict) -> Optional[str]:
+    """The ``ekl.lock`` field of a plugin JSON dict (what the plugin reader hands envs)."""
+    return (manifest.get("ekl") or {}).get("lock")

@@ -571,13 +571,13 @@ def test_hanging_hook_with_a_background_child_is_killed(myenv: Path, tmp_path: P
     """A hook that hangs and leaves a child holding its pipes: doctor gives up after the
     timeout, kills the whole group (nothing left behind) and fails that hook."""
     import ekl.envs.doctor as doctormod
-    from ekl.envs._manifest import load_plugin
+    from ekl.launcher.plugin import load
 
     pidfile = tmp_path / "child.pid"
     write_hook(myenv, "activate.d", "zz-hang.sh",
                f"sleep 300 &\necho $! > {pidfile}\nsleep 300\n")
     monkeypatch.setattr(doctormod, "HOOK_TIMEOUT_S", 1.5)
-    checks = {c.name: c for c in doctormod.doctor(load_plugin(str(write_plugin(tmp_path / "p"))))}
+    checks = {c.name: c for c in doctormod.doctor(load(str(write_plugin(tmp_path / "p"))).env_request())}
     assert checks["hook zz-hang.sh"].status == "fail"
     assert "did not finish" in checks["hook zz-hang.sh"].detail
     pid = int(pidfile.read_text())

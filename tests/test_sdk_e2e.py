@@ -370,3 +370,54 @@ def test_log_level_comes_from_EKUIPER_LOG_LEVEL(ipc_dir, plugin_copy):
                         capture_output=True, text=True, timeout=20, cwd=str(folder))
     assert cp.returncode == 1 and "no host is listening" in cp.stderr
     assert "INFO" not in cp.stderr and cp.stdout == ""
+
+
+def test_context_logger_also_writes_like_the_official_sdks_stdout():
+    """Official-SDK plugins call ``ctx.get_logger().write()``/``flush()`` (it is sys.stdout
+    there): here each line written becomes one INFO record, partial lines wait."""
+    import logging
+    import threading
+
+    from ekuiper.runtime import logs
+    from ekuiper.runtime.contextimpl import ContextImpl
+
+    logger = ContextImpl(Meta("rule5", "op1", 0), "src").get_logger()
+    assert isinstance(logger, logging.Logger) and logging.getLogger(logger.name) is logger
+    records = []
+
+    class Grab(logging.Handler):
+        def emit(self, record):
+            records.append((record.levelno, record.getMessage(), record.rule_id))
+
+    h = Grab()
+    logger.addHandler(h)
+    logger.setLevel(logging.INFO)
+    try:
+        assert logger.write("one\ntw") == 6
+        logger.write("o\r\n\n")
+        print("three", 3, file=logger)
+        logger.write(b"bytes line\n")
+        logger.write("partial")
+        assert [m for _, m, _ in records] == ["one", "two", "three 3", "bytes line"]
+        logger.flush()
+        assert records[-1][1] == "partial"
+        logger.flush()  # nothing pending: nothing logged
+        logger.write("x" * (logs.MAX_PENDING_CHARS + 10))  # no newline ever: still bounded
+        assert records[-1][1] == "x" * (logs.MAX_PENDING_CHARS + 10)
+        n = len(records)
+        threads = [threading.Thread(target=lambda i=i: [logger.write(f"t{i}-{k}\n")
+                                                      for k in range(50)]) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        lines = [m for _, m, _ in records[n:]]
+        assert sorted(lines) == sorted(f"t{i}-{k}" for i in range(4) for k in range(50))
+        assert {lvl for lvl, _, _ in records} == {logging.INFO}
+        assert {r for _, _, r in records} == {"rule5"}
+        logger.writelines(["a\n", "b\n"])
+        assert [m for _, m, _ in records[-2:]] == ["a", "b"]
+        assert logger.isatty() is False
+    finally:
+        logger.removeHandler(h)
+        logger.setLevel(logging.NOTSET)

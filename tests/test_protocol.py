@@ -176,11 +176,16 @@ def test_hostile_commands_raise_only_protocol_errors_in_one_line(raw, fragment):
     assert fragment in text and "\n" not in text and len(text) < 400, text
 
 
-def test_a_function_needs_meta_but_not_rule_ids():
-    cmd, ctrl = protocol.decode_command(_start(_ctrl(pluginType="func", meta={})))
-    assert ctrl.meta == Meta() and ctrl.plugin_type == "func"
-    with pytest.raises(protocol.ProtocolError, match="meta is missing"):
-        protocol.decode_command(_start(_ctrl(pluginType="func", meta=...)))
+def test_a_function_needs_no_meta_as_ekuiper_sends_none():
+    # eKuiper's NewPortableFunc builds Control{SymbolName, PluginType} and Meta is a *Meta
+    # with omitempty: the start command of a function has no "meta" key at all.
+    for meta in ({}, ..., None):
+        cmd, ctrl = protocol.decode_command(_start(_ctrl(pluginType="func", meta=meta)))
+        assert ctrl.meta == Meta() and ctrl.plugin_type == "func"
+    with pytest.raises(protocol.ProtocolError, match="instanceId must be an integer"):
+        protocol.decode_command(_start(_ctrl(pluginType="func", meta={"instanceId": "x"})))
+    with pytest.raises(protocol.ProtocolError, match="sink 's': meta is missing"):
+        protocol.decode_command(_start(_ctrl(pluginType="sink", meta=...)))
 
 
 @pytest.mark.parametrize("decode", [protocol.decode_command, protocol.decode_func_request,

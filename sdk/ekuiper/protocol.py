@@ -292,8 +292,9 @@ class Control:
 
     @classmethod
     def from_dict(cls, d: Any) -> Control:
-        """Go's Control. ``meta`` is required (Go always sends it); a source or sink needs
-        a ruleId and an opId, which name its sockets (else it would use ``/tmp/__0.ipc``)."""
+        """Go's Control. A source or sink needs ``meta`` with a ruleId and an opId, which
+        name its sockets (else it would use ``/tmp/__0.ipc``). eKuiper starts a function
+        with no ``meta`` at all (Go's ``*Meta`` with ``omitempty``, left nil): allowed."""
         if not isinstance(d, Mapping):
             raise ProtocolError(f"command arg must hold a JSON object, got {_short(d)}")
         name = d.get("symbolName")
@@ -304,9 +305,12 @@ class Control:
             raise ProtocolError(f"symbol {name!r}: pluginType {_short(ptype)} is not one of "
                                 f"{', '.join(PLUGIN_TYPES)}")
         if d.get("meta") is None:
-            raise ProtocolError(f"symbol {name!r}: meta is missing; it must be an object with "
-                                "ruleId, opId and instanceId")
-        meta = Meta.from_dict(d["meta"])
+            if ptype != TYPE_FUNC:
+                raise ProtocolError(f"{ptype} {name!r}: meta is missing; it must be an object "
+                                    "with ruleId, opId and instanceId")
+            meta = Meta()
+        else:
+            meta = Meta.from_dict(d["meta"])
         if ptype != TYPE_FUNC and not (meta.rule_id and meta.op_id):
             raise ProtocolError(f"{ptype} {name!r}: meta needs a non-empty ruleId and opId, "
                                 f"got ruleId {meta.rule_id!r}, opId {meta.op_id!r}")

@@ -16,7 +16,10 @@ Semantics follow nng's (and pynng's, as ``pynng_transport`` maps them):
   (nng's "connection reset"). ``send`` waits up to the send timeout for a peer.
 * PUSH: ``send`` waits up to the send timeout for a peer; a message the peer's end
   interrupts half-way is lost, as nng loses what a broken pipe had taken.
-* PULL: listens, takes any number of PUSH peers and receives from them in turn.
+* PULL: listens, takes any number of PUSH peers and receives from them in turn; it
+  negotiates with all new peers at once (a silent one holds up nobody).
+* Every connection refuses a message over ``$EKUIPER_MAX_MSG_SIZE`` (nng's receive size
+  limit) by dropping the peer, and takes memory for a big message only as it arrives.
 * Peers whose SP protocol is not the partner's are refused; ``close`` from another thread
   makes a blocked ``send``/``recv`` raise TransportClosed.
 
@@ -185,7 +188,7 @@ class _Dialed(_Socket):
         for i in range(retries + 1):
             try:
                 conn = sp.dial(self._path, self.proto, self.peer_proto, self._wake_r,
-                                max_size=self._max_size)
+                               max_size=self._max_size)
             except TransportClosed:
                 raise
             except (OSError, sp.PeerGone, TransportTimeout) as e:
@@ -233,7 +236,7 @@ class _Dialed(_Socket):
             while not self._closed:
                 try:
                     conn = sp.dial(self._path, self.proto, self.peer_proto, self._wake_r,
-                                max_size=self._max_size)
+                                   max_size=self._max_size)
                     break
                 except TransportClosed:
                     return

@@ -227,7 +227,7 @@ def _int_field(d: Mapping[str, Any], key: str, where: str, default: Optional[int
         return default
     v = d.get(key)
     if isinstance(v, bool) or not isinstance(v, int) or not _INT64[0] <= v <= _INT64[1]:
-        raise ProtocolError(f"{where}.{key} must be an integer, got {_short(v)}")
+        raise ProtocolError(f"{where}.{key} must be an integer, got {short_repr(v)}")
     return v
 
 
@@ -236,11 +236,11 @@ def _str_field(d: Mapping[str, Any], key: str, where: str) -> str:
     if v is None:
         return ""
     if not isinstance(v, str):
-        raise ProtocolError(f"{where}.{key} must be a string, got {_short(v)}")
+        raise ProtocolError(f"{where}.{key} must be a string, got {short_repr(v)}")
     return v
 
 
-def _short(v: Any, n: int = 60) -> str:
+def short_repr(v: Any, n: int = 60) -> str:
     """A bounded one-line rendering of a decoded value for error texts."""
     if isinstance(v, (dict, list)):
         return "an object" if isinstance(v, dict) else "an array"
@@ -262,7 +262,7 @@ class Meta:
         """Go's Meta: ``ruleId`` and ``opId`` strings, ``instanceId`` an integer."""
         if not isinstance(d, Mapping):
             raise ProtocolError(f"meta must be an object with ruleId, opId and instanceId, "
-                                f"got {_short(d)}")
+                                f"got {short_repr(d)}")
         return cls(_str_field(d, "ruleId", "meta"), _str_field(d, "opId", "meta"),
                    _int_field(d, "instanceId", "meta"))
 
@@ -296,13 +296,13 @@ class Control:
         name its sockets (else it would use ``/tmp/__0.ipc``). eKuiper starts a function
         with no ``meta`` at all (Go's ``*Meta`` with ``omitempty``, left nil): allowed."""
         if not isinstance(d, Mapping):
-            raise ProtocolError(f"command arg must hold a JSON object, got {_short(d)}")
+            raise ProtocolError(f"command arg must hold a JSON object, got {short_repr(d)}")
         name = d.get("symbolName")
         if not isinstance(name, str) or not name:
             raise ProtocolError("command arg has no symbolName")
         ptype = d.get("pluginType")
         if not isinstance(ptype, str) or ptype not in PLUGIN_TYPES:
-            raise ProtocolError(f"symbol {name!r}: pluginType {_short(ptype)} is not one of "
+            raise ProtocolError(f"symbol {name!r}: pluginType {short_repr(ptype)} is not one of "
                                 f"{', '.join(PLUGIN_TYPES)}")
         if d.get("meta") is None:
             if ptype != TYPE_FUNC:
@@ -319,10 +319,10 @@ class Control:
         if ds is None:
             ds = ""
         if not isinstance(ds, str):
-            raise ProtocolError(f"symbol {name!r}: dataSource must be a string, got {_short(ds)}")
+            raise ProtocolError(f"symbol {name!r}: dataSource must be a string, got {short_repr(ds)}")
         config = d.get("config")
         if config is not None and not isinstance(config, Mapping):
-            raise ProtocolError(f"symbol {name!r}: config must be an object, got {_short(config)}")
+            raise ProtocolError(f"symbol {name!r}: config must be an object, got {short_repr(config)}")
         return cls(name, ptype, meta, ds, dict(config) if config else None)
 
     @property
@@ -362,11 +362,11 @@ def decode_command(data: bytes) -> Tuple[str, Optional[Control]]:
     if cmd == CMD_PING:
         return cmd, None
     if cmd not in (CMD_START, CMD_STOP):
-        raise ProtocolError(f"unknown command {_short(cmd)}")
+        raise ProtocolError(f"unknown command {short_repr(cmd)}")
     arg = c.get("arg")
     if not isinstance(arg, str):
         raise ProtocolError(f"malformed {cmd} command: arg must be a string holding the "
-                            f"control JSON, got {_short(arg)}")
+                            f"control JSON, got {short_repr(arg)}")
     try:
         ctrl = loads_strict(arg)
     except ProtocolError as e:
@@ -416,8 +416,9 @@ class FuncMeta:
         else:
             d = raw
         if not isinstance(d, Mapping) or not {"ruleId", "opId", "instanceId", "funcId"} <= set(d):
+            got = _preview(raw) if isinstance(raw, str) else short_repr(raw)
             raise ProtocolError("Exec needs a last argument with ruleId, opId, instanceId "
-                                f"and funcId, got {_preview(raw) if isinstance(raw, str) else _short(raw)}")
+                                f"and funcId, got {got}")
         where = "Exec function context"
         return cls(_str_field(d, "ruleId", where), _str_field(d, "opId", where),
                    _int_field(d, "instanceId", where, None), _int_field(d, "funcId", where, None))
@@ -485,7 +486,7 @@ class SourceMessage:
 
 def _error_text(v: Any, n: int = 1000) -> str:
     """An error value from a peer as bounded text."""
-    text = v if isinstance(v, str) else _short(v, n)
+    text = v if isinstance(v, str) else short_repr(v, n)
     return text if len(text) <= n else text[:n] + "..."
 
 

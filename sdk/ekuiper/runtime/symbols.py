@@ -283,13 +283,14 @@ class FunctionRuntime(SymbolRuntime):
         try:
             func, arg = protocol.decode_func_request(data)
         except protocol.ProtocolError as e:
+            log.warning("%s: rejected call: %s", name, e)
             return _func_error(f"{name}: {e}")
         try:
             if func == protocol.FUNC_EXEC:
                 if not isinstance(arg, list) or not arg:
                     return _func_error(
                         f"{name}: Exec needs a list of arguments ending with the "
-                        f"function context, got {protocol._short(arg)}")
+                        f"function context, got {protocol.short_repr(arg)}")
                 raw = arg[-1]
                 ctx = self._ctx_by_raw.get(raw) if isinstance(raw, str) else None
                 if ctx is None:
@@ -302,9 +303,11 @@ class FunctionRuntime(SymbolRuntime):
             elif func == protocol.FUNC_IS_AGGREGATE:
                 state, result = True, bool(self.s.is_aggregate())
             else:
-                return _func_error(f"{name}: unknown call {protocol._short(func)}; expected "
+                log.warning("%s: rejected unknown call %s", name, protocol.short_repr(func))
+                return _func_error(f"{name}: unknown call {protocol.short_repr(func)}; expected "
                                    "Validate, Exec or IsAggregate")
         except protocol.ProtocolError as e:
+            log.warning("%s: rejected %s: %s", name, func, e)
             return _func_error(f"{name}: {e}")
         except Exception as e:
             log.warning("%s: %s raised %s: %s", name, func, type(e).__name__, _safe_line(e),

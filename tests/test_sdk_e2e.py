@@ -162,8 +162,8 @@ def test_hostile_control_commands_get_one_line_errors_and_the_plugin_serves_on(h
 
 def _raw_call(client, data: bytes) -> tuple:
     """Send raw bytes as a function request (the plugin is waiting with its REQ)."""
-    client.sock.send(data)
-    return protocol.decode_func_reply(client.sock.recv())
+    client.channel.sock.send(data)
+    return protocol.decode_func_reply(client.channel.sock.recv())
 
 
 def test_hostile_function_requests_answer_state_false_and_the_function_serves_on(

@@ -30,10 +30,10 @@ from hypothesis import strategies as st
 
 from conftest import Host, make_plugin, short_id, wait_for
 from ekl.launcher.errors import CommandError
-from ekl.launcher.instance import PluginInstance
+from ekl.launcher.host.instance import PluginInstance
 from ekuiper import protocol
 from ekuiper.protocol import Control, FuncMeta, Meta
-from ekuiper.runtime.reqloop import serve_inverted
+from ekuiper.reqrep import serve_inverted
 from ekuiper.transport import TRANSPORT_ENV, get_transport
 
 TRANSPORTS = ["native", "pynng"]
@@ -235,15 +235,15 @@ def test_control_channel_fuzz(live: PluginInstance, n: int) -> None:
 
 
 def _raw_call(client: Any, data: bytes) -> tuple:
-    client.sock.send(data)
-    return protocol.decode_func_reply(client.sock.recv())
+    client.channel.sock.send(data)
+    return protocol.decode_func_reply(client.channel.sock.recv())
 
 
 @counts
 def test_function_channel_fuzz(live: PluginInstance, n: int) -> None:
     plugin = live
     client = plugin.start_function("echo")
-    client.sock.recv_timeout = 5000
+    client.channel.sock.recv_timeout = 5000
     assert client.exec([0])["args"] == [0]  # in request/reply rhythm from here on
     k = [0]
 
@@ -268,9 +268,9 @@ def test_sink_channel_fuzz(live: PluginInstance, n: int, tmp_path: Path) -> None
     out = tmp_path / "out"
     m = Meta(f"r{short_id()}", "fz", 0)
     writer = plugin.start_sink("collector", m, {"out": str(out)})
-    path = protocol.url_path(protocol.data_url(m, plugin.settings.ipc_dir))
+    path = protocol.url_path(protocol.data_url(m, plugin.ipc_dir))
     rogue = pynng.Push0(send_timeout=2000)
-    rogue.dial(protocol.data_url(m, plugin.settings.ipc_dir), block=True)
+    rogue.dial(protocol.data_url(m, plugin.ipc_dir), block=True)
     k = [0]
 
     def collected(marker: str) -> bool:
@@ -312,7 +312,7 @@ def test_source_channel_fuzz(live: PluginInstance, n: int) -> None:
     m = Meta(f"r{short_id()}", "fz", 0)
     stream = plugin.start_source("counter", m, "", {"interval": 0.02})
     rogue = pynng.Push0(send_timeout=2000)
-    rogue.dial(protocol.data_url(m, plugin.settings.ipc_dir), block=True)
+    rogue.dial(protocol.data_url(m, plugin.ipc_dir), block=True)
     last = [stream.recv(5).message["n"]]
 
     # min_size=1: ekl's host reads this socket with pynng's recv(), which fails on a 0-byte
@@ -345,7 +345,7 @@ def test_source_push_connection_fuzz(live: PluginInstance, n: int) -> None:
     host does, so the plugin's sends never wait on the test."""
     plugin = live
     m = Meta(f"r{short_id()}", "fz", 0)
-    path = protocol.url_path(protocol.data_url(m, plugin.settings.ipc_dir))
+    path = protocol.url_path(protocol.data_url(m, plugin.ipc_dir))
     lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     lst.bind(path)
     lst.listen(8)

@@ -118,20 +118,27 @@ def sdk_to_vendor() -> Tuple[Path, str]:
     return Path(ekuiper.__file__).parent, str(getattr(ekuiper, "__version__", "0"))
 
 
+def check_vendoring(m: Plugin) -> str:
+    """Refuse to vendor where it would clash; returns the vendored folder's zip path."""
+    if m.ekl.sdk == "official":
+        raise EklError(f"{m.path.name}: field 'ekl.sdk' is \"official\", and --vendor-sdk "
+                       f"would put ekl's SDK in front of it; drop one of the two")
+    exe_dir = m.executable.parent.relative_to(m.folder).as_posix()
+    prefix = ("" if exe_dir == "." else exe_dir + "/") + vendored.VENDOR_DIR + "/"
+    own = m.folder / prefix
+    if own.exists() and not (own / vendored.MANIFEST).is_file():
+        raise EklError(f"{prefix}: the plugin has its own {prefix} folder, which ekl's "
+                       f"vendored SDK would replace; rename it or drop --vendor-sdk")
+    return prefix
+
+
 def _generated(m: Plugin, files: List[str], vendor: bool, result: PackageResult
                ) -> Tuple[List[str], Dict[str, Tuple[bytes, int]]]:
     """The files package writes itself: the vendored SDK and a current install.sh."""
     extra: Dict[str, Tuple[bytes, int]] = {}
     if vendor:
-        if m.ekl.sdk == "official":
-            raise EklError(f"{m.path.name}: field 'ekl.sdk' is \"official\", and --vendor-sdk "
-                           f"would put ekl's SDK in front of it; drop one of the two")
-        exe_dir = m.executable.parent.relative_to(m.folder).as_posix()
-        prefix = ("" if exe_dir == "." else exe_dir + "/") + vendored.VENDOR_DIR + "/"
+        prefix = check_vendoring(m)
         own = [f for f in files if f.startswith(prefix)]
-        if own and not (m.folder / prefix / vendored.MANIFEST).is_file():
-            raise EklError(f"{prefix}: the plugin has its own {prefix} folder, which ekl's "
-                           f"vendored SDK would replace; rename it or drop --vendor-sdk")
         files = [f for f in files if not f.startswith(prefix)]
         result.skipped.extend((f, "replaced by the SDK ekl vendors now") for f in own)
         src, version = sdk_to_vendor()

@@ -89,7 +89,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_package(args: argparse.Namespace) -> int:
-    from ..authoring.package import check_output, default_output, write_zip
+    from ..authoring.package import check_output, check_vendoring, default_output, write_zip
     from ..authoring.validate import format_report
     from ..plugin import load
 
@@ -99,6 +99,8 @@ def cmd_package(args: argparse.Namespace) -> int:
     manifest = load(args.plugin)
     out = Path(args.output) if args.output else default_output(manifest)
     check_output(manifest, out)  # refuse a bad -o before spending time on validation
+    if args.vendor_sdk or manifest.ekl.vendor_sdk:
+        check_vendoring(manifest)
     report = _run_validation(args)
     lines, summary = format_report(report)
     if not report.ok:

@@ -335,12 +335,18 @@ find_conda_env() {
     if [ -f "$envtxt" ]; then looked="$looked, $envtxt"; fi
 }
 
+# Whether requirements.txt asks for anything (not only comments and blank lines).
+if grep -q '^[[:space:]]*[^#[:space:]]' requirements.txt 2>/dev/null; then
+    reqs=1
+else
+    reqs=""
+fi
 pip_install() {  # $1 = python
-    if grep -q '^[[:space:]]*[^#[:space:]]' requirements.txt 2>/dev/null; then
+    if [ -n "$reqs" ]; then
         say "pip install -r requirements.txt with $1"
         "$1" -m pip install --disable-pip-version-check -r requirements.txt
     else
-        say "requirements.txt lists nothing to install"
+        say "nothing to install (no requirements.txt, or it lists no package)"
     fi
 }
 
@@ -351,9 +357,11 @@ case "$vet" in
             die "$JSON: virtualEnvType is $vet but 'env' is missing; name the environment"
         prefix=""
         if [ "$vet" != pixi ]; then find_conda_env "$envname"; fi
-        if command -v ekl >/dev/null 2>&1; then
+        if [ -n "$reqs" ] && command -v ekl >/dev/null 2>&1; then
             say "installing with ekl into $vet environment ${envname:-default}"
             ekl env install "$here"
+        elif [ -z "$reqs" ] && { [ -n "$prefix" ] || command -v ekl >/dev/null 2>&1; }; then
+            say "nothing to install (no requirements.txt, or it lists no package)"
         elif [ -n "$prefix" ]; then
             say "installing into $vet environment $envname at $prefix"
             [ -x "$prefix/bin/python" ] ||

@@ -152,6 +152,13 @@ def test_conda_env_found_as_conda_finds_it_with_nothing_in_the_environment(
                                              "env": "./env"}))
     cp = run_sh(d, home)
     assert cp.returncode == 0 and f"at {d}/./env" in cp.stdout and installed(prefix), cp.stderr
+    # nothing to install is fine, and still never an SDK with one vendored
+    (d / "requirements.txt").unlink()
+    cp = run_sh(d, home)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.splitlines() == ["demo: nothing to install (no requirements.txt, or it "
+                                      "lists no package)",
+                                      "demo: ekl's SDK is vendored in ./ekuiper/; no SDK installed"]
 
 
 def test_missing_conda_env_is_one_line_naming_it(home: Path, tmp_path: Path) -> None:

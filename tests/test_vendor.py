@@ -300,3 +300,26 @@ def test_package_vendoring_rules_and_install_sh_refresh(tmp_path):
     j.write_text(json.dumps(m))
     with pytest.raises(ManifestError, match="field 'ekl.vendor_sdk' is 'yes'; use true or false"):
         load(folder)
+
+
+def test_ekl_python_runs_a_vendored_zip_on_a_bare_interpreter(unpacked, bare, ipc_dir, tmp_path):
+    """eKuiper with pythonBin ekl-python: the relay talks to the plugin's vendored SDK."""
+    import psutil
+    from test_pythonbin import EKuiper
+
+    from conftest import wait_for
+    from ekl.launcher.process import is_gone
+
+    dest, name, _ = unpacked
+    script = str(dest / f"{name}.py")
+    k = EKuiper(ipc_dir, str(tmp_path / "status"))
+    try:
+        inst = k.start(dest, EKL_PYTHON_BIN=bare)
+        assert where(inst, name)["sdk"] == str(dest / "ekuiper" / "__init__.py")
+        assert inst.start_function(f"{name}_upper").exec(["ok"]) == "OK"
+        kids = [c for c in psutil.Process(inst.pid).children(recursive=True)
+                if script in c.cmdline()]
+        assert kids and "-S" in kids[0].cmdline()  # the bare interpreter runs it
+    finally:
+        k.close()
+    assert wait_for(lambda: all(is_gone(c.pid) for c in kids), 5)

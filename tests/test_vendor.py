@@ -323,3 +323,28 @@ def test_ekl_python_runs_a_vendored_zip_on_a_bare_interpreter(unpacked, bare, ip
     finally:
         k.close()
     assert wait_for(lambda: all(is_gone(c.pid) for c in kids), 5)
+
+
+def test_sdk_files_leave_out_caches_and_litter_but_validate_sees_everything(tmp_path):
+    from ekl.launcher.plugin.vendored import make_manifest, sdk_files
+
+    src = tmp_path / "ekuiper"
+    (src / "__pycache__").mkdir(parents=True)
+    (src / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0")
+    for n in ("a.py", "a.py~", ".a.py.swp", "b.py.orig", MANIFEST):
+        (src / n).write_text("x")
+    assert sdk_files(src) == ["a.py"]
+    assert sdk_files(src, skip_litter=False) == [".a.py.swp", "a.py", "a.py~", "b.py.orig"]
+    assert list(make_manifest(src, "1.0")["files"]) == ["a.py"]
+
+
+def test_vendoring_a_go_plugin_is_refused(tmp_path):
+    d = tmp_path / "gop"
+    d.mkdir()
+    (d / "gop").write_text("#!/bin/sh\n")
+    (d / "gop").chmod(0o755)
+    (d / "gop.json").write_text(json.dumps({"language": "go", "executable": "gop",
+                                            "functions": ["f"]}))
+    cp = ekl("package", str(d), "-o", str(tmp_path / "gop.zip"), "--vendor-sdk", "--no-run")
+    assert cp.returncode == 2 and "this plugin's language is 'go'" in cp.stderr
+    assert "Traceback" not in cp.stderr and not (tmp_path / "gop.zip").exists()

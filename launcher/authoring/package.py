@@ -120,6 +120,9 @@ def sdk_to_vendor() -> Tuple[Path, str]:
 
 def check_vendoring(m: Plugin) -> str:
     """Refuse to vendor where it would clash; returns the vendored folder's zip path."""
+    if m.language != "python":
+        raise EklError(f"{m.path.name}: --vendor-sdk puts ekl's Python SDK into the zip, and "
+                       f"this plugin's language is {m.language!r}; drop --vendor-sdk")
     if m.ekl.sdk == "official":
         raise EklError(f"{m.path.name}: field 'ekl.sdk' is \"official\", and --vendor-sdk "
                        f"would put ekl's SDK in front of it; drop one of the two")

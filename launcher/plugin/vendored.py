@@ -27,15 +27,25 @@ DISTRIBUTION = "ekl-sdk"
 #: the SDK is ~40 files; a manifest listing more, or larger than this, did not come from ekl
 MAX_FILES = 2000
 MAX_MANIFEST_BYTES = 1024 * 1024
+#: editor and merge litter a development checkout of the SDK may hold: never vendored
+LITTER = ("*~", "*.swp", ".*.swp", "*.orig", "*.rej", ".DS_Store", "#*#", ".#*")
 
 
-def sdk_files(src: Path) -> List[str]:
-    """The package files to copy (relative posix paths): no caches, not the manifest."""
+def sdk_files(src: Path, skip_litter: bool = True) -> List[str]:
+    """The package's files (relative posix paths): no caches, not the manifest.
+
+    ``skip_litter``: what to copy; validate lists everything (``False``), so a file added
+    to a vendored copy is found whatever its name.
+    """
+    import fnmatch
+
     out = []
     for f in sorted(src.rglob("*")):
         rel = f.relative_to(src)
         if f.is_dir() or "__pycache__" in rel.parts or f.suffix in (".pyc", ".pyo") \
                 or rel.as_posix() == MANIFEST:
+            continue
+        if skip_litter and any(fnmatch.fnmatch(f.name, p) for p in LITTER):
             continue
         out.append(rel.as_posix())
     return out
@@ -134,7 +144,7 @@ def read(folder: Path, plugin_folder: Optional[Path] = None, verify: bool = True
         elif file_hash(p) != want:
             problems.append(f"{rel(p)}: modified since `ekl package` vendored it (its sha256 "
                             f"differs from {MANIFEST}); edit ekl's SDK instead, then {fix}")
-    for name in sdk_files(folder)[:MAX_FILES]:
+    for name in sdk_files(folder, skip_litter=False)[:MAX_FILES]:
         if name not in files:
             problems.append(f"{rel(folder / name)}: not part of the vendored SDK (added after "
                             f"`ekl package`); remove it, or {fix}")

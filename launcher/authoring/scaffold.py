@@ -458,7 +458,11 @@ ekl call . @FUNCTION@ '"hi"'
 python -m pytest           # the tests in test_@NAME@.py, with ekl's pytest plugin
 ekl validate .             # what eKuiper checks at install time, and at run time
 ekl package . -o @NAME@.zip  # the zip to install with POST /plugins/portables
+ekl package . -o @NAME@.zip --vendor-sdk  # with ekl's SDK inside: runs on a stock eKuiper
 ```
+
+eKuiper runs `install.sh` when it installs the zip: it installs `requirements.txt` into
+the environment `@NAME@.json` names (`virtualEnvType`/`env`), found without activating it.
 '''
 
 GITIGNORE = '''__pycache__/

@@ -350,6 +350,13 @@ pip_install() {  # $1 = python
     fi
 }
 
+# ekl on PATH, with the `ekl env install` that runs pip (an older one ran install.sh)
+ekl_pip=""
+if command -v ekl >/dev/null 2>&1 && ekl env install --help 2>/dev/null | grep -q -- --requirements
+then
+    ekl_pip=1
+fi
+
 PY=""
 case "$vet" in
     conda|mamba|micromamba|pixi)
@@ -357,7 +364,7 @@ case "$vet" in
             die "$JSON: virtualEnvType is $vet but 'env' is missing; name the environment"
         prefix=""
         if [ "$vet" != pixi ]; then find_conda_env "$envname"; fi
-        if [ -n "$reqs" ] && command -v ekl >/dev/null 2>&1; then
+        if [ -n "$reqs" ] && [ -n "$ekl_pip" ]; then
             say "installing with ekl into $vet environment ${envname:-default}"
             ekl env install "$here"
         elif [ -z "$reqs" ] && { [ -n "$prefix" ] || command -v ekl >/dev/null 2>&1; }; then

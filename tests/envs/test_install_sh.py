@@ -215,6 +215,19 @@ def test_with_ekl_on_path_install_sh_asks_ekl(env_prefix: Path, home: Path,
     assert f"ekl: installing {d}/requirements.txt into {prefix}" in cp.stderr
     assert "Processing" in cp.stdout + cp.stderr  # pip's own progress lines, shown
     assert installed(prefix)
+    # an older ekl, whose `env install` ran install.sh (a stand-in: that ekl is not
+    # installable here), is not asked: that would run this script again, forever
+    for f in prefix.glob("lib/python*/site-packages/ekltiny*"):
+        shutil.rmtree(f) if f.is_dir() else f.unlink()
+    (bindir / "ekl").unlink()
+    (bindir / "ekl").write_text("#!/bin/sh\n[ \"$3\" = --help ] && echo 'usage: ekl env install "
+                                "plugin' && exit 0\necho 'old ekl ran' >&2; exit 9\n")
+    (bindir / "ekl").chmod(0o755)
+    cp = run_sh(d, home, {"CONDA_EXE": str(root / "bin" / "conda")},
+                path=f"/usr/bin:/bin:{bindir}")
+    assert cp.returncode == 0 and "old ekl ran" not in cp.stderr, cp.stderr
+    assert f"installing into conda environment plugenv at {prefix}" in cp.stdout
+    assert installed(prefix)
 
 
 def test_ekl_env_install_keeps_pips_output_and_fails_in_one_line(

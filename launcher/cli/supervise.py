@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 from ..errors import EklError
 from ..ops.cli import add_supervise_options
@@ -15,9 +15,6 @@ def entries_from_config(cfg: Any) -> List[Any]:
     """The config file's plugins as PluginEntry values (its keys are the settings' names)."""
     from ..supervise.arbiter import PluginEntry
 
-    if cfg.pipelines:
-        raise EklError(f"{cfg.path}: [pipelines] are not run by this version of ekl supervise; "
-                       f"remove them (run a data flow with `ekl run` meanwhile)")
     out = []
     for pc in cfg.plugins:
         launch = dict(pc.launch)
@@ -43,12 +40,13 @@ def cmd_supervise(args: argparse.Namespace) -> int:
         if args.plugins:
             raise EklError("give the plugins on the command line or in --config, not both")
         cfg = cfgmod.load(args.config)
-        entries = entries_from_config(cfg)
+        entries, flows = entries_from_config(cfg), list(cfg.pipelines)
         status_file = status_file or cfg.status_file
         log_dir, log_format = log_dir or cfg.log_dir, log_format or cfg.log_format
 
-        def reload() -> List[Any]:
-            return entries_from_config(cfgmod.load(args.config))
+        def reload() -> Tuple[List[Any], List[Any]]:
+            new = cfgmod.load(args.config)
+            return entries_from_config(new), list(new.pipelines)
     else:
         if not args.plugins:
             raise EklError("ekl supervise: give PLUGIN... or --config FILE.toml")
@@ -57,10 +55,10 @@ def cmd_supervise(args: argparse.Namespace) -> int:
                                  start_limit=args.start_limit,
                                  start_limit_window_s=args.start_limit_window)
         opts, host = launch_options(args), host_settings(args)
-        entries = [PluginEntry(t, opts, host, sup) for t in args.plugins]
+        entries, flows = [PluginEntry(t, opts, host, sup) for t in args.plugins], []
     configure_logs(log_format, log_dir)
     arbiter = Arbiter(entries, status_file=status_file, reload=reload,
-                      notifier=Notifier.from_environ())
+                      notifier=Notifier.from_environ(), flows=flows)
     return arbiter.run()
 
 

@@ -15,7 +15,7 @@ import signal
 import threading
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import EklError, ManifestError
 from ..plugin import Plugin, load
@@ -50,6 +50,32 @@ class PluginEntry:
                        env=s.get("env", plugin.env), ekl=ekl)
 
 
+class Flow:
+    """A pipeline of the config file, served on its plugin's watcher in a thread of its own."""
+
+    def __init__(self, spec: Any, plugin: Plugin, watcher: Watcher) -> None:
+        from .pipeline import Pipeline
+
+        self.spec = spec
+        self._stop = threading.Event()
+        config = plugin.source_config(spec.source, spec.conf_key)
+        config.update(dict(spec.config))
+        self.pipeline = Pipeline(
+            plugin, source=spec.source, datasource=spec.datasource, config=config,
+            function=spec.function, field=spec.field, sink=spec.sink,
+            sink_config=dict(spec.properties), count=None,
+            out=lambda record: log.debug("pipeline %s: %s", spec.name, record),
+            rule=f"ekl_{spec.name}")
+        self._thread = threading.Thread(target=self.pipeline.serve,
+                                        args=(watcher, self._stop.is_set), daemon=True,
+                                        name=f"pipeline-{spec.name}")
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
+
+
 def _unique(plugins: List[Plugin]) -> None:
     names = [p.name for p in plugins]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -60,10 +86,14 @@ def _unique(plugins: List[Plugin]) -> None:
 
 class Arbiter:
     def __init__(self, entries: List[PluginEntry], status_file: Optional[str] = None,
-                 reload: Optional[Callable[[], List[PluginEntry]]] = None,
-                 notifier: Any = None) -> None:
-        """``reload``: read the config again (SIGHUP); ``notifier``: an ops.sdnotify.Notifier."""
+                 reload: Optional[Callable[[], Tuple[List[PluginEntry], List[Any]]]] = None,
+                 notifier: Any = None, flows: Optional[List[Any]] = None) -> None:
+        """``reload``: read the config again (SIGHUP) -> (entries, pipelines);
+        ``notifier``: an ops.sdnotify.Notifier; ``flows``: the config's pipelines."""
         self.entries = list(entries)
+        self.flow_specs = list(flows or [])
+        self.flows: Dict[str, Flow] = {}
+        self._plugins: Dict[str, Plugin] = {}
         self.reload_entries = reload
         self.notifier = notifier
         self.watchers: Dict[str, Watcher] = {}
@@ -98,21 +128,46 @@ class Arbiter:
     def start(self) -> None:
         plugins = [e.load() for e in self.entries]  # every manifest problem before any start
         _unique(plugins)
+        self._check_flows(self.flow_specs, {p.name for p in plugins})
         for p, e in zip(plugins, self.entries):
             self.watchers[p.name] = self._watcher(p, e)
             self._entry_of[p.name] = e
+            self._plugins[p.name] = p
         self.control = ControlServer(lambda: list(self.watchers),
                                      lambda op, name, t: self.watchers[name].operate(op, t))
         for w in list(self.watchers.values()):
             w.start()
+        self._start_flows(self.flow_specs)
 
-    def apply(self, entries: List[PluginEntry]) -> Dict[str, List[str]]:
-        """Make the running set ``entries``: start added, stop removed, restart changed."""
+    @staticmethod
+    def _check_flows(specs: List[Any], names: set) -> None:
+        for f in specs:
+            if f.plugin not in names:
+                raise EklError(f"pipeline {f.name}: plugin {f.plugin} is not supervised here")
+
+    def _start_flows(self, specs: List[Any]) -> None:
+        for spec in specs:
+            if spec.name not in self.flows:
+                self.flows[spec.name] = Flow(spec, self._plugins[spec.plugin],
+                                             self.watchers[spec.plugin])
+
+    def apply(self, entries: List[PluginEntry],
+              flows: Optional[List[Any]] = None) -> Dict[str, List[str]]:
+        """Make the running set ``entries``: start added, stop removed, restart changed;
+        pipelines likewise (a pipeline of a changed plugin starts again on the new one)."""
         plugins = [e.load() for e in entries]
         _unique(plugins)
+        flows = list(flows or [])
+        self._check_flows(flows, {p.name for p in plugins})
         wanted = {p.name: (p, e) for p, e in zip(plugins, entries)}
         done: Dict[str, List[str]] = {"added": [], "removed": [], "changed": [], "unchanged": []}
         with self._lock:
+            touched = {n for n in self.watchers
+                       if n not in wanted or self._entry_of.get(n) != wanted[n][1]}
+            keep = {f.name: f for f in flows}
+            for name, flow in list(self.flows.items()):
+                if flow.spec.plugin in touched or keep.get(name) != flow.spec:
+                    self.flows.pop(name).stop()
             for name in [n for n in self.watchers if n not in wanted]:
                 self.watchers.pop(name).stop()
                 self._entry_of.pop(name, None)
@@ -129,8 +184,11 @@ class Arbiter:
                 w = self._watcher(p, e)
                 self.watchers[name] = w
                 self._entry_of[name] = e
+                self._plugins[name] = p
                 w.start()
             self.entries = list(entries)
+            self.flow_specs = flows
+            self._start_flows(flows)
         self.write_status()
         return done
 
@@ -139,8 +197,8 @@ class Arbiter:
         if self.notifier is not None:
             self.notifier.reloading()
         try:
-            entries = self.reload_entries()
-            done = self.apply(entries)
+            entries, flows = self.reload_entries()
+            done = self.apply(entries, flows)
         except ManifestError as e:
             for line in e.problems:
                 log.error("reload refused, the running plugins are kept: %s", line)
@@ -157,6 +215,8 @@ class Arbiter:
             self.notifier.stopping()
         if self.control is not None:
             self.control.close()
+        for flow in list(self.flows.values()):
+            flow.stop()
         for w in list(self.watchers.values()):
             w.stop()
         if self.status_writer is not None:

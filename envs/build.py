@@ -498,8 +498,7 @@ def pip_install(env: Environment, requirements: Path, say: Optional[Progress] = 
         say(f"{req.name} lists nothing to install")
         return None
     if not env.python.is_file():
-        raise EnvError(f"{env.prefix} has no {env.python.relative_to(env.prefix)}; install "
-                       f"python into it first")
+        raise EnvError(f"{env.prefix} has no {env.python}; install python into it first")
     log = pip_log_path(env)
     log.parent.mkdir(parents=True, exist_ok=True)
     child = env.activation(clean_env())

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ekl.envs import LOCAL_ENV_DIR
-from ekl.envs.probe import ProbeError, cache_dir, clean_env, probe
+from ekl.envs.probe import CACHE_ENV, ProbeError, cache_dir, clean_env, probe
 from ekuiper import protocol
 from ekuiper.transport import TRANSPORT_ENV, transport_name
 
 from ..errors import EklError, EnvironmentDrift
+from ..fsafe import ensure_private_dir
 from ..plugin import Plugin, vendored
 from ..plugin.vendored import Vendored
 from ..process import LaunchSpec
@@ -69,7 +70,9 @@ def hosted_sdk_dir() -> Path:
     for f in sorted(src.rglob("*.py")):
         h.update(f.relative_to(src).as_posix().encode())
         h.update(f.read_bytes())
-    dest = cache_dir() / "sdk" / h.hexdigest()[:16]
+    # plugins import from here: the folder must be ours alone (refused with one line if not)
+    root = ensure_private_dir(cache_dir(), "cache folder", CACHE_ENV)
+    dest = root / "sdk" / h.hexdigest()[:16]
     if not (dest / "ekuiper" / "__init__.py").is_file():
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)

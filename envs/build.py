@@ -399,33 +399,6 @@ def _create_from_yml(method: str, yml: Path, prefix: str, say: Progress) -> List
     return []
 
 
-# -- install.sh ----------------------------------------------------------------------------
-
-def run_install_script(plugin: PluginEnv, env: Optional[Environment] = None,
-                       say: Optional[Progress] = None) -> None:
-    """Run the plugin's install.sh the way eKuiper does (``/bin/sh`` in the plugin folder),
-    but inside the activated env, so its ``pip install`` lands where the plugin runs."""
-    say = say or Progress()
-    script = plugin.folder / "install.sh"
-    if not script.is_file():
-        raise EnvError(f"{plugin.folder} has no install.sh; nothing to install")
-    if env is None:
-        env = plugin_environment(plugin)
-        if env is None:
-            raise EnvError(f"{plugin.json_path} names no env, so install.sh would install "
-                           f"into whatever python is on PATH; set \"env\" first")
-    child_env = env.activation(clean_env())
-    argv = env.wrap_command(["/bin/sh", str(script)])
-    say(f"running install.sh in {env.prefix}")
-    try:
-        rc = subprocess.call(argv, env=child_env, cwd=str(plugin.folder))
-    except OSError as e:
-        raise EnvError(f"cannot run {script}: {e.strerror}") from None
-    if rc != 0:
-        raise EnvFailed(f"{script} failed with exit code {rc} (its output is above); fix it and "
-                       f"run `ekl env install {shlex.quote(str(plugin.folder))}` again")
-
-
 # -- pack ----------------------------------------------------------------------------------
 
 def pack(plugin: PluginEnv, output: str, say: Optional[Progress] = None) -> str:

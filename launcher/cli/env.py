@@ -12,8 +12,6 @@ import json
 import sys
 from typing import Any, Callable, Optional
 
-from ekl.envs.model import EnvError, EnvFailed
-
 
 def _fail(msg: str, code: int) -> int:
     print(f"ekl: error: {msg}", file=sys.stderr)
@@ -22,6 +20,8 @@ def _fail(msg: str, code: int) -> int:
 
 def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        from ekl.envs.model import EnvError, EnvFailed  # only when an env verb runs
+
         try:
             rc = fn(args)
         except EnvFailed as e:
@@ -87,6 +87,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from ekl.envs._manifest import load_plugin
     from ekl.envs.locate import find_environment
     from ekl.envs.lock import check_environment, lock_candidates
+    from ekl.envs.model import EnvError
 
     plugin = load_plugin(args.plugin)
     if not plugin.env_name and plugin.env_kind != "pixi":

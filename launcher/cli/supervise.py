@@ -9,7 +9,6 @@ import time
 from typing import Any, Dict, List
 
 from ..settings import RESTART_POLICIES, SupervisorSettings
-from ..supervise.status import collect_status_dir, read_status_file, status_dir
 from .common import add_launch_options, host_settings, launch_options
 
 
@@ -50,6 +49,8 @@ def render_table(status: Dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from ..supervise.status import collect_status_dir, read_status_file, status_dir
+
     if args.status_file:
         status = read_status_file(args.status_file)
     else:

@@ -53,6 +53,10 @@ class Relay:
         self.stop_event = threading.Event()
         self.exit_code = 0
         self.upstream: Optional[ReqSocket] = None
+        #: opened once the plugin is starting (``run``): bookkeeping waits, eKuiper does not
+        self.status: Optional[StatusWriter] = None
+
+    def _open_status(self) -> None:
         folder = status_dir()
         os.makedirs(folder, mode=0o700, exist_ok=True)
         self.status = StatusWriter.open(
@@ -89,7 +93,8 @@ class Relay:
     # --- lifecycle ---------------------------------------------------------------------
 
     def write_status(self) -> None:
-        self.status.changed()
+        if self.status is not None:
+            self.status.changed()
 
     def _start_plugin(self) -> None:
         try:
@@ -103,24 +108,35 @@ class Relay:
 
         for s in (signal.SIGTERM, signal.SIGINT):
             signal.signal(s, on_signal)
-        t = get_transport()
+        # What eKuiper waits for is the plugin's own start (its first command waits for
+        # RUNNING), so the plugin is spawned first and everything else overlaps its boot:
+        # the dial (eKuiper listens before it starts us) and then the bookkeeping.
+        starter = threading.Thread(target=self._start_plugin, daemon=True, name="starter")
+        starter.start()
         try:
-            # eKuiper is waiting for the handshake: dial first, start the plugin meanwhile.
-            self.upstream = t.dial_req(self.upstream_url, recv_timeout_ms=protocol.KEEPALIVE_MS,
-                                       send_timeout_ms=self.instance.settings.plugin_send_timeout_ms,
-                                       retries=protocol.DIAL_RETRIES,
-                                       interval_s=protocol.DIAL_INTERVAL_S)
+            self.upstream = get_transport().dial_req(
+                self.upstream_url, recv_timeout_ms=protocol.KEEPALIVE_MS,
+                send_timeout_ms=self.instance.settings.plugin_send_timeout_ms,
+                retries=protocol.DIAL_RETRIES, interval_s=protocol.DIAL_INTERVAL_S)
         except TransportError as e:
             log.error("ekl-python: no eKuiper listening on %s (%s); the plugin name must equal "
                       "%s", self.upstream_url, e, self.plugin.path.name)
             self._cleanup()
+            starter.join(timeout=self.instance.settings.init_timeout_s + 1)
             return 1
-        starter = threading.Thread(target=self._start_plugin, daemon=True)
-        starter.start()
         up = self.upstream
         loop = threading.Thread(target=serve_inverted, daemon=True, name="relay",
                                 args=(up, self.handle, "relay", self.stop_event.is_set))
         loop.start()
+        try:
+            self._open_status()
+        except OSError as e:  # the folder cannot be made: bad input, as an unwritable file
+            self._cleanup()
+            raise EklError(f"status folder (${STATUS_DIR_ENV}) {status_dir()}: cannot write it "
+                           f"({e.strerror}); give a path you can write") from None
+        except BaseException:
+            self._cleanup()
+            raise
         host = PeerWatch(up, HOST_LOST_GRACE_S)
         next_status = 0.0
         while not self.stop_event.wait(0.2):
@@ -144,4 +160,5 @@ class Relay:
         self.watcher.stop()  # closes the instance: its private control folder goes too
         if self.upstream is not None:
             self.upstream.close()
-        self.status.remove()
+        if self.status is not None:
+            self.status.remove()

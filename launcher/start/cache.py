@@ -284,7 +284,7 @@ def lookup(manifest: Plugin, opts: LaunchOptions, host_sdk: str) -> Optional[Lau
         return None
     try:
         entry = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # garbage, or nested deep enough to blow the stack
         return None
     if not (isinstance(entry, dict) and entry.get("format") == FORMAT
             and entry.get("key") == key and _valid_deps(entry.get("deps"))):

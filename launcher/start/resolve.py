@@ -61,20 +61,30 @@ def read_kuiper_yaml(path: str) -> Dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=None)
-def hosted_sdk_dir() -> Path:
-    """A cached copy of our ``ekuiper`` package folder alone, to put on PYTHONPATH.
-
-    Only the SDK is exposed to the plugin's interpreter, never ekl's own site-packages.
-    """
+def _sdk_digest() -> str:
+    """The SDK's content hash, once per process (it reads every file of the SDK)."""
     import ekuiper
-    from ekl.envs.probe import cache_dir
 
     src = Path(ekuiper.__file__).parent
     h = hashlib.sha256()
     for f in sorted(src.rglob("*.py")):
         h.update(f.relative_to(src).as_posix().encode())
         h.update(f.read_bytes())
-    dest = cache_dir() / "sdk" / h.hexdigest()[:16]
+    return h.hexdigest()[:16]
+
+
+def hosted_sdk_dir() -> Path:
+    """A cached copy of our ``ekuiper`` package folder alone, to put on PYTHONPATH.
+
+    Only the SDK is exposed to the plugin's interpreter, never ekl's own site-packages.
+    The copy is checked on every call (a cleaned cache must not hand a plugin a folder
+    that is gone); only the hash is computed once per process.
+    """
+    import ekuiper
+    from ekl.envs.probe import cache_dir
+
+    src = Path(ekuiper.__file__).parent
+    dest = cache_dir() / "sdk" / _sdk_digest()
     if not (dest / "ekuiper" / "__init__.py").is_file():
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -17,10 +17,14 @@ sends the commands). Each variant is timed from the moment its process is spawne
   function and the sink first, so its ratio is a little pessimistic).
 
 Variants alternate round by round so machine noise hits all alike; medians are printed
-with the ratio to the baseline. ``--imports`` adds the slowest imports (``-X importtime``,
-cumulative) of ``ekl.launcher.cli`` and ``ekl-python``'s modules.
+with the ratio to the baseline. ``--before PYTHON`` also times the ``ekl`` and
+``ekl-python`` installed beside another interpreter (e.g. a checkout of the previous
+version: ``../main/.venv/bin/python``) in the same rounds, for before/after figures from
+one run. ``--imports`` adds the slowest imports (``-X importtime``, cumulative) of
+``ekl.launcher.cli`` and ``ekl.launcher.pythonbin``. Caches (probe, launch, hosted SDK)
+live in a fresh folder and are filled by one warm-up round, as in steady use.
 
-Run: ``.venv/bin/python bench/bench_startup.py [--rounds 15] [--imports]``
+Run: ``.venv/bin/python bench/bench_startup.py [--rounds 15] [--before PY] [--imports]``
 """
 
 from __future__ import annotations
@@ -107,11 +111,11 @@ def first_line(argv: List[str], env: Dict[str, str]) -> float:
                 s.close()
 
 
-def import_report(top: int) -> None:
+def import_report(top: int, python: str = sys.executable) -> None:
     for label, code in (("ekl (import ekl.launcher.cli)", "import ekl.launcher.cli"),
                         ("ekl-python (import ekl.launcher.pythonbin)",
                          "import ekl.launcher.pythonbin")):
-        cp = subprocess.run([sys.executable, "-X", "importtime", "-c", code],
+        cp = subprocess.run([python, "-X", "importtime", "-c", code],
                             capture_output=True, text=True, check=True)
         rows = []
         for ln in cp.stderr.splitlines():
@@ -119,7 +123,8 @@ def import_report(top: int) -> None:
             if m:
                 rows.append((int(m.group(2)), len(m.group(3)), m.group(4)))
         total = sum(c for c, depth, _ in rows if depth == 1)
-        print(f"\n{label}: {total / 1000:.1f} ms of imports; the slowest (cumulative):")
+        print(f"\n{python}\n{label}: {total / 1000:.1f} ms of imports; the slowest "
+              f"(cumulative):")
         for c, _d, name in sorted(rows, reverse=True)[:top]:
             print(f"  {c / 1000:7.1f} ms  {name}")
 
@@ -129,13 +134,18 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--imports", action="store_true", help="also print -X importtime summaries")
     ap.add_argument("--json", metavar="FILE", help="write the medians (ms) to FILE")
+    ap.add_argument("--before", metavar="PYTHON",
+                    help="also time the ekl and ekl-python installed beside PYTHON")
     a = ap.parse_args()
     root = tempfile.mkdtemp(prefix="eklb-")
-    env = dict(os.environ, EKL_STATUS_DIR=root)
+    env = dict(os.environ, EKL_STATUS_DIR=root, EKL_CACHE_DIR=os.path.join(root, "cache"))
     env.pop("PYTHONPATH", None)
-    r: Dict[str, List[float]] = {k: [] for k in (
-        "bare_hs", "bare_cmd", "relay_hs", "relay_cmd", "bare_call", "call", "bare_src",
-        "tail", "run")}
+    names = ["bare_hs", "bare_cmd", "relay_hs", "relay_cmd", "bare_call", "call", "bare_src",
+             "tail", "run"]
+    if a.before:
+        names += ["before_relay_hs", "before_relay_cmd", "before_call", "before_tail",
+                  "before_run"]
+    r: Dict[str, List[float]] = {k: [] for k in names}
     try:
         folder = plugin_copy(root)
         ipc = os.path.join(root, "ipc")
@@ -165,6 +175,22 @@ def main() -> None:
                                                          "-n", "1", "--config", cfg], env)))
         jobs.append(lambda: r["run"].append(first_line([EKL, "-q", "run", tgt, "--count", "1",
                                                         "--config", cfg], env)))
+        if a.before:
+            bdir = Path(a.before).parent
+            b_ekl, b_py = str(bdir / "ekl"), str(bdir / "ekl-python")
+
+            def before_relay() -> None:
+                hs, cmd = hosted(b_py, ipc, folder, env, "command")
+                r["before_relay_hs"].append(hs)
+                r["before_relay_cmd"].append(cmd)
+
+            jobs.append(before_relay)
+            jobs.append(lambda: r["before_call"].append(first_line(
+                [b_ekl, "-q", "call", tgt, "revert", '"abc"'], env)))
+            jobs.append(lambda: r["before_tail"].append(first_line(
+                [b_ekl, "-q", "tail", tgt, "pyjson", "-n", "1", "--config", cfg], env)))
+            jobs.append(lambda: r["before_run"].append(first_line(
+                [b_ekl, "-q", "run", tgt, "--count", "1", "--config", cfg], env)))
         for job in jobs:  # warm-up: caches (probe, launch, hosted SDK, .pyc) as in steady use
             job()
         for k in r:
@@ -189,6 +215,14 @@ def main() -> None:
         ("ekl tail -n 1: start to first line", "tail", "bare_src"),
         ("ekl run --count 1: start to first line", "run", "bare_src"),
     ]
+    if a.before:
+        rows += [
+            ("before: ekl-python, start to handshake", "before_relay_hs", "bare_hs"),
+            ("before: ekl-python, first command answered", "before_relay_cmd", "bare_cmd"),
+            ("before: ekl call", "before_call", "bare_call"),
+            ("before: ekl tail -n 1", "before_tail", "bare_src"),
+            ("before: ekl run --count 1", "before_run", "bare_src"),
+        ]
     for label, k, base in rows:
         ratio = f"   {med[k] / med[base]:.2f}x" if base else ""
         print(f"{label:<48} {med[k]:7.1f} ms{ratio}")
@@ -196,6 +230,8 @@ def main() -> None:
         Path(a.json).write_text(json.dumps(med, indent=1))
     if a.imports:
         import_report(12)
+        if a.before:
+            import_report(12, a.before)
 
 
 if __name__ == "__main__":

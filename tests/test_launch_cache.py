@@ -446,3 +446,26 @@ def test_concurrent_writers_never_leave_half_an_entry(plugin_copy, tmp_path):
     assert not leftovers
     assert hit(folder) is not None
 
+
+
+def test_records_of_other_threads_are_not_captured():
+    import threading
+
+    log = logging.getLogger("ekl")
+    with cache.LogCapture() as cap:
+        t = threading.Thread(target=log.warning, args=("another plugin's warning",))
+        t.start()
+        t.join()
+        log.warning("this plugin's warning")
+    assert [m for _, m in cap.records] == ["this plugin's warning"]
+
+
+def test_a_deleted_current_folder_bypasses_the_cache(plugin_copy, tmp_path, monkeypatch):
+    folder = plain_plugin(plugin_copy, tmp_path)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    spec = resolve(load(folder))
+    assert spec.interpreter == sys.executable
+    assert not Path(os.environ["EKL_CACHE_DIR"], "launch").exists()

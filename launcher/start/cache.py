@@ -39,6 +39,7 @@ import os
 import stat
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -98,6 +99,16 @@ def _caller_env(opts: LaunchOptions) -> Dict[str, str]:
     env = dict(os.environ)
     env.update(opts.extra_env)
     return env
+
+
+def usable() -> bool:
+    """False when the current folder is gone: relative paths could not be made absolute,
+    so the cache stands aside rather than key entries on nothing."""
+    try:
+        os.getcwd()
+    except OSError:
+        return False
+    return True
 
 
 def launch_key(manifest: Plugin, opts: LaunchOptions, host_sdk: str) -> str:
@@ -368,13 +379,20 @@ def _prune(folder: Path) -> None:
 
 
 class LogCapture(logging.Handler):
-    """Records what resolution logs on ``ekl``, to log it again on every hit."""
+    """Records what resolution logs on ``ekl``, to log it again on every hit.
+
+    Only this thread's records: plugins resolved at the same time in other threads (a
+    supervisor starting several) must not lend their warnings to this entry.
+    """
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.records: List[Tuple[int, str]] = []
+        self._thread = threading.get_ident()
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self._thread:
+            return
         try:
             self.records.append((record.levelno, record.getMessage()))
         except Exception:  # a record that cannot be formatted is not worth a failed start

@@ -32,6 +32,7 @@ from ..settings import LaunchOptions
 from .cache import LogCapture, clock_ns, dependencies
 from .cache import lookup as cache_lookup
 from .cache import store as cache_store
+from .cache import usable as cache_usable
 
 log = logging.getLogger("ekl")
 PYTHON_BIN_ENV = "EKL_PYTHON_BIN"
@@ -223,7 +224,7 @@ def resolve(manifest: Plugin, opts: Optional[LaunchOptions] = None,
     to resolve and are not cached.
     """
     opts = opts or LaunchOptions()
-    if not use_cache or manifest.language == "go" or opts.conda_run:
+    if not use_cache or manifest.language == "go" or opts.conda_run or not cache_usable():
         return _resolve(manifest, opts, host_sdk, {})
     spec = cache_lookup(manifest, opts, host_sdk)
     if spec is not None:

@@ -32,7 +32,6 @@ others may write to it: an entry names a program to run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -67,6 +66,15 @@ CACHE_ENV = "EKL_CACHE_DIR"
 SUBDIR = "launch"
 #: What a recorded file's signature is: (mtime_ns, size, inode), or None when missing.
 Sig = Optional[Tuple[int, int, int]]
+
+
+try:  # CPython's built-in SHA-256: hashlib would load OpenSSL on every start just for this
+    from _sha2 import sha256 as _sha256  # type: ignore[import-not-found]  # 3.12+
+except ImportError:
+    try:
+        from _sha256 import sha256 as _sha256  # type: ignore[import-not-found,no-redef]
+    except ImportError:
+        from hashlib import sha256 as _sha256  # type: ignore[assignment]
 
 
 def cache_root(environ: Optional[Mapping[str, str]] = None) -> Path:
@@ -114,7 +122,7 @@ def usable() -> bool:
 def launch_key(manifest: Plugin, opts: LaunchOptions, host_sdk: str) -> str:
     """The inputs of a resolution, hashed: everything but the files' contents."""
     env = _caller_env(opts)
-    h = hashlib.sha256()
+    h = _sha256()
     for part in (f"format={FORMAT}", f"ekl={__version__}",
                  f"json={os.path.abspath(manifest.path)}", f"cwd={os.getcwd()}",
                  f"opts={_options_text(opts)}", f"host_sdk={host_sdk}",

@@ -12,7 +12,6 @@ pays neither.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import shutil
@@ -64,6 +63,8 @@ def read_kuiper_yaml(path: str) -> Dict[str, Any]:
 @functools.lru_cache(maxsize=None)
 def _sdk_digest() -> str:
     """The SDK's content hash, once per process (it reads every file of the SDK)."""
+    import hashlib
+
     import ekuiper
 
     src = Path(ekuiper.__file__).parent

@@ -21,8 +21,10 @@ with the ratio to the baseline. ``--before PYTHON`` also times the ``ekl`` and
 ``ekl-python`` installed beside another interpreter (e.g. a checkout of the previous
 version: ``../main/.venv/bin/python``) in the same rounds, for before/after figures from
 one run. ``--imports`` adds the slowest imports (``-X importtime``, cumulative) of
-``ekl.launcher.cli`` and ``ekl.launcher.pythonbin``. Caches (probe, launch, hosted SDK)
-live in a fresh folder and are filled by one warm-up round, as in steady use.
+``ekl.launcher.cli`` and ``ekl.launcher.pythonbin``. Caches (probe, launch, hosted SDK,
+and a bytecode cache through ``PYTHONPYCACHEPREFIX``, as an installed package has its
+``.pyc`` files; ``--no-bytecode`` leaves that out) live in a fresh folder and are filled by
+one warm-up round, as in steady use.
 
 Run: ``.venv/bin/python bench/bench_startup.py [--rounds 15] [--before PY] [--imports]``
 """
@@ -111,22 +113,24 @@ def first_line(argv: List[str], env: Dict[str, str]) -> float:
                 s.close()
 
 
-def import_report(top: int, python: str = sys.executable) -> None:
+def import_report(top: int, env: Dict[str, str], python: str = sys.executable) -> str:
+    out = []
     for label, code in (("ekl (import ekl.launcher.cli)", "import ekl.launcher.cli"),
                         ("ekl-python (import ekl.launcher.pythonbin)",
                          "import ekl.launcher.pythonbin")):
-        cp = subprocess.run([python, "-X", "importtime", "-c", code],
-                            capture_output=True, text=True, check=True)
+        for _ in range(2):  # the first run fills the bytecode cache; the second is reported
+            cp = subprocess.run([python, "-X", "importtime", "-c", code], env=env,
+                                capture_output=True, text=True, check=True)
         rows = []
         for ln in cp.stderr.splitlines():
             m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", ln)
             if m:
                 rows.append((int(m.group(2)), len(m.group(3)), m.group(4)))
         total = sum(c for c, depth, _ in rows if depth == 1)
-        print(f"\n{python}\n{label}: {total / 1000:.1f} ms of imports; the slowest "
-              f"(cumulative):")
-        for c, _d, name in sorted(rows, reverse=True)[:top]:
-            print(f"  {c / 1000:7.1f} ms  {name}")
+        out.append(f"\n{python}\n{label}: {total / 1000:.1f} ms of imports; the slowest "
+                   f"(cumulative):")
+        out += [f"  {c / 1000:7.1f} ms  {name}" for c, _d, name in sorted(rows, reverse=True)[:top]]
+    return "\n".join(out) + "\n"
 
 
 def main() -> None:
@@ -134,12 +138,20 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--imports", action="store_true", help="also print -X importtime summaries")
     ap.add_argument("--json", metavar="FILE", help="write the medians (ms) to FILE")
+    ap.add_argument("--no-bytecode", action="store_true",
+                    help="leave PYTHONDONTWRITEBYTECODE as it is: every start compiles")
     ap.add_argument("--before", metavar="PYTHON",
                     help="also time the ekl and ekl-python installed beside PYTHON")
     a = ap.parse_args()
     root = tempfile.mkdtemp(prefix="eklb-")
     env = dict(os.environ, EKL_STATUS_DIR=root, EKL_CACHE_DIR=os.path.join(root, "cache"))
     env.pop("PYTHONPATH", None)
+    if not a.no_bytecode:
+        # An installed ekl (and SDK) has .pyc files compiled at install time; a development
+        # checkout under PYTHONDONTWRITEBYTECODE recompiles every module on every start.
+        # Every process here (bare plugin included) gets one private bytecode cache.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = os.path.join(root, "pycache")
     names = ["bare_hs", "bare_cmd", "relay_hs", "relay_cmd", "bare_call", "call", "bare_src",
              "tail", "run"]
     if a.before:
@@ -199,11 +211,17 @@ def main() -> None:
             order = jobs if i % 2 == 0 else list(reversed(jobs))
             for job in order:
                 job()
+        imports_text = ""
+        if a.imports:
+            imports_text = import_report(12, env)
+            if a.before:
+                imports_text += import_report(12, env, a.before)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     med = {k: statistics.median(v) * 1000 for k, v in r.items()}
     print(f"python {sys.version.split()[0]}, {a.rounds} rounds, medians; ratio = variant / "
-          f"the bare plugin doing the same work, same run")
+          f"the bare plugin doing the same work, same run; bytecode cache "
+          f"{'as the environment says' if a.no_bytecode else 'on'}")
     rows = [
         ("bare plugin: start to handshake", "bare_hs", None),
         ("bare plugin: start to first command answered", "bare_cmd", None),
@@ -229,9 +247,7 @@ def main() -> None:
     if a.json:
         Path(a.json).write_text(json.dumps(med, indent=1))
     if a.imports:
-        import_report(12)
-        if a.before:
-            import_report(12, a.before)
+        print(imports_text)
 
 
 if __name__ == "__main__":

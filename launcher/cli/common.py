@@ -17,10 +17,16 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _json_arg(text: str, what: str) -> Any:
+    """A JSON value from the command line, by the wire's rules (``protocol.loads_strict``:
+    finite numbers, nesting no deeper than the SDK accepts), so a value the plugin would
+    refuse is a one-line error before anything starts."""
+    shown = text if len(text) <= 60 else text[:57] + "..."
     try:
-        return json.loads(text)
-    except ValueError as e:
-        raise EklError(f"{what} {text!r} is not JSON ({e}); quote strings, e.g. '\"abc\"'") from None
+        return protocol.loads_strict(text)
+    except protocol.ProtocolError as e:
+        if str(e).startswith("not JSON ("):
+            raise EklError(f"{what} {shown!r} is {e}; quote strings, e.g. '\"abc\"'") from None
+        raise EklError(f"{what} {shown!r} is {e}; give a value eKuiper could send") from None
 
 
 def _json_object(text: Optional[str], what: str) -> Dict[str, Any]:

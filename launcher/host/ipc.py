@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from typing import Callable, Optional, TypeVar
 
@@ -13,6 +12,7 @@ import pynng
 from ekuiper import protocol
 
 from ..errors import EklError, HostTimeout
+from ..fsafe import private_tmp_dir
 
 T = TypeVar("T", bound=pynng.Socket)
 #: eKuiper's sink PUSH dial options: reconnect every 100 ms, back-off up to 5 s.
@@ -51,7 +51,7 @@ def recv_until(sock: pynng.Socket, deadline: float, alive: Optional[Callable[[],
             raise HostTimeout(f"{what}: no answer in time")
         sock.recv_timeout = max(1, int(min(left, slice_ms / 1000) * 1000))
         try:
-            return sock.recv()
+            return sock.recv_msg().bytes  # recv() raises on a 0-byte message
         except pynng.Timeout:
             if alive is not None and not alive():
                 raise PluginDied(what) from None
@@ -63,7 +63,7 @@ class PluginDied(Exception):
 
 def private_ipc_dir() -> str:
     """A fresh 0700 folder under /tmp (short, so socket paths stay under 107 bytes)."""
-    return tempfile.mkdtemp(prefix="ekl-", dir="/tmp")
+    return private_tmp_dir("ekl-")
 
 
 def remove_ipc_dir(path: str) -> None:

@@ -32,7 +32,7 @@ class SourceStream:
     def recv(self, timeout_s: Optional[float] = None) -> SourceMessage:
         self.sock.recv_timeout = -1 if timeout_s is None else max(1, int(timeout_s * 1000))
         try:
-            data = self.sock.recv()
+            data = self.sock.recv_msg().bytes  # recv() raises on a 0-byte message
         except pynng.Timeout:
             raise HostTimeout(f"source {self.symbol}: no data within {timeout_s:.1f} s") from None
         msg = protocol.decode_source_message(data)

@@ -22,15 +22,17 @@ from ekuiper.reqrep import PeerWatch, one_line, serve_inverted
 from ekuiper.transport import ReqSocket, TransportError, get_transport
 
 from ..errors import EklError
+from ..fsafe import ensure_private_dir
 from ..host.instance import PluginInstance
 from ..plugin import Plugin
 from ..settings import SupervisorSettings
+from ..supervise.control import ControlServer
 from ..supervise.states import State
 from ..supervise.status import (
     MODE_EKL_PYTHON,
     STATUS_DIR_ENV,
     StatusWriter,
-    status_dir,
+    default_status_dir,
     status_document,
 )
 from ..supervise.watcher import Watcher
@@ -53,16 +55,25 @@ class Relay:
         self.stop_event = threading.Event()
         self.exit_code = 0
         self.upstream: Optional[ReqSocket] = None
-        #: opened once the plugin is starting (``run``): bookkeeping waits, eKuiper does not
+        #: opened in ``run`` once the plugin is starting: bookkeeping waits, eKuiper does not
         self.status: Optional[StatusWriter] = None
+        self.control: Optional[ControlServer] = None
 
-    def _open_status(self) -> None:
-        folder = status_dir()
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        self.status = StatusWriter.open(
-            os.path.join(folder, f"{self.name}.json"),
-            lambda: status_document([self.watcher.status()], MODE_EKL_PYTHON),
-            option=f"status folder (${STATUS_DIR_ENV})")
+    def _open_bookkeeping(self) -> None:
+        """The status file and the operator's control socket (``ekl operate``)."""
+        folder = str(ensure_private_dir(default_status_dir(), "status folder", STATUS_DIR_ENV))
+        control = ControlServer(lambda: [self.name],
+                                lambda op, _name, t: self.watcher.operate(op, t))
+        try:
+            self.status = StatusWriter.open(
+                os.path.join(folder, f"{self.name}.json"),
+                lambda: status_document([self.watcher.status()], MODE_EKL_PYTHON,
+                                        control.path),
+                option=f"status folder (${STATUS_DIR_ENV})")
+        except BaseException:
+            control.close()
+            raise
+        self.control = control
 
     # --- eKuiper's commands ------------------------------------------------------------
 
@@ -129,12 +140,8 @@ class Relay:
                                 args=(up, self.handle, "relay", self.stop_event.is_set))
         loop.start()
         try:
-            self._open_status()
-        except OSError as e:  # the folder cannot be made: bad input, as an unwritable file
-            self._cleanup()
-            raise EklError(f"status folder (${STATUS_DIR_ENV}) {status_dir()}: cannot write it "
-                           f"({e.strerror}); give a path you can write") from None
-        except BaseException:
+            self._open_bookkeeping()
+        except BaseException:  # a status folder that cannot be used: stop what started
             self._cleanup()
             raise
         host = PeerWatch(up, HOST_LOST_GRACE_S)
@@ -162,3 +169,5 @@ class Relay:
             self.upstream.close()
         if self.status is not None:
             self.status.remove()
+        if self.control is not None:
+            self.control.close()

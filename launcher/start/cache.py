@@ -24,10 +24,11 @@ between otherwise identical calls (``PWD``, ``OLDPWD``, ``_``; left out of the k
 the plugin with their current values. Warnings resolution logged (a drifted lock file, a
 kuiper.yaml pitfall) are stored and logged again on every hit.
 
-Writers replace an entry atomically (a private temporary file, then ``os.replace``), so
-concurrent ekl processes never read half an entry; an unreadable, oversized or malformed
-entry is a miss. The folder is created 0700 and not used when another user owns it or
-others may write to it: an entry names a program to run.
+Writers replace an entry atomically (``fsafe.atomic_write``: a private temporary file, then
+``os.replace``), so concurrent ekl processes never read half an entry; an unreadable,
+oversized or malformed entry is a miss. The folder is made by ``fsafe.ensure_private_dir``
+(0700) and not used when it is a link, another user owns it or others may write to it: an
+entry names a program to run.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import logging
 import os
 import stat
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import fields
@@ -134,15 +134,14 @@ def launch_key(manifest: Plugin, opts: LaunchOptions, host_sdk: str) -> str:
     return h.hexdigest()[:40]
 
 
-def _safe_folder(folder: Path, create: bool) -> bool:
-    """Our own folder, writable by nobody else (an entry names a program to run)."""
+def _safe_folder(folder: Path) -> bool:
+    """Our own real folder, writable by nobody else (an entry names a program to run); the
+    same rule as ``fsafe.ensure_private_dir``, checked without creating anything."""
     try:
-        if create:
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = os.stat(folder)
+        st = os.lstat(folder)
     except OSError:
         return False
-    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
             and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
@@ -292,7 +291,7 @@ def lookup(manifest: Plugin, opts: LaunchOptions, host_sdk: str) -> Optional[Lau
     """The cached spec for this start, or None (a miss: resolve, then ``store``)."""
     key = launch_key(manifest, opts, host_sdk)
     path = entry_path(key)
-    if not _safe_folder(path.parent, create=False):
+    if not _safe_folder(path.parent):
         return None
     try:
         with open(path, "rb") as f:
@@ -341,23 +340,14 @@ def store(manifest: Plugin, opts: LaunchOptions, host_sdk: str, spec: LaunchSpec
              "deps": sigs,
              "spec": _spec_dict(spec, _caller_env(opts)),
              "logs": [[int(lv), str(m)] for lv, m in logs]}
-    if not _safe_folder(path.parent, create=True):
-        log.debug("launch cache %s is not a private folder of ours; not used", path.parent)
-        return None
+    from ..errors import EklError
+    from ..fsafe import atomic_write, ensure_private_dir
+
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(entry, f)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-    except OSError as e:
-        log.debug("launch cache: cannot write %s: %s", path, e)
+        ensure_private_dir(path.parent, "launch cache folder", CACHE_ENV)
+        atomic_write(path, json.dumps(entry).encode("utf-8"))
+    except (EklError, OSError) as e:  # a cache that cannot be written only costs a resolve
+        log.debug("launch cache: not stored: %s", e)
         return None
     _prune(path.parent)
     return path

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional
 from ekuiper import protocol
 from ekuiper.transport import TRANSPORT_ENV, transport_name
 
-from ..errors import EklError
+from ..errors import EklError, EnvironmentDrift
 from ..plugin import Plugin
 from ..process import LaunchSpec
 from ..settings import LaunchOptions
@@ -83,10 +83,14 @@ def hosted_sdk_dir() -> Path:
     that is gone); only the hash is computed once per process.
     """
     import ekuiper
-    from ekl.envs.probe import cache_dir
+    from ekl.envs.probe import CACHE_ENV, cache_dir
+
+    from ..fsafe import ensure_private_dir
 
     src = Path(ekuiper.__file__).parent
-    dest = cache_dir() / "sdk" / _sdk_digest()
+    # plugins import from here: the folder must be ours alone (refused with one line if not)
+    root = ensure_private_dir(cache_dir(), "cache folder", CACHE_ENV)
+    dest = root / "sdk" / _sdk_digest()
     if not (dest / "ekuiper" / "__init__.py").is_file():
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -136,7 +140,7 @@ def local_environment(manifest: Plugin, opts: LaunchOptions,
     from ekl.envs import LOCAL_ENV_DIR
     from ekl.envs.lock import find_lock_file
 
-    lock = find_lock_file(manifest.folder, manifest.raw)  # TODO PluginEnv
+    lock = find_lock_file(manifest.folder, manifest.ekl.lock)
     if lock is None:
         return None
     prefix = manifest.folder / LOCAL_ENV_DIR
@@ -188,6 +192,7 @@ def choose_interpreter(manifest: Optional[Plugin], opts: LaunchOptions,
             kind, name = "conda", local
     if manifest is not None and kind:
         from ekl.envs import EnvError, check_lock_for_launch, find_environment
+        from ekl.envs.model import EnvFailed
 
         try:
             environment = find_environment(kind, name or "", plugin_dir=manifest.folder)
@@ -196,8 +201,10 @@ def choose_interpreter(manifest: Optional[Plugin], opts: LaunchOptions,
             raise EklError(f"{manifest.path.name}: {where}: {e}") from None
         if opts.lock_policy != "off":
             try:
-                warning = check_lock_for_launch(manifest.folder, manifest.raw, environment,
+                warning = check_lock_for_launch(manifest.folder, manifest.ekl.lock, environment,
                                                 opts.lock_policy)
+            except EnvFailed as e:  # --lock strict met drift: the plugin's problem, exit 1
+                raise EnvironmentDrift(str(e)) from None
             except EnvError as e:
                 raise EklError(str(e)) from None
             if warning:
@@ -240,7 +247,7 @@ def resolve(manifest: Plugin, opts: Optional[LaunchOptions] = None,
     try:
         from ekl.envs.lock import find_lock_file
 
-        found = find_lock_file(manifest.folder, manifest.raw)
+        found = find_lock_file(manifest.folder, manifest.ekl.lock)
         lock_file = str(found) if found else None
     except Exception:  # a bad lock reference was reported by resolution itself
         pass

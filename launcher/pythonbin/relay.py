@@ -55,13 +55,16 @@ class Relay:
         self.stop_event = threading.Event()
         self.exit_code = 0
         self.upstream: Optional[ReqSocket] = None
+        #: checked now (bad input stops us before anything starts), used in ``run``
+        self.status_folder = str(ensure_private_dir(default_status_dir(), "status folder",
+                                                    STATUS_DIR_ENV))
         #: opened in ``run`` once the plugin is starting: bookkeeping waits, eKuiper does not
         self.status: Optional[StatusWriter] = None
         self.control: Optional[ControlServer] = None
 
     def _open_bookkeeping(self) -> None:
         """The status file and the operator's control socket (``ekl operate``)."""
-        folder = str(ensure_private_dir(default_status_dir(), "status folder", STATUS_DIR_ENV))
+        folder = self.status_folder
         control = ControlServer(lambda: [self.name],
                                 lambda op, _name, t: self.watcher.operate(op, t))
         try:

@@ -193,8 +193,11 @@ def dependencies(manifest: Plugin, opts: LaunchOptions, spec: LaunchSpec,
                  prefix: Optional[str], lock_file: Optional[str],
                  hosted_sdk: Optional[str]) -> List[str]:
     """Every file whose change may change ``spec``."""
+    exe_dir = os.path.abspath(manifest.executable.parent)
     files = [os.path.abspath(manifest.path), os.path.abspath(manifest.folder), sys.executable,
-             os.path.realpath(sys.executable)]
+             os.path.realpath(sys.executable),
+             # a vendored SDK beside the program: which copy wins depends on its manifest
+             os.path.join(exe_dir, "ekuiper"), os.path.join(exe_dir, "ekuiper", "_vendored.json")]
     if opts.ekuiper_conf:
         files.append(os.path.abspath(opts.ekuiper_conf))
     if lock_file:

@@ -116,12 +116,38 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 _ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
+def _not_serializable(o: Any) -> Any:
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+
+try:
+    from json.encoder import c_make_encoder as _c_make_encoder
+    from json.encoder import encode_basestring as _encode_basestring
+except ImportError:  # pragma: no cover -- interpreters without the _json accelerator
+    _c_make_encoder = None
+
+#: ``JSONEncoder.encode`` makes a new C encoder on every call (``iterencode``); this one is
+#: made once. Same options, hence the same bytes, as ``_ENCODER``, except that it does not
+#: track containers it is inside of (``check_circular``): a self-containing value ends in
+#: RecursionError instead of ValueError, both of which callers already handle.
+_C_ENCODE = (_c_make_encoder(None, _not_serializable, _encode_basestring, None, ":", ",",
+                             False, False, False)
+             if _c_make_encoder is not None else None)
+
+
+def _encode_text(obj: Any) -> str:
+    """``obj`` as compact JSON text (``_ENCODER``'s output), through the reused C encoder."""
+    if _C_ENCODE is None:  # pragma: no cover
+        return _ENCODER.encode(obj)
+    return "".join(_C_ENCODE(obj, 0))
+
+
 def dumps(obj: Any) -> bytes:
     """Compact JSON as Go writes it; NaN/Infinity raise ValueError (Go cannot read them).
 
     A string holding a lone surrogate (which a peer can send as ``"\\ud800"``) cannot be
     UTF-8: such a value is written with ``\\u`` escapes instead, as Go reads them."""
-    text = _ENCODER.encode(obj)
+    text = _encode_text(obj)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
@@ -162,6 +188,7 @@ def _bounded_int(text: str) -> int:
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float,
                             parse_int=_bounded_int)
+_SCAN = _DECODER.scan_once
 
 
 def _too_deep(obj: Any, limit: int) -> bool:
@@ -186,11 +213,27 @@ def loads_strict(data: Union[bytes, bytearray, str]) -> Any:
     :data:`MAX_JSON_DEPTH`. Whatever the input, no other exception type comes out (the
     plugin's channel loops and ekl's relay rely on that)."""
     try:
-        text = data if isinstance(data, str) else bytes(data).decode("utf-8")
+        text = data.decode("utf-8") if type(data) is bytes else (
+            data if isinstance(data, str) else bytes(data).decode("utf-8"))
     except UnicodeDecodeError as e:
         raise ProtocolError(f"not UTF-8 ({e.reason} at byte {e.start})") from None
     except Exception as e:  # not bytes-like at all
         raise ProtocolError(f"not JSON text ({type(e).__name__})") from None
+    # Fast path for what peers send: an object or array with nothing around it, parsed by
+    # the same scanner as ``_DECODER.decode`` without its two whitespace regex passes.
+    # Anything else, and every failure, takes the full path below for its message.
+    first = text[:1]
+    if first == "{" or first == "[":
+        try:
+            value, end = _SCAN(text, 0)
+        except Exception:  # StopIteration, ValueError, RecursionError, ...: see below
+            end = -1
+        if end == len(text):
+            if (text.count("[") + text.count("{") > MAX_JSON_DEPTH
+                    and _too_deep(value, MAX_JSON_DEPTH)):
+                raise ProtocolError(f"not JSON the protocol accepts: nested deeper than "
+                                    f"{MAX_JSON_DEPTH} levels")
+            return value
     try:
         value = _DECODER.decode(text)
     except RecursionError:
@@ -438,13 +481,20 @@ def decode_func_request(data: bytes) -> Tuple[str, Any]:
         c = loads_strict(data)
     except ProtocolError as e:
         raise ProtocolError(f"malformed function request, {e}: {_preview(data)}") from None
-    if not isinstance(c, Mapping) or not isinstance(c.get("func"), str):
+    # (``type(c) is dict`` first: what the parser makes, without the ABC check's cost)
+    if not (type(c) is dict or isinstance(c, Mapping)) or not isinstance(c.get("func"), str):
         raise ProtocolError(f"malformed function request, no func: {_preview(data)}")
     return c["func"], c.get("arg")
 
 
 def encode_func_reply(state: bool, result: Any) -> bytes:
-    return dumps({"state": bool(state), "result": result})
+    """``{"state":...,"result":...}``, written around the encoded result (no dict built)."""
+    body = _encode_text(result)
+    text = ('{"state":true,"result":' if state else '{"state":false,"result":') + body + "}"
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _ASCII_ENCODER.encode({"state": bool(state), "result": result}).encode("ascii")
 
 
 def decode_func_reply(data: bytes) -> Tuple[bool, Any]:

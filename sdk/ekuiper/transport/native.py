@@ -2,8 +2,9 @@
 
 Why it exists: with pynng, nng hands every message across several threads, which costs a
 plugin most of its CPU per message; and pynng needs a compiled wheel that some edge
-platforms lack. Here a send is one ``send`` system call and a receive one ``poll`` plus
-one ``recv`` in the caller's own thread. Threads exist only for connection set-up: a
+platforms lack. Here a send is one ``send`` system call and a REQ socket's receive one
+blocking ``recv`` bounded by ``SO_RCVTIMEO`` (a PULL socket's: ``poll`` plus ``recv``), in
+the caller's own thread. Threads exist only for connection set-up: a
 dialer thread that runs while a dialed socket has no peer (so a restarted host is picked
 up in the background, as nng re-dials), and one accepting thread per listening socket.
 
@@ -140,6 +141,7 @@ class _Socket:
             os.write(self._wake_w, b"x")  # stays readable: every poller wakes, now and later
         except OSError:
             pass
+        self._interrupt()
         me = threading.current_thread()
         for t in list(self._threads):
             if t is not me:
@@ -169,6 +171,9 @@ class _Socket:
 
     def _release_resources(self) -> None:
         raise NotImplementedError
+
+    def _interrupt(self) -> None:
+        """Wake operations blocked in a system call rather than in ``poll`` (on close)."""
 
 
 class _Dialed(_Socket):
@@ -273,6 +278,14 @@ class _Dialed(_Socket):
                     raise TransportTimeout("timed out: no peer to send to")
                 self._cond.wait(left)
 
+    def _interrupt(self) -> None:
+        with self._lock:  # under the lock: _discard closes connections only under it
+            conns = list(self._dead)
+            if self._conn is not None:
+                conns.append(self._conn)
+        for c in conns:
+            c.interrupt()
+
     def _reap(self) -> None:
         """Close connections that ended (only from the thread that sends)."""
         with self._lock:
@@ -334,6 +347,18 @@ class NativeReq(_Dialed, ReqSocket):
             if type(data) is not bytes:
                 data = bytes(data)
             header, body = sp.req_frame(rid, data)
+            conn = self._conn
+            if conn is not None:  # the usual case: one send, no clock reading
+                try:
+                    conn.send_within(header, body, self._send_timeout)
+                except sp.PeerGone as e:
+                    self._discard(conn)
+                    if e.started:
+                        self._reset = True
+                        return
+                else:
+                    self._rid, self._rconn = rid, conn
+                    return
             deadline = sp.deadline_after(self._send_timeout)
             while True:
                 conn = self._conn or self._await_conn(deadline)
@@ -361,10 +386,24 @@ class NativeReq(_Dialed, ReqSocket):
                                          "the request was sent")
                 raise TransportTimeout("protocol state: no outstanding request "
                                        "(send first)")
-            deadline = sp.deadline_after(self._recv_timeout)
+            timeout = self._recv_timeout
+            deadline = sp.deadline_after(timeout)
+            # The first wait is one blocking recv bounded by SO_RCVTIMEO (the reply nearly
+            # always arrives whole); later waits, if any, poll until the deadline.
+            block = timeout != 0
             try:
                 while True:
-                    buf, start, end = conn.read_frame(deadline)
+                    frame = conn.next_frame()
+                    if frame is None:
+                        if block and not conn.receiving_big:
+                            block = False
+                            if not conn.fill_blocking(0 if deadline is None else timeout):
+                                raise TransportTimeout("timed out")
+                        else:
+                            conn.wait_readable(deadline)
+                            conn.fill()
+                        continue
+                    buf, start, end = frame
                     if end - start < 4:
                         raise sp.ProtocolViolation("reply without a request id")
                     if sp.read_u32(buf, start) == rid:
@@ -376,6 +415,8 @@ class NativeReq(_Dialed, ReqSocket):
                 raise
             except sp.PeerGone as e:
                 self._rid = self._rconn = None
+                if self._closed:  # close() woke the blocking recv (shutdown)
+                    raise TransportClosed("socket closed") from None
                 self._discard(conn)
                 raise TransportError(f"connection reset: {e}") from None
         finally:
@@ -398,6 +439,15 @@ class NativePush(_Dialed, PushSocket):
             if type(data) is not bytes:
                 data = bytes(data)
             header = sp.frame_header(len(data))
+            conn = self._conn
+            if conn is not None:  # the usual case: one send, no clock reading
+                try:
+                    conn.send_within(header, data, self._send_timeout)
+                    return
+                except sp.PeerGone as e:
+                    self._discard(conn)
+                    if e.started:
+                        return  # committed and lost with the pipe, as in nng
             deadline = sp.deadline_after(self._send_timeout)
             while True:
                 conn = self._conn or self._await_conn(deadline)

@@ -7,11 +7,15 @@ Written from the protocol as nng and mangos put it on the wire:
 * Then each message: a one-byte message type (1), the 64-bit big-endian length of what
   follows, then the message (protocol header such as a REQ request id, then the body).
 
-:class:`Connection` owns one connected socket in non-blocking mode. Every wait polls the
-socket together with the owning socket's *wake* descriptor, which becomes readable (and
-stays readable) once that socket is closed: that is how ``close`` from another thread
-unblocks a ``send`` or ``recv`` at once, without closing a descriptor another thread may
-still be polling.
+:class:`Connection` owns one connected socket. Its descriptor is in blocking mode, but
+every operation passes ``MSG_DONTWAIT`` and waits, when it must, by polling the socket
+together with the owning socket's *wake* descriptor, which becomes readable (and stays
+readable) once that socket is closed: that is how ``close`` from another thread unblocks a
+``send`` or ``recv`` at once, without closing a descriptor another thread may still be
+polling. The one exception is :meth:`Connection.fill_blocking`, a single blocking
+``recv`` bounded by ``SO_RCVTIMEO`` (a REQ socket waiting for its reply: one system call
+per message instead of ``poll`` plus ``recv``); ``close`` unblocks it with
+:meth:`Connection.interrupt` (``shutdown``).
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ _PIECE = 1 << 20
 _GATHER = 1 << 16
 
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+_DONTWAIT = socket.MSG_DONTWAIT
+_SEND_FLAGS = _NOSIGNAL | _DONTWAIT
+_TIMEVAL = struct.Struct("@ll")  # struct timeval, for SO_RCVTIMEO
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
 _POLLGONE = (select.POLLHUP | select.POLLERR | select.POLLNVAL
@@ -144,10 +151,12 @@ class Connection:
     """
 
     __slots__ = ("sock", "fd", "peer", "dead", "max_size", "_wake", "_rpoll", "_wpoll",
-                 "_data", "_off", "_need", "_parts", "_piece", "_pieceview", "_piecepos")
+                 "_data", "_off", "_need", "_parts", "_piece", "_pieceview", "_piecepos",
+                 "_rcvtimeo")
 
     def __init__(self, sock: socket.socket, wake_fd: int, max_size: int = 0) -> None:
-        sock.setblocking(False)
+        # Blocking descriptor; everything but fill_blocking passes MSG_DONTWAIT.
+        sock.setblocking(True)
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = -1
@@ -169,6 +178,8 @@ class Connection:
         self._piece: Optional[bytearray] = None
         self._pieceview: Optional[memoryview] = None
         self._piecepos = 0
+        #: the SO_RCVTIMEO in force, in ms (0: none, the kernel's default)
+        self._rcvtimeo = 0
 
     # --- waiting ---------------------------------------------------------------------
 
@@ -209,25 +220,19 @@ class Connection:
             if total <= _GATHER:
                 data = header + body
                 try:
-                    sent = sock.send(data, _NOSIGNAL)
+                    sent = sock.send(data, _SEND_FLAGS)
                 except BlockingIOError:
                     sent = 0
                 if sent == total:
                     return
-                view = memoryview(data)
-                while sent < total:
-                    self.wait_writable(deadline if sent == 0 else None)
-                    try:
-                        sent += sock.send(view[sent:], _NOSIGNAL)
-                    except BlockingIOError:
-                        pass
+                self._finish(data, sent, deadline)
                 return
             hview, bview = memoryview(header), memoryview(body)
             hlen = len(header)
             while sent < total:
                 parts = [hview[sent:], bview] if sent < hlen else [bview[sent - hlen:]]
                 try:
-                    sent += sock.sendmsg(parts, (), _NOSIGNAL)
+                    sent += sock.sendmsg(parts, (), _SEND_FLAGS)
                 except BlockingIOError:
                     pass
                 if sent < total:
@@ -236,6 +241,37 @@ class Connection:
             raise  # (TransportTimeout is an OSError too: keep it out of the next clause)
         except OSError as e:
             raise PeerGone(f"send failed: {e}", started=sent > 0) from None
+
+    def send_within(self, header: bytes, body: bytes, timeout_ms: Optional[int]) -> None:
+        """:meth:`send` with a timeout instead of a deadline, which is computed only when
+        the first attempt does not take the whole message (the usual case costs one
+        ``send`` system call and no clock reading)."""
+        if len(header) + len(body) > _GATHER:
+            self.send(header, body, deadline_after(timeout_ms))
+            return
+        data = header + body
+        try:
+            sent = self.sock.send(data, _SEND_FLAGS)
+        except BlockingIOError:
+            sent = 0
+        except OSError as e:
+            raise PeerGone(f"send failed: {e}") from None
+        if sent != len(data):
+            self._finish(data, sent, deadline_after(timeout_ms))
+
+    def _finish(self, data: bytes, sent: int, deadline: Optional[float]) -> None:
+        """Write the rest of ``data`` from ``sent`` on; the deadline holds only while
+        nothing is written (see :meth:`send`). PeerGone for a broken connection."""
+        view = memoryview(data)
+        total = len(data)
+        while sent < total:
+            self.wait_writable(deadline if sent == 0 else None)
+            try:
+                sent += self.sock.send(view[sent:], _SEND_FLAGS)
+            except BlockingIOError:
+                pass
+            except OSError as e:
+                raise PeerGone(f"send failed: {e}", started=sent > 0) from None
 
     # --- receiving -------------------------------------------------------------------
 
@@ -283,7 +319,7 @@ class Connection:
                     self._pieceview = memoryview(piece)
                     self._piecepos = 0
                 assert self._pieceview is not None
-                n = self.sock.recv_into(self._pieceview[self._piecepos:])
+                n = self.sock.recv_into(self._pieceview[self._piecepos:], 0, _DONTWAIT)
                 if n:
                     self._piecepos += n
                     self._need -= n
@@ -293,7 +329,7 @@ class Connection:
                         self._piece = self._pieceview = None
                     return
             else:
-                chunk = self.sock.recv(_CHUNK)
+                chunk = self.sock.recv(_CHUNK, _DONTWAIT)
                 if chunk:
                     if self._off >= len(self._data):
                         self._data = chunk
@@ -306,6 +342,45 @@ class Connection:
         except OSError as e:
             raise PeerGone(f"receive failed: {e}") from None
         raise PeerGone("the peer closed the connection")
+
+    def fill_blocking(self, timeout_ms: int) -> bool:
+        """Wait for input and read it in one blocking ``recv`` (no ``poll`` first).
+
+        For the small-message state only (no big message in progress). ``timeout_ms`` > 0
+        bounds the wait through SO_RCVTIMEO (set only when it changes); False when it
+        expired with nothing read. PeerGone at the end of the stream, which is also what
+        :meth:`interrupt` (``close`` from another thread) makes of a blocked call."""
+        if timeout_ms != self._rcvtimeo:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                                 _TIMEVAL.pack(timeout_ms // 1000, (timeout_ms % 1000) * 1000))
+            self._rcvtimeo = timeout_ms
+        try:
+            chunk = self.sock.recv(_CHUNK)
+        except BlockingIOError:
+            return False  # SO_RCVTIMEO expired
+        except OSError as e:
+            raise PeerGone(f"receive failed: {e}") from None
+        if not chunk:
+            raise PeerGone("the peer closed the connection")
+        if self._off >= len(self._data):
+            self._data = chunk
+        else:
+            self._data = self._data[self._off:] + chunk
+        self._off = 0
+        return True
+
+    @property
+    def receiving_big(self) -> bool:
+        """Whether a message too big for the read buffer is being received in pieces."""
+        return self._parts is not None
+
+    def interrupt(self) -> None:
+        """Wake a :meth:`fill_blocking` blocked in another thread (any thread may call it):
+        the descriptor stays open (no other thread can get its number) until ``close``."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # closed already, or never connected
 
     def read_frame(self, deadline: Optional[float]) -> Tuple[Buffer, int, int]:
         while True:
@@ -331,7 +406,7 @@ class Connection:
         peer): 8 bytes always fit the empty buffer of a new connection."""
         head = connection_header(proto)
         try:
-            n = self.sock.send(head, _NOSIGNAL)
+            n = self.sock.send(head, _SEND_FLAGS)
         except BlockingIOError:
             n = 0
         except OSError as e:
@@ -368,7 +443,7 @@ class Connection:
         if ev & _POLLGONE:
             return True
         try:  # readable: data or end of stream? Peek to tell (portable fallback).
-            return self.sock.recv(1, socket.MSG_PEEK) == b""
+            return self.sock.recv(1, socket.MSG_PEEK | _DONTWAIT) == b""
         except BlockingIOError:
             return False
         except OSError:

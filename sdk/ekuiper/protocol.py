@@ -189,6 +189,10 @@ def _bounded_int(text: str) -> int:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float,
                             parse_int=_bounded_int)
 _SCAN = _DECODER.scan_once
+#: For texts of at most MAX_INT_DIGITS characters, which cannot hold an integer over the
+#: limit: the same rules with Python's own integer parsing (no call out per integer).
+_SCAN_SHORT = json.JSONDecoder(parse_constant=_reject_constant,
+                               parse_float=_finite_float).scan_once
 
 
 def _too_deep(obj: Any, limit: int) -> bool:
@@ -224,12 +228,13 @@ def loads_strict(data: Union[bytes, bytearray, str]) -> Any:
     # Anything else, and every failure, takes the full path below for its message.
     first = text[:1]
     if first == "{" or first == "[":
+        n = len(text)
         try:
-            value, end = _SCAN(text, 0)
+            value, end = (_SCAN_SHORT if n <= MAX_INT_DIGITS else _SCAN)(text, 0)
         except Exception:  # StopIteration, ValueError, RecursionError, ...: see below
             end = -1
-        if end == len(text):
-            if (text.count("[") + text.count("{") > MAX_JSON_DEPTH
+        if end == n:
+            if (n > MAX_JSON_DEPTH and text.count("[") + text.count("{") > MAX_JSON_DEPTH
                     and _too_deep(value, MAX_JSON_DEPTH)):
                 raise ProtocolError(f"not JSON the protocol accepts: nested deeper than "
                                     f"{MAX_JSON_DEPTH} levels")

@@ -101,22 +101,31 @@ class _Socket:
         self._cond = threading.Condition(self._lock)
         self._closed = False
         self._closed_evt = threading.Event()
-        self._busy = 0
+        #: one entry per send/recv in progress: list.append and list.pop are atomic under
+        #: the GIL, so entering and leaving take no lock (see ``_enter``)
+        self._ops: List[None] = []
         self._release_pending = False
         self._released = False
         self._threads: List[threading.Thread] = []
         self._wake_r, self._wake_w = os.pipe()
 
     def _enter(self) -> None:
-        with self._lock:
-            if self._closed:
-                raise TransportClosed("socket closed")
-            self._busy += 1
+        # Register first, then look at the flag; ``close`` sets the flag first, then looks
+        # at the registrations: one of the two always sees the other (each step is atomic
+        # under the GIL), so no operation can start on descriptors close has released.
+        self._ops.append(None)
+        if self._closed:
+            self._leave()
+            raise TransportClosed("socket closed")
 
     def _leave(self) -> None:
+        self._ops.pop()
+        if self._closed:
+            self._leave_closed()
+
+    def _leave_closed(self) -> None:
         with self._lock:
-            self._busy -= 1
-            if self._busy or not self._closed:
+            if self._ops:
                 return
             self._cond.notify_all()
             late = self._release_pending
@@ -148,7 +157,7 @@ class _Socket:
                 t.join(CLOSE_WAIT_S)
         with self._lock:
             end = time.monotonic() + CLOSE_WAIT_S
-            while self._busy:
+            while self._ops:
                 left = end - time.monotonic()
                 if left <= 0:
                     # Still inside a send/recv (e.g. close called from that very thread):

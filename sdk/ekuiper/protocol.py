@@ -142,11 +142,50 @@ def _encode_text(obj: Any) -> str:
     return "".join(_C_ENCODE(obj, 0))
 
 
+#: ``0`` turns the optional accelerated encoder (orjson, when importable) off.
+ORJSON_ENV = "EKUIPER_ORJSON"
+#: orjson hands subclasses of str/int/dict/list, datetimes and dataclasses to ``default``
+#: (here: none, so it raises) instead of encoding them its own way: the stdlib decides.
+_ORJSON_OPTS = 0
+_orjson_dumps: Any = None
+if os.environ.get(ORJSON_ENV, "").strip() != "0":
+    try:
+        import orjson as _orjson
+
+        _orjson_dumps = _orjson.dumps
+        _ORJSON_OPTS = (_orjson.OPT_PASSTHROUGH_SUBCLASS | _orjson.OPT_PASSTHROUGH_DATETIME
+                        | _orjson.OPT_PASSTHROUGH_DATACLASS)
+    except ImportError:
+        pass
+
+
+def _fast_dumps(obj: Any) -> Optional[bytes]:
+    """orjson's bytes for ``obj`` when they are certainly the stdlib encoder's, else None.
+
+    orjson differs in three ways that matter, each visible in its output: NaN and
+    Infinity become ``null`` (the stdlib refuses them: Go cannot read them), and floats
+    under 1e-4 are written ``0.00001`` or ``1e-7`` (the stdlib: ``1e-05``, ``1e-07``).
+    Any output containing ``null``, ``e-`` or ``0.0000`` (even inside a string) is thrown
+    away and the stdlib encodes the value; so is anything orjson refuses (integers beyond
+    64 bits, lone surrogates, non-string keys, deeper than 254 levels, subclasses)."""
+    try:
+        out = _orjson_dumps(obj, option=_ORJSON_OPTS)
+    except Exception:  # orjson.JSONEncodeError (a TypeError), RecursionError, ...
+        return None
+    if b"null" in out or b"e-" in out or b"0.0000" in out:
+        return None
+    return out
+
+
 def dumps(obj: Any) -> bytes:
     """Compact JSON as Go writes it; NaN/Infinity raise ValueError (Go cannot read them).
 
     A string holding a lone surrogate (which a peer can send as ``"\\ud800"``) cannot be
     UTF-8: such a value is written with ``\\u`` escapes instead, as Go reads them."""
+    if _orjson_dumps is not None:
+        out = _fast_dumps(obj)
+        if out is not None:
+            return out
     text = _encode_text(obj)
     try:
         return text.encode("utf-8")
@@ -494,6 +533,11 @@ def decode_func_request(data: bytes) -> Tuple[str, Any]:
 
 def encode_func_reply(state: bool, result: Any) -> bytes:
     """``{"state":...,"result":...}``, written around the encoded result (no dict built)."""
+    if _orjson_dumps is not None:
+        fast = _fast_dumps(result)
+        if fast is not None:
+            return (b'{"state":true,"result":' if state else b'{"state":false,"result":') \
+                + fast + b"}"
     body = _encode_text(result)
     text = ('{"state":true,"result":' if state else '{"state":false,"result":') + body + "}"
     try:
@@ -517,6 +561,14 @@ def decode_func_reply(data: bytes) -> Tuple[bool, Any]:
 
 
 def encode_source_message(message: Mapping[str, Any], meta: Optional[Mapping[str, Any]]) -> bytes:
+    if _orjson_dumps is not None:
+        m = _fast_dumps(message)
+        if m is not None:
+            if meta is None:
+                return b'{"message":' + m + b',"meta":null}'
+            md = _fast_dumps(meta)
+            if md is not None:
+                return b'{"message":' + m + b',"meta":' + md + b"}"
     return dumps({"message": message, "meta": meta})
 
 

@@ -396,21 +396,22 @@ class NativeReq(_Dialed, ReqSocket):
                 raise TransportTimeout("protocol state: no outstanding request "
                                        "(send first)")
             timeout = self._recv_timeout
-            deadline = sp.deadline_after(timeout)
-            # The first wait is one blocking recv bounded by SO_RCVTIMEO (the reply nearly
-            # always arrives whole); later waits, if any, poll until the deadline.
-            block = timeout != 0
             try:
+                # Usually the reply arrives whole and alone: one blocking recv, bounded by
+                # SO_RCVTIMEO, returns it. Anything else goes on below, polling until the
+                # deadline (which then runs from here).
+                if timeout != 0:
+                    body = conn.read_reply(rid, timeout if timeout is not None and timeout > 0
+                                           else 0)
+                    if body is not None:
+                        self._rid = None
+                        return body
+                deadline = sp.deadline_after(timeout)
                 while True:
                     frame = conn.next_frame()
                     if frame is None:
-                        if block and not conn.receiving_big:
-                            block = False
-                            if not conn.fill_blocking(0 if deadline is None else timeout):
-                                raise TransportTimeout("timed out")
-                        else:
-                            conn.wait_readable(deadline)
-                            conn.fill()
+                        conn.wait_readable(deadline)
+                        conn.fill()
                         continue
                     buf, start, end = frame
                     if end - start < 4:

@@ -12,7 +12,7 @@ every operation passes ``MSG_DONTWAIT`` and waits, when it must, by polling the 
 together with the owning socket's *wake* descriptor, which becomes readable (and stays
 readable) once that socket is closed: that is how ``close`` from another thread unblocks a
 ``send`` or ``recv`` at once, without closing a descriptor another thread may still be
-polling. The one exception is :meth:`Connection.fill_blocking`, a single blocking
+polling. The one exception is :meth:`Connection.read_reply`, a single blocking
 ``recv`` bounded by ``SO_RCVTIMEO`` (a REQ socket waiting for its reply: one system call
 per message instead of ``poll`` plus ``recv``); ``close`` unblocks it with
 :meth:`Connection.interrupt` (``shutdown``).
@@ -48,6 +48,7 @@ MSG_TYPE = 1
 _HEADER = struct.Struct(">BQ")  # message type, length
 _HEADER_LEN = _HEADER.size  # 9
 _REQ_HEADER = struct.Struct(">BQI")  # message type, length, request id
+_REQ_HEADER_LEN = _REQ_HEADER.size  # 13
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
@@ -155,7 +156,7 @@ class Connection:
                  "_rcvtimeo")
 
     def __init__(self, sock: socket.socket, wake_fd: int, max_size: int = 0) -> None:
-        # Blocking descriptor; everything but fill_blocking passes MSG_DONTWAIT.
+        # Blocking descriptor; everything but read_reply passes MSG_DONTWAIT.
         sock.setblocking(True)
         self.sock = sock
         self.fd = sock.fileno()
@@ -343,13 +344,15 @@ class Connection:
             raise PeerGone(f"receive failed: {e}") from None
         raise PeerGone("the peer closed the connection")
 
-    def fill_blocking(self, timeout_ms: int) -> bool:
-        """Wait for input and read it in one blocking ``recv`` (no ``poll`` first).
-
-        For the small-message state only (no big message in progress). ``timeout_ms`` > 0
-        bounds the wait through SO_RCVTIMEO (set only when it changes); False when it
-        expired with nothing read. PeerGone at the end of the stream, which is also what
+    def read_reply(self, request_id: int, timeout_ms: int) -> Optional[bytes]:
+        """A REQ socket's usual receive in one blocking ``recv``: the body of the reply to
+        ``request_id`` when exactly that frame arrives alone, or None when anything else
+        came (it is then buffered for :meth:`next_frame`) or something was buffered before
+        (nothing is read then). TransportTimeout when ``timeout_ms`` (> 0; 0 waits for
+        ever) passes first; PeerGone at the end of the stream, which is also what
         :meth:`interrupt` (``close`` from another thread) makes of a blocked call."""
+        if self._off < len(self._data) or self._parts is not None:
+            return None
         if timeout_ms != self._rcvtimeo:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
                                  _TIMEVAL.pack(timeout_ms // 1000, (timeout_ms % 1000) * 1000))
@@ -357,25 +360,22 @@ class Connection:
         try:
             chunk = self.sock.recv(_CHUNK)
         except BlockingIOError:
-            return False  # SO_RCVTIMEO expired
+            raise TransportTimeout("timed out") from None
         except OSError as e:
             raise PeerGone(f"receive failed: {e}") from None
-        if not chunk:
+        n = len(chunk)
+        if n >= _REQ_HEADER_LEN:
+            kind, length, rid = _REQ_HEADER.unpack_from(chunk)
+            if (kind == MSG_TYPE and length == n - _HEADER_LEN and rid == request_id
+                    and (not self.max_size or length <= self.max_size)):
+                return chunk[_REQ_HEADER_LEN:]
+        elif not chunk:
             raise PeerGone("the peer closed the connection")
-        if self._off >= len(self._data):
-            self._data = chunk
-        else:
-            self._data = self._data[self._off:] + chunk
-        self._off = 0
-        return True
-
-    @property
-    def receiving_big(self) -> bool:
-        """Whether a message too big for the read buffer is being received in pieces."""
-        return self._parts is not None
+        self._data, self._off = chunk, 0
+        return None
 
     def interrupt(self) -> None:
-        """Wake a :meth:`fill_blocking` blocked in another thread (any thread may call it):
+        """Wake a :meth:`read_reply` blocked in another thread (any thread may call it):
         the descriptor stays open (no other thread can get its number) until ``close``."""
         try:
             self.sock.shutdown(socket.SHUT_RDWR)

@@ -562,13 +562,14 @@ def decode_func_reply(data: bytes) -> Tuple[bool, Any]:
 
 def encode_source_message(message: Mapping[str, Any], meta: Optional[Mapping[str, Any]]) -> bytes:
     if _orjson_dumps is not None:
-        m = _fast_dumps(message)
-        if m is not None:
-            if meta is None:
+        if meta is None:  # ``null`` written here: _fast_dumps refuses output holding one
+            m = _fast_dumps(message)
+            if m is not None:
                 return b'{"message":' + m + b',"meta":null}'
-            md = _fast_dumps(meta)
-            if md is not None:
-                return b'{"message":' + m + b',"meta":' + md + b"}"
+        else:
+            out = _fast_dumps({"message": message, "meta": meta})
+            if out is not None:
+                return out
     return dumps({"message": message, "meta": meta})
 
 

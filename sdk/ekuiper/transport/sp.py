@@ -12,10 +12,11 @@ every operation passes ``MSG_DONTWAIT`` and waits, when it must, by polling the 
 together with the owning socket's *wake* descriptor, which becomes readable (and stays
 readable) once that socket is closed: that is how ``close`` from another thread unblocks a
 ``send`` or ``recv`` at once, without closing a descriptor another thread may still be
-polling. The one exception is :meth:`Connection.read_reply`, a single blocking
-``recv`` bounded by ``SO_RCVTIMEO`` (a REQ socket waiting for its reply: one system call
-per message instead of ``poll`` plus ``recv``); ``close`` unblocks it with
-:meth:`Connection.interrupt` (``shutdown``).
+polling. The two exceptions are the hot paths: :meth:`Connection.read_reply`, a single
+blocking ``recv`` bounded by ``SO_RCVTIMEO`` (a REQ socket waiting for its reply: one
+system call per message instead of ``poll`` plus ``recv``), and
+:meth:`Connection.send_within`, a single blocking ``send`` bounded by ``SO_SNDTIMEO``;
+``close`` unblocks both with :meth:`Connection.interrupt` (``shutdown``).
 """
 
 from __future__ import annotations
@@ -153,10 +154,10 @@ class Connection:
 
     __slots__ = ("sock", "fd", "peer", "dead", "max_size", "_wake", "_rpoll", "_wpoll",
                  "_data", "_off", "_need", "_parts", "_piece", "_pieceview", "_piecepos",
-                 "_rcvtimeo")
+                 "_rcvtimeo", "_sndtimeo")
 
     def __init__(self, sock: socket.socket, wake_fd: int, max_size: int = 0) -> None:
-        # Blocking descriptor; everything but read_reply passes MSG_DONTWAIT.
+        # Blocking descriptor; all but read_reply and send_within pass MSG_DONTWAIT.
         sock.setblocking(True)
         self.sock = sock
         self.fd = sock.fileno()
@@ -181,6 +182,7 @@ class Connection:
         self._piecepos = 0
         #: the SO_RCVTIMEO in force, in ms (0: none, the kernel's default)
         self._rcvtimeo = 0
+        self._sndtimeo = 0
 
     # --- waiting ---------------------------------------------------------------------
 
@@ -244,21 +246,29 @@ class Connection:
             raise PeerGone(f"send failed: {e}", started=sent > 0) from None
 
     def send_within(self, header: bytes, body: bytes, timeout_ms: Optional[int]) -> None:
-        """:meth:`send` with a timeout instead of a deadline, which is computed only when
-        the first attempt does not take the whole message (the usual case costs one
-        ``send`` system call and no clock reading)."""
-        if len(header) + len(body) > _GATHER:
+        """:meth:`send` with a timeout instead of a deadline, for messages up to 64 KiB:
+        one blocking ``send`` bounded by SO_SNDTIMEO (set only when it changes), so a
+        full socket buffer (a host that reads slower than we write) costs no ``poll``,
+        no exception and no clock reading. SO_SNDTIMEO expiring with nothing written is
+        the timeout; once part is written the rest follows without one (see
+        :meth:`send`). ``close`` wakes a blocked call through :meth:`interrupt`."""
+        if len(header) + len(body) > _GATHER or timeout_ms == 0:
             self.send(header, body, deadline_after(timeout_ms))
             return
+        ms = timeout_ms if timeout_ms is not None and timeout_ms > 0 else 0  # 0: for ever
+        if ms != self._sndtimeo:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                                 _TIMEVAL.pack(ms // 1000, (ms % 1000) * 1000))
+            self._sndtimeo = ms
         data = header + body
         try:
-            sent = self.sock.send(data, _SEND_FLAGS)
+            sent = self.sock.send(data, _NOSIGNAL)
         except BlockingIOError:
-            sent = 0
+            raise TransportTimeout("timed out") from None
         except OSError as e:
             raise PeerGone(f"send failed: {e}") from None
         if sent != len(data):
-            self._finish(data, sent, deadline_after(timeout_ms))
+            self._finish(data, sent, None)  # committed: the rest goes without a deadline
 
     def _finish(self, data: bytes, sent: int, deadline: Optional[float]) -> None:
         """Write the rest of ``data`` from ``sent`` on; the deadline holds only while

@@ -343,7 +343,11 @@ class NativeReq(_Dialed, ReqSocket):
         self._reset = False
 
     def send(self, data: bytes) -> None:
-        self._enter()
+        ops = self._ops  # _enter(), inlined on the hot path
+        ops.append(None)
+        if self._closed:
+            self._leave()
+            raise TransportClosed("socket closed")
         try:
             # A new request cancels the previous one (its late reply will be dropped).
             self._rid = None
@@ -382,10 +386,16 @@ class NativeReq(_Dialed, ReqSocket):
                 self._rid, self._rconn = rid, conn
                 return
         finally:
-            self._leave()
+            ops.pop()  # _leave(), inlined
+            if self._closed:
+                self._leave_closed()
 
     def recv(self) -> bytes:
-        self._enter()
+        ops = self._ops  # _enter(), inlined on the hot path
+        ops.append(None)
+        if self._closed:
+            self._leave()
+            raise TransportClosed("socket closed")
         try:
             rid, conn = self._rid, self._rconn
             if rid is None or conn is None:
@@ -430,7 +440,9 @@ class NativeReq(_Dialed, ReqSocket):
                 self._discard(conn)
                 raise TransportError(f"connection reset: {e}") from None
         finally:
-            self._leave()
+            ops.pop()  # _leave(), inlined
+            if self._closed:
+                self._leave_closed()
 
 
 class NativePush(_Dialed, PushSocket):
@@ -442,7 +454,11 @@ class NativePush(_Dialed, PushSocket):
         self._send_timeout = send_timeout_ms
 
     def send(self, data: bytes) -> None:
-        self._enter()
+        ops = self._ops  # _enter(), inlined on the hot path
+        ops.append(None)
+        if self._closed:
+            self._leave()
+            raise TransportClosed("socket closed")
         try:
             if self._dead:
                 self._reap()
@@ -469,7 +485,9 @@ class NativePush(_Dialed, PushSocket):
                     if e.started:
                         return  # committed and lost with the pipe, as in nng
         finally:
-            self._leave()
+            ops.pop()  # _leave(), inlined
+            if self._closed:
+                self._leave_closed()
 
 
 class NativePull(_Socket, PullSocket):

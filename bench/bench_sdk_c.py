@@ -22,8 +22,11 @@ plugin's user+system CPU (psutil, all threads) over the same window. Only one pl
 works at a time (the other's ``nngcat`` is stopped with SIGSTOP), the order flips every
 round, and the printed CPU is all rounds' CPU over all rounds' work.
 
-    .venv/bin/python bench/bench_sdk_c.py [--rounds R] [--seconds S]
+    .venv/bin/python bench/bench_sdk_c.py [--rounds R] [--seconds S] [--no-orjson]
                                           [--transport native|pynng] [--json FILE]
+
+Run it with another interpreter (e.g. an older checkout's ``.venv/bin/python``) to measure
+that checkout's SDK: ekl's plugin runs on the interpreter that runs the bench.
 """
 
 from __future__ import annotations
@@ -190,7 +193,7 @@ def describe(python: str) -> str:
                           check=True).stdout.strip()
 
 
-def run(rounds: int, seconds: float, transport: str) -> Dict[str, object]:
+def run(rounds: int, seconds: float, transport: str, orjson: bool = True) -> Dict[str, object]:
     nngcat = shutil.which("nngcat")
     if nngcat is None:
         raise SystemExit("nngcat not found: install nng's tools (apt-get install nng-utils)")
@@ -209,7 +212,8 @@ def run(rounds: int, seconds: float, transport: str) -> Dict[str, object]:
         folders = {s: make_plugin(root, f"cbench{s[0]}{tag}", funcs[s]) for s in SIDES}
         opts = {"official": LaunchOptions(python=pythons["official"]),
                 "ekl": LaunchOptions(python=pythons["ekl"],
-                                     extra_env={"EKUIPER_TRANSPORT": transport})}
+                                     extra_env={"EKUIPER_TRANSPORT": transport,
+                                                "EKUIPER_ORJSON": "1" if orjson else "0"})}
         hosts: List[CHost] = []
         try:
             with open_plugin(str(folders["official"]), opts["official"]) as off, \
@@ -257,6 +261,7 @@ def run(rounds: int, seconds: float, transport: str) -> Dict[str, object]:
                  "messages_per_s": v["n_s"] / v["wall_s"],
                  "cpu_us_per_message": v["cpu_s"] / v["n_s"] * 1e6} for s, v in sums.items()}
     return {"rounds": rounds, "seconds": seconds, "transport": transport, "host": "nngcat",
+            "orjson": orjson,
             "rounds_data": per_round, "total": total,
             "ratio": {k: total["ekl"][k] / total["official"][k] for k, _, _ in METRICS}}
 
@@ -268,12 +273,15 @@ def main(argv: List[str]) -> int:
                     help="length of each measured window (per SDK, round and kind)")
     ap.add_argument("--transport", default="native", choices=["pynng", "native"],
                     help="EKUIPER_TRANSPORT for ekl's SDK (the official SDK always uses pynng)")
+    ap.add_argument("--no-orjson", action="store_true",
+                    help="run ekl's SDK with EKUIPER_ORJSON=0 (standard library JSON only, "
+                         "as in an environment without orjson)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     a = ap.parse_args(argv)
     if a.rounds < 1 or a.seconds <= 0:
         ap.error("--rounds and --seconds must be positive")
     t0 = time.monotonic()
-    res = run(a.rounds, a.seconds, a.transport)
+    res = run(a.rounds, a.seconds, a.transport, not a.no_orjson)
     tot, ratio = res["total"], res["ratio"]  # type: ignore[index]
     print(f"\n{a.rounds} rounds of {a.seconds} s per SDK and kind, all rounds together "
           "(host: nngcat):")

@@ -139,3 +139,96 @@ def test_orjson_is_in_use_here() -> None:
     pytest.importorskip("orjson")
     if os.environ.get(protocol.ORJSON_ENV, "").strip() != "0":
         assert protocol._orjson_dumps is not None
+
+
+# --- the Exec fast path reads what decode_func_request reads ---------------------------
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+              st.floats(allow_nan=False, allow_infinity=False), texts),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(texts, inner, max_size=3)),
+    max_leaves=8)
+contexts = st.one_of(
+    st.builds(lambda r, o, i, f: protocol.FuncMeta(r, o, i, f).encode(), texts, texts,
+              st.integers(0, 9), st.integers(0, 9)),
+    texts)
+
+
+def agrees_with_full_parse(data: bytes) -> None:
+    """Whenever split_exec_request answers and its context literal parses as a string
+    (the runtime checks that before it uses the literal; otherwise it takes the full
+    path), the full parse accepts the request and reads the same arguments and context."""
+    split = protocol.split_exec_request(data)
+    if split is None:
+        return
+    args, literal = split
+    try:
+        ctx = protocol.loads_strict(literal)
+    except protocol.ProtocolError:
+        return
+    if not isinstance(ctx, str):
+        return
+    func, arg = protocol.decode_func_request(data)  # must not raise
+    assert func == protocol.FUNC_EXEC and isinstance(arg, list) and arg
+    assert args == arg[:-1]
+    assert ctx == arg[-1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(json_values, max_size=4), contexts)
+def test_exec_fast_path_reads_what_eKuiper_writes(args: list, ctx: str) -> None:
+    data = protocol.encode_func_request(protocol.FUNC_EXEC, args + [ctx])
+    split = protocol.split_exec_request(data)
+    if args and not ctx.endswith(","):  # a context ending in "," is read by the full path
+        assert split is not None
+        assert split[0] == protocol.decode_func_request(data)[1][:-1]
+        assert protocol.loads_strict(split[1]) == ctx
+    agrees_with_full_parse(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(json_values, min_size=1, max_size=3), contexts, st.data())
+def test_exec_fast_path_never_accepts_what_the_full_parse_refuses(args: list, ctx: str,
+                                                                 data: st.DataObject) -> None:
+    raw = bytearray(protocol.encode_func_request(protocol.FUNC_EXEC, args + [ctx]))
+    for _ in range(data.draw(st.integers(1, 3))):
+        pos = data.draw(st.integers(0, len(raw) - 1))
+        op = data.draw(st.sampled_from(["set", "insert", "delete"]))
+        byte = data.draw(st.sampled_from([ord(c) for c in ',"\\[]{}:0a ']) | st.integers(0, 255))
+        if op == "set":
+            raw[pos] = byte
+        elif op == "insert":
+            raw.insert(pos, byte)
+        elif len(raw) > 1:
+            del raw[pos]
+    agrees_with_full_parse(bytes(raw))
+
+
+@pytest.mark.parametrize("depth", [509, 510, 511, 512])
+def test_exec_fast_path_depth_limit_is_the_full_parse_limit(depth: int) -> None:
+    """The envelope adds two levels; the fast path parses the args in one."""
+    v: Any = 1
+    for _ in range(depth):
+        v = [v]
+    data = protocol.encode_func_request(protocol.FUNC_EXEC, [v, "ctx"])
+    try:
+        protocol.decode_func_request(data)
+        full_ok = True
+    except protocol.ProtocolError:
+        full_ok = False
+    assert (protocol.split_exec_request(data) is not None) == full_ok
+
+
+@pytest.mark.parametrize("data", [
+    b'{"func":"Exec","arg":["ctx"]}',  # the context alone: the full path
+    b'{"func":"Exec","arg":[1,"]}',
+    b'{"func":"Exec","arg":[1,"a\\"]}',
+    b'{"func":"Exec","arg":[1,,"c"]}',
+    b'{"func":"Exec","arg":[NaN,"c"]}',
+    b'{"func":"Exec","arg":[1e400,"c"]}',
+    b'{"func":"Exec","arg":[1],"x":[1,"c"]}',
+    b'{"func":"Exec","arg":[1,"c"]} ',
+])
+def test_exec_fast_path_edge_cases(data: bytes) -> None:
+    agrees_with_full_parse(data)

@@ -255,6 +255,11 @@ def loads_strict(data: Union[bytes, bytearray, str]) -> Any:
     ``Infinity``, numbers that overflow a 64-bit float, and nesting deeper than
     :data:`MAX_JSON_DEPTH`. Whatever the input, no other exception type comes out (the
     plugin's channel loops and ekl's relay rely on that)."""
+    return _loads_depth(data, MAX_JSON_DEPTH)
+
+
+def _loads_depth(data: Union[bytes, bytearray, str], limit: int) -> Any:
+    """loads_strict with nesting limited to ``limit`` levels."""
     try:
         text = data.decode("utf-8") if type(data) is bytes else (
             data if isinstance(data, str) else bytes(data).decode("utf-8"))
@@ -273,16 +278,16 @@ def loads_strict(data: Union[bytes, bytearray, str]) -> Any:
         except Exception:  # StopIteration, ValueError, RecursionError, ...: see below
             end = -1
         if end == n:
-            if (n > MAX_JSON_DEPTH and text.count("[") + text.count("{") > MAX_JSON_DEPTH
-                    and _too_deep(value, MAX_JSON_DEPTH)):
+            if (n > limit and text.count("[") + text.count("{") > limit
+                    and _too_deep(value, limit)):
                 raise ProtocolError(f"not JSON the protocol accepts: nested deeper than "
-                                    f"{MAX_JSON_DEPTH} levels")
+                                    f"{limit} levels")
             return value
     try:
         value = _DECODER.decode(text)
     except RecursionError:
         raise ProtocolError(f"not JSON the protocol accepts: nested deeper than "
-                            f"{MAX_JSON_DEPTH} levels") from None
+                            f"{limit} levels") from None
     except ValueError as e:
         reason = " ".join(str(e).split())
         if "numbers must be finite" in reason:
@@ -292,10 +297,10 @@ def loads_strict(data: Union[bytes, bytearray, str]) -> Any:
         raise ProtocolError(f"not JSON ({type(e).__name__})") from None
     # Cheap first: fewer brackets than the limit cannot nest deeper than it.
     if (isinstance(value, (dict, list))
-            and text.count("[") + text.count("{") > MAX_JSON_DEPTH
-            and _too_deep(value, MAX_JSON_DEPTH)):
+            and text.count("[") + text.count("{") > limit
+            and _too_deep(value, limit)):
         raise ProtocolError(f"not JSON the protocol accepts: nested deeper than "
-                            f"{MAX_JSON_DEPTH} levels")
+                            f"{limit} levels")
     return value
 
 
@@ -529,6 +534,37 @@ def decode_func_request(data: bytes) -> Tuple[str, Any]:
     if not (type(c) is dict or isinstance(c, Mapping)) or not isinstance(c.get("func"), str):
         raise ProtocolError(f"malformed function request, no func: {_preview(data)}")
     return c["func"], c.get("arg")
+
+
+_EXEC_PREFIX = b'{"func":"Exec","arg":['
+_EXEC_START = len(_EXEC_PREFIX)
+
+
+def split_exec_request(data: bytes) -> Optional[Tuple[List[Any], bytes]]:
+    """The hot path's view of an Exec request exactly as Go writes it,
+    ``{"func":"Exec","arg":[ARGS...,"CONTEXT"]}``: ``(args, context)`` where ``args`` is
+    the list before the function context, parsed by :func:`loads_strict`'s rules, and
+    ``context`` the context's JSON string literal, quotes included, NOT yet parsed (the
+    caller looks it up among the contexts it has already parsed, as eKuiper repeats it on
+    every call from one call site). None for anything else, to be read by
+    :func:`decode_func_request`, which also gives every error its text.
+
+    Why it is safe: inside a JSON string ``,"`` occurs only as a last character ``,``
+    before the closing quote (any other quote is escaped), so the last ``,"`` of a request
+    that ends with ``"]}`` starts its last argument, or else it cuts the arguments inside
+    an unterminated string, which does not parse (None: the full path); and
+    the args are parsed one level shallower than in the request, so the depth limit is
+    taken one lower to refuse exactly what the full parse refuses."""
+    if not (type(data) is bytes and data.startswith(_EXEC_PREFIX) and data.endswith(b'"]}')):
+        return None
+    i = data.rfind(b',"')
+    if i < _EXEC_START:
+        return None  # the context is the only argument (or none): the full path
+    try:
+        args = _loads_depth(data[_EXEC_START - 1:i] + b"]", MAX_JSON_DEPTH - 1)
+    except ProtocolError:
+        return None
+    return args, data[i + 1:-2]
 
 
 def encode_func_reply(state: bool, result: Any) -> bytes:

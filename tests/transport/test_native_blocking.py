@@ -187,3 +187,30 @@ def test_req_reply_split_across_writes_and_a_stale_reply_first(ipc_url) -> None:
         req.close()  # type: ignore[attr-defined]
         conn.close()
         srv.close()
+
+
+def test_without_socket_timeouts_the_polling_paths_serve(ipc_url) -> None:
+    """Where the system refuses SO_RCVTIMEO/SO_SNDTIMEO (a timeval of another layout,
+    which cannot be produced here, so the connection is put in the state a refusal
+    leaves: -1 cached), sends and receives take the polling paths, timeouts included."""
+    url = ipc_url("poll")
+    req, conn, srv = _peer(url, REP_HEADER, lambda: native_t.dial_req(
+        url, recv_timeout_ms=300, send_timeout_ms=1000, retries=20, interval_s=0.05))
+    try:
+        c = req._conn  # type: ignore[attr-defined]
+        c._rcvtimeo = c._sndtimeo = -1
+        req.send(b"q")  # type: ignore[attr-defined]
+        head = conn.recv(9)
+        body = conn.recv(struct.unpack(">Q", head[1:9])[0])
+        conn.sendall(b"\x01" + struct.pack(">Q", 4 + 2) + body[:4] + b"ok")
+        assert req.recv() == b"ok"  # type: ignore[attr-defined]
+        req.send(b"again")  # type: ignore[attr-defined]
+        t0 = time.monotonic()
+        with pytest.raises(TransportTimeout):
+            req.recv()  # type: ignore[attr-defined]
+        assert 0.25 <= time.monotonic() - t0 < 3
+        assert c._rcvtimeo == -1 and c._sndtimeo == -1
+    finally:
+        req.close()  # type: ignore[attr-defined]
+        conn.close()
+        srv.close()

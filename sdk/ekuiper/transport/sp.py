@@ -256,10 +256,10 @@ class Connection:
             self.send(header, body, deadline_after(timeout_ms))
             return
         ms = timeout_ms if timeout_ms is not None and timeout_ms > 0 else 0  # 0: for ever
-        if ms != self._sndtimeo:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
-                                 _TIMEVAL.pack(ms // 1000, (ms % 1000) * 1000))
-            self._sndtimeo = ms
+        if ms != self._sndtimeo and (self._sndtimeo == -1
+                                     or not self._set_timeout(socket.SO_SNDTIMEO, ms)):
+            self.send(header, body, deadline_after(timeout_ms))
+            return
         data = header + body
         try:
             sent = self.sock.send(data, _NOSIGNAL)
@@ -363,10 +363,9 @@ class Connection:
         :meth:`interrupt` (``close`` from another thread) makes of a blocked call."""
         if self._off < len(self._data) or self._parts is not None:
             return None
-        if timeout_ms != self._rcvtimeo:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                                 _TIMEVAL.pack(timeout_ms // 1000, (timeout_ms % 1000) * 1000))
-            self._rcvtimeo = timeout_ms
+        if timeout_ms != self._rcvtimeo and (self._rcvtimeo == -1 or not self._set_timeout(
+                socket.SO_RCVTIMEO, timeout_ms)):
+            return None
         try:
             chunk = self.sock.recv(_CHUNK)
         except BlockingIOError:
@@ -383,6 +382,22 @@ class Connection:
             raise PeerGone("the peer closed the connection")
         self._data, self._off = chunk, 0
         return None
+
+    def _set_timeout(self, option: int, ms: int) -> bool:
+        """Set SO_RCVTIMEO or SO_SNDTIMEO (``ms`` 0: none). False if the system refuses
+        it (a ``struct timeval`` of another layout, as with 64-bit time on some 32-bit
+        systems): the connection then keeps to the polling paths for good (-1 cached)."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, option,
+                                 _TIMEVAL.pack(ms // 1000, (ms % 1000) * 1000))
+        except (OSError, OverflowError, struct.error):
+            self._rcvtimeo = self._sndtimeo = -1
+            return False
+        if option == socket.SO_RCVTIMEO:
+            self._rcvtimeo = ms
+        else:
+            self._sndtimeo = ms
+        return True
 
     def interrupt(self) -> None:
         """Wake a :meth:`read_reply` blocked in another thread (any thread may call it):

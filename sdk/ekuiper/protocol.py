@@ -116,12 +116,77 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 _ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
+def _not_serializable(o: Any) -> Any:
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+
+try:
+    from json.encoder import c_make_encoder as _c_make_encoder
+    from json.encoder import encode_basestring as _encode_basestring
+except ImportError:  # pragma: no cover -- interpreters without the _json accelerator
+    _c_make_encoder = None
+
+#: ``JSONEncoder.encode`` makes a new C encoder on every call (``iterencode``); this one is
+#: made once. Same options, hence the same bytes, as ``_ENCODER``, except that it does not
+#: track containers it is inside of (``check_circular``): a self-containing value ends in
+#: RecursionError instead of ValueError, both of which callers already handle.
+_C_ENCODE = (_c_make_encoder(None, _not_serializable, _encode_basestring, None, ":", ",",
+                             False, False, False)
+             if _c_make_encoder is not None else None)
+
+
+def _encode_text(obj: Any) -> str:
+    """``obj`` as compact JSON text (``_ENCODER``'s output), through the reused C encoder."""
+    if _C_ENCODE is None:  # pragma: no cover
+        return _ENCODER.encode(obj)
+    return "".join(_C_ENCODE(obj, 0))
+
+
+#: ``0`` turns the optional accelerated encoder (orjson, when importable) off.
+ORJSON_ENV = "EKUIPER_ORJSON"
+#: orjson hands subclasses of str/int/dict/list, datetimes and dataclasses to ``default``
+#: (here: none, so it raises) instead of encoding them its own way: the stdlib decides.
+_ORJSON_OPTS = 0
+_orjson_dumps: Any = None
+if os.environ.get(ORJSON_ENV, "").strip() != "0":
+    try:
+        import orjson as _orjson
+
+        _orjson_dumps = _orjson.dumps
+        _ORJSON_OPTS = (_orjson.OPT_PASSTHROUGH_SUBCLASS | _orjson.OPT_PASSTHROUGH_DATETIME
+                        | _orjson.OPT_PASSTHROUGH_DATACLASS)
+    except ImportError:
+        pass
+
+
+def _fast_dumps(obj: Any) -> Optional[bytes]:
+    """orjson's bytes for ``obj`` when they are certainly the stdlib encoder's, else None.
+
+    orjson differs in three ways that matter, each visible in its output: NaN and
+    Infinity become ``null`` (the stdlib refuses them: Go cannot read them), and floats
+    under 1e-4 are written ``0.00001`` or ``1e-7`` (the stdlib: ``1e-05``, ``1e-07``).
+    Any output containing ``null``, ``e-`` or ``0.0000`` (even inside a string) is thrown
+    away and the stdlib encodes the value; so is anything orjson refuses (integers beyond
+    64 bits, lone surrogates, non-string keys, deeper than 254 levels, subclasses)."""
+    try:
+        out = _orjson_dumps(obj, option=_ORJSON_OPTS)
+    except Exception:  # orjson.JSONEncodeError (a TypeError), RecursionError, ...
+        return None
+    if b"null" in out or b"e-" in out or b"0.0000" in out:
+        return None
+    return out
+
+
 def dumps(obj: Any) -> bytes:
     """Compact JSON as Go writes it; NaN/Infinity raise ValueError (Go cannot read them).
 
     A string holding a lone surrogate (which a peer can send as ``"\\ud800"``) cannot be
     UTF-8: such a value is written with ``\\u`` escapes instead, as Go reads them."""
-    text = _ENCODER.encode(obj)
+    if _orjson_dumps is not None:
+        out = _fast_dumps(obj)
+        if out is not None:
+            return out
+    text = _encode_text(obj)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
@@ -162,6 +227,11 @@ def _bounded_int(text: str) -> int:
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float,
                             parse_int=_bounded_int)
+_SCAN = _DECODER.scan_once
+#: For texts of at most MAX_INT_DIGITS characters, which cannot hold an integer over the
+#: limit: the same rules with Python's own integer parsing (no call out per integer).
+_SCAN_SHORT = json.JSONDecoder(parse_constant=_reject_constant,
+                               parse_float=_finite_float).scan_once
 
 
 def _too_deep(obj: Any, limit: int) -> bool:
@@ -185,17 +255,39 @@ def loads_strict(data: Union[bytes, bytearray, str]) -> Any:
     ``Infinity``, numbers that overflow a 64-bit float, and nesting deeper than
     :data:`MAX_JSON_DEPTH`. Whatever the input, no other exception type comes out (the
     plugin's channel loops and ekl's relay rely on that)."""
+    return _loads_depth(data, MAX_JSON_DEPTH)
+
+
+def _loads_depth(data: Union[bytes, bytearray, str], limit: int) -> Any:
+    """loads_strict with nesting limited to ``limit`` levels."""
     try:
-        text = data if isinstance(data, str) else bytes(data).decode("utf-8")
+        text = data.decode("utf-8") if type(data) is bytes else (
+            data if isinstance(data, str) else bytes(data).decode("utf-8"))
     except UnicodeDecodeError as e:
         raise ProtocolError(f"not UTF-8 ({e.reason} at byte {e.start})") from None
     except Exception as e:  # not bytes-like at all
         raise ProtocolError(f"not JSON text ({type(e).__name__})") from None
+    # Fast path for what peers send: an object or array with nothing around it, parsed by
+    # the same scanner as ``_DECODER.decode`` without its two whitespace regex passes.
+    # Anything else, and every failure, takes the full path below for its message.
+    first = text[:1]
+    if first == "{" or first == "[":
+        n = len(text)
+        try:
+            value, end = (_SCAN_SHORT if n <= MAX_INT_DIGITS else _SCAN)(text, 0)
+        except Exception:  # StopIteration, ValueError, RecursionError, ...: see below
+            end = -1
+        if end == n:
+            if (n > limit and text.count("[") + text.count("{") > limit
+                    and _too_deep(value, limit)):
+                raise ProtocolError(f"not JSON the protocol accepts: nested deeper than "
+                                    f"{limit} levels")
+            return value
     try:
         value = _DECODER.decode(text)
     except RecursionError:
         raise ProtocolError(f"not JSON the protocol accepts: nested deeper than "
-                            f"{MAX_JSON_DEPTH} levels") from None
+                            f"{limit} levels") from None
     except ValueError as e:
         reason = " ".join(str(e).split())
         if "numbers must be finite" in reason:
@@ -205,10 +297,10 @@ def loads_strict(data: Union[bytes, bytearray, str]) -> Any:
         raise ProtocolError(f"not JSON ({type(e).__name__})") from None
     # Cheap first: fewer brackets than the limit cannot nest deeper than it.
     if (isinstance(value, (dict, list))
-            and text.count("[") + text.count("{") > MAX_JSON_DEPTH
-            and _too_deep(value, MAX_JSON_DEPTH)):
+            and text.count("[") + text.count("{") > limit
+            and _too_deep(value, limit)):
         raise ProtocolError(f"not JSON the protocol accepts: nested deeper than "
-                            f"{MAX_JSON_DEPTH} levels")
+                            f"{limit} levels")
     return value
 
 
@@ -438,13 +530,56 @@ def decode_func_request(data: bytes) -> Tuple[str, Any]:
         c = loads_strict(data)
     except ProtocolError as e:
         raise ProtocolError(f"malformed function request, {e}: {_preview(data)}") from None
-    if not isinstance(c, Mapping) or not isinstance(c.get("func"), str):
+    # (``type(c) is dict`` first: what the parser makes, without the ABC check's cost)
+    if not (type(c) is dict or isinstance(c, Mapping)) or not isinstance(c.get("func"), str):
         raise ProtocolError(f"malformed function request, no func: {_preview(data)}")
     return c["func"], c.get("arg")
 
 
+_EXEC_PREFIX = b'{"func":"Exec","arg":['
+_EXEC_START = len(_EXEC_PREFIX)
+
+
+def split_exec_request(data: bytes) -> Optional[Tuple[List[Any], bytes]]:
+    """The hot path's view of an Exec request exactly as Go writes it,
+    ``{"func":"Exec","arg":[ARGS...,"CONTEXT"]}``: ``(args, context)`` where ``args`` is
+    the list before the function context, parsed by :func:`loads_strict`'s rules, and
+    ``context`` the context's JSON string literal, quotes included, NOT yet parsed (the
+    caller looks it up among the contexts it has already parsed, as eKuiper repeats it on
+    every call from one call site). None for anything else, to be read by
+    :func:`decode_func_request`, which also gives every error its text.
+
+    Why it is safe: inside a JSON string ``,"`` occurs only as a last character ``,``
+    before the closing quote (any other quote is escaped), so the last ``,"`` of a request
+    that ends with ``"]}`` starts its last argument, or else it cuts the arguments inside
+    an unterminated string, which does not parse (None: the full path); and
+    the args are parsed one level shallower than in the request, so the depth limit is
+    taken one lower to refuse exactly what the full parse refuses."""
+    if not (type(data) is bytes and data.startswith(_EXEC_PREFIX) and data.endswith(b'"]}')):
+        return None
+    i = data.rfind(b',"')
+    if i < _EXEC_START:
+        return None  # the context is the only argument (or none): the full path
+    try:
+        args = _loads_depth(data[_EXEC_START - 1:i] + b"]", MAX_JSON_DEPTH - 1)
+    except ProtocolError:
+        return None
+    return args, data[i + 1:-2]
+
+
 def encode_func_reply(state: bool, result: Any) -> bytes:
-    return dumps({"state": bool(state), "result": result})
+    """``{"state":...,"result":...}``, written around the encoded result (no dict built)."""
+    if _orjson_dumps is not None:
+        fast = _fast_dumps(result)
+        if fast is not None:
+            return (b'{"state":true,"result":' if state else b'{"state":false,"result":') \
+                + fast + b"}"
+    body = _encode_text(result)
+    text = ('{"state":true,"result":' if state else '{"state":false,"result":') + body + "}"
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _ASCII_ENCODER.encode({"state": bool(state), "result": result}).encode("ascii")
 
 
 def decode_func_reply(data: bytes) -> Tuple[bool, Any]:
@@ -462,6 +597,15 @@ def decode_func_reply(data: bytes) -> Tuple[bool, Any]:
 
 
 def encode_source_message(message: Mapping[str, Any], meta: Optional[Mapping[str, Any]]) -> bytes:
+    if _orjson_dumps is not None:
+        if meta is None:  # ``null`` written here: _fast_dumps refuses output holding one
+            m = _fast_dumps(message)
+            if m is not None:
+                return b'{"message":' + m + b',"meta":null}'
+        else:
+            out = _fast_dumps({"message": message, "meta": meta})
+            if out is not None:
+                return out
     return dumps({"message": message, "meta": meta})
 
 

@@ -251,6 +251,10 @@ class FunctionRuntime(SymbolRuntime):
         #: the function context string exactly as it arrives -> its context. eKuiper sends
         #: the same string on every call from one call site, so the hot path skips decoding.
         self._ctx_by_raw: Dict[str, ContextImpl] = {}
+        #: the same, keyed by the context's JSON string literal as it sits in the request
+        #: (``protocol.split_exec_request``): the hot path parses neither the envelope nor
+        #: the context, only the arguments.
+        self._ctx_by_literal: Dict[bytes, ContextImpl] = {}
 
     def start(self) -> None:
         url = protocol.function_url(self.ctrl.symbol_name, self.settings.ipc_dir)
@@ -271,9 +275,20 @@ class FunctionRuntime(SymbolRuntime):
         self.running = False
 
     def handle(self, data: bytes) -> bytes:
-        """Answer one call; never raises, so the function keeps serving whatever happens."""
+        """Answer one call; never raises, so the function keeps serving whatever happens.
+
+        The one place every call passes through, start to end (a per-call hook goes
+        here): an Exec exactly as eKuiper writes it, from a call site seen before, takes
+        the fast path; everything else, and every error, the full one."""
         name = self.ctrl.symbol_name
         try:
+            split = protocol.split_exec_request(data)
+            if split is not None:
+                ctx = self._ctx_by_literal.get(split[1])
+                if ctx is not None:
+                    return self._exec(name, split[0], ctx)
+                if self._learn_literal(split[1]):
+                    return self.handle(data)
             return self._handle(name, data)
         except BaseException as e:  # noqa: B036 -- a call must never end the function's loop
             log.warning("%s: call failed: %s: %s", name, type(e).__name__, _safe_line(e))
@@ -295,8 +310,7 @@ class FunctionRuntime(SymbolRuntime):
                 ctx = self._ctx_by_raw.get(raw) if isinstance(raw, str) else None
                 if ctx is None:
                     ctx = self._context(raw)
-                result = self.s.exec(arg[:-1], ctx)
-                state = True
+                return self._exec(name, arg[:-1], ctx)
             elif func == protocol.FUNC_VALIDATE:
                 err = self.s.validate(arg if isinstance(arg, list) else [])
                 state, result = (True, "") if not err else (False, one_line(err))
@@ -319,6 +333,40 @@ class FunctionRuntime(SymbolRuntime):
             return _func_error(
                 f"{name}: {func} returned a {type(result).__name__}, which is not "
                 f"JSON-encodable: {type(e).__name__}: {_safe_line(e)}")
+
+    def _exec(self, name: str, args: Any, ctx: ContextImpl) -> bytes:
+        """``exec`` and its reply (both paths): never raises an Exception."""
+        try:
+            result = self.s.exec(args, ctx)
+        except protocol.ProtocolError as e:
+            log.warning("%s: rejected %s: %s", name, protocol.FUNC_EXEC, e)
+            return _func_error(f"{name}: {e}")
+        except Exception as e:
+            log.warning("%s: %s raised %s: %s", name, protocol.FUNC_EXEC, type(e).__name__,
+                        _safe_line(e), exc_info=log.isEnabledFor(10))
+            return _func_error(f"{name}: {protocol.FUNC_EXEC} raised {type(e).__name__}: "
+                               f"{_safe_line(e)}")
+        try:
+            return protocol.encode_func_reply(True, result)
+        except Exception as e:  # TypeError, ValueError (NaN), RecursionError (too deep), ...
+            return _func_error(
+                f"{name}: {protocol.FUNC_EXEC} returned a {type(result).__name__}, which is "
+                f"not JSON-encodable: {type(e).__name__}: {_safe_line(e)}")
+
+    def _learn_literal(self, literal: bytes) -> bool:
+        """Parse a function context's string literal once and remember its context;
+        False if it is not a valid one (the full path then answers with the reason)."""
+        try:
+            raw = protocol.loads_strict(literal)
+            if not isinstance(raw, str):
+                return False
+            ctx = self._ctx_by_raw.get(raw) or self._context(raw)
+        except protocol.ProtocolError:
+            return False
+        if len(self._ctx_by_literal) >= 10000:  # a host that varies the string: bounded
+            self._ctx_by_literal.clear()
+        self._ctx_by_literal[literal] = ctx
+        return True
 
     def _context(self, raw: Any) -> ContextImpl:
         """Decode the function context (ProtocolError if malformed) and find or make its

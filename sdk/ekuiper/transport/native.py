@@ -2,8 +2,9 @@
 
 Why it exists: with pynng, nng hands every message across several threads, which costs a
 plugin most of its CPU per message; and pynng needs a compiled wheel that some edge
-platforms lack. Here a send is one ``send`` system call and a receive one ``poll`` plus
-one ``recv`` in the caller's own thread. Threads exist only for connection set-up: a
+platforms lack. Here a send is one ``send`` system call and a REQ socket's receive one
+blocking ``recv`` bounded by ``SO_RCVTIMEO`` (a PULL socket's: ``poll`` plus ``recv``), in
+the caller's own thread. Threads exist only for connection set-up: a
 dialer thread that runs while a dialed socket has no peer (so a restarted host is picked
 up in the background, as nng re-dials), and one accepting thread per listening socket.
 
@@ -100,22 +101,31 @@ class _Socket:
         self._cond = threading.Condition(self._lock)
         self._closed = False
         self._closed_evt = threading.Event()
-        self._busy = 0
+        #: one entry per send/recv in progress: list.append and list.pop are atomic under
+        #: the GIL, so entering and leaving take no lock (see ``_enter``)
+        self._ops: List[None] = []
         self._release_pending = False
         self._released = False
         self._threads: List[threading.Thread] = []
         self._wake_r, self._wake_w = os.pipe()
 
     def _enter(self) -> None:
-        with self._lock:
-            if self._closed:
-                raise TransportClosed("socket closed")
-            self._busy += 1
+        # Register first, then look at the flag; ``close`` sets the flag first, then looks
+        # at the registrations: one of the two always sees the other (each step is atomic
+        # under the GIL), so no operation can start on descriptors close has released.
+        self._ops.append(None)
+        if self._closed:
+            self._leave()
+            raise TransportClosed("socket closed")
 
     def _leave(self) -> None:
+        self._ops.pop()
+        if self._closed:
+            self._leave_closed()
+
+    def _leave_closed(self) -> None:
         with self._lock:
-            self._busy -= 1
-            if self._busy or not self._closed:
+            if self._ops:
                 return
             self._cond.notify_all()
             late = self._release_pending
@@ -140,13 +150,14 @@ class _Socket:
             os.write(self._wake_w, b"x")  # stays readable: every poller wakes, now and later
         except OSError:
             pass
+        self._interrupt()
         me = threading.current_thread()
         for t in list(self._threads):
             if t is not me:
                 t.join(CLOSE_WAIT_S)
         with self._lock:
             end = time.monotonic() + CLOSE_WAIT_S
-            while self._busy:
+            while self._ops:
                 left = end - time.monotonic()
                 if left <= 0:
                     # Still inside a send/recv (e.g. close called from that very thread):
@@ -169,6 +180,9 @@ class _Socket:
 
     def _release_resources(self) -> None:
         raise NotImplementedError
+
+    def _interrupt(self) -> None:
+        """Wake operations blocked in a system call rather than in ``poll`` (on close)."""
 
 
 class _Dialed(_Socket):
@@ -273,6 +287,14 @@ class _Dialed(_Socket):
                     raise TransportTimeout("timed out: no peer to send to")
                 self._cond.wait(left)
 
+    def _interrupt(self) -> None:
+        with self._lock:  # under the lock: _discard closes connections only under it
+            conns = list(self._dead)
+            if self._conn is not None:
+                conns.append(self._conn)
+        for c in conns:
+            c.interrupt()
+
     def _reap(self) -> None:
         """Close connections that ended (only from the thread that sends)."""
         with self._lock:
@@ -321,7 +343,11 @@ class NativeReq(_Dialed, ReqSocket):
         self._reset = False
 
     def send(self, data: bytes) -> None:
-        self._enter()
+        ops = self._ops  # _enter(), inlined on the hot path
+        ops.append(None)
+        if self._closed:
+            self._leave()
+            raise TransportClosed("socket closed")
         try:
             # A new request cancels the previous one (its late reply will be dropped).
             self._rid = None
@@ -334,6 +360,18 @@ class NativeReq(_Dialed, ReqSocket):
             if type(data) is not bytes:
                 data = bytes(data)
             header, body = sp.req_frame(rid, data)
+            conn = self._conn
+            if conn is not None:  # the usual case: one send, no clock reading
+                try:
+                    conn.send_within(header, body, self._send_timeout)
+                except sp.PeerGone as e:
+                    self._discard(conn)
+                    if e.started:
+                        self._reset = True
+                        return
+                else:
+                    self._rid, self._rconn = rid, conn
+                    return
             deadline = sp.deadline_after(self._send_timeout)
             while True:
                 conn = self._conn or self._await_conn(deadline)
@@ -348,10 +386,16 @@ class NativeReq(_Dialed, ReqSocket):
                 self._rid, self._rconn = rid, conn
                 return
         finally:
-            self._leave()
+            ops.pop()  # _leave(), inlined
+            if self._closed:
+                self._leave_closed()
 
     def recv(self) -> bytes:
-        self._enter()
+        ops = self._ops  # _enter(), inlined on the hot path
+        ops.append(None)
+        if self._closed:
+            self._leave()
+            raise TransportClosed("socket closed")
         try:
             rid, conn = self._rid, self._rconn
             if rid is None or conn is None:
@@ -361,10 +405,25 @@ class NativeReq(_Dialed, ReqSocket):
                                          "the request was sent")
                 raise TransportTimeout("protocol state: no outstanding request "
                                        "(send first)")
-            deadline = sp.deadline_after(self._recv_timeout)
+            timeout = self._recv_timeout
             try:
+                # Usually the reply arrives whole and alone: one blocking recv, bounded by
+                # SO_RCVTIMEO, returns it. Anything else goes on below, polling until the
+                # deadline (which then runs from here).
+                if timeout != 0:
+                    body = conn.read_reply(rid, timeout if timeout is not None and timeout > 0
+                                           else 0)
+                    if body is not None:
+                        self._rid = None
+                        return body
+                deadline = sp.deadline_after(timeout)
                 while True:
-                    buf, start, end = conn.read_frame(deadline)
+                    frame = conn.next_frame()
+                    if frame is None:
+                        conn.wait_readable(deadline)
+                        conn.fill()
+                        continue
+                    buf, start, end = frame
                     if end - start < 4:
                         raise sp.ProtocolViolation("reply without a request id")
                     if sp.read_u32(buf, start) == rid:
@@ -376,10 +435,14 @@ class NativeReq(_Dialed, ReqSocket):
                 raise
             except sp.PeerGone as e:
                 self._rid = self._rconn = None
+                if self._closed:  # close() woke the blocking recv (shutdown)
+                    raise TransportClosed("socket closed") from None
                 self._discard(conn)
                 raise TransportError(f"connection reset: {e}") from None
         finally:
-            self._leave()
+            ops.pop()  # _leave(), inlined
+            if self._closed:
+                self._leave_closed()
 
 
 class NativePush(_Dialed, PushSocket):
@@ -391,13 +454,26 @@ class NativePush(_Dialed, PushSocket):
         self._send_timeout = send_timeout_ms
 
     def send(self, data: bytes) -> None:
-        self._enter()
+        ops = self._ops  # _enter(), inlined on the hot path
+        ops.append(None)
+        if self._closed:
+            self._leave()
+            raise TransportClosed("socket closed")
         try:
             if self._dead:
                 self._reap()
             if type(data) is not bytes:
                 data = bytes(data)
             header = sp.frame_header(len(data))
+            conn = self._conn
+            if conn is not None:  # the usual case: one send, no clock reading
+                try:
+                    conn.send_within(header, data, self._send_timeout)
+                    return
+                except sp.PeerGone as e:
+                    self._discard(conn)
+                    if e.started:
+                        return  # committed and lost with the pipe, as in nng
             deadline = sp.deadline_after(self._send_timeout)
             while True:
                 conn = self._conn or self._await_conn(deadline)
@@ -409,7 +485,9 @@ class NativePush(_Dialed, PushSocket):
                     if e.started:
                         return  # committed and lost with the pipe, as in nng
         finally:
-            self._leave()
+            ops.pop()  # _leave(), inlined
+            if self._closed:
+                self._leave_closed()
 
 
 class NativePull(_Socket, PullSocket):

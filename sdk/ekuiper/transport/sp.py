@@ -7,11 +7,16 @@ Written from the protocol as nng and mangos put it on the wire:
 * Then each message: a one-byte message type (1), the 64-bit big-endian length of what
   follows, then the message (protocol header such as a REQ request id, then the body).
 
-:class:`Connection` owns one connected socket in non-blocking mode. Every wait polls the
-socket together with the owning socket's *wake* descriptor, which becomes readable (and
-stays readable) once that socket is closed: that is how ``close`` from another thread
-unblocks a ``send`` or ``recv`` at once, without closing a descriptor another thread may
-still be polling.
+:class:`Connection` owns one connected socket. Its descriptor is in blocking mode, but
+every operation passes ``MSG_DONTWAIT`` and waits, when it must, by polling the socket
+together with the owning socket's *wake* descriptor, which becomes readable (and stays
+readable) once that socket is closed: that is how ``close`` from another thread unblocks a
+``send`` or ``recv`` at once, without closing a descriptor another thread may still be
+polling. The two exceptions are the hot paths: :meth:`Connection.read_reply`, a single
+blocking ``recv`` bounded by ``SO_RCVTIMEO`` (a REQ socket waiting for its reply: one
+system call per message instead of ``poll`` plus ``recv``), and
+:meth:`Connection.send_within`, a single blocking ``send`` bounded by ``SO_SNDTIMEO``;
+``close`` unblocks both with :meth:`Connection.interrupt` (``shutdown``).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ MSG_TYPE = 1
 _HEADER = struct.Struct(">BQ")  # message type, length
 _HEADER_LEN = _HEADER.size  # 9
 _REQ_HEADER = struct.Struct(">BQI")  # message type, length, request id
+_REQ_HEADER_LEN = _REQ_HEADER.size  # 13
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
@@ -58,6 +64,9 @@ _PIECE = 1 << 20
 _GATHER = 1 << 16
 
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+_DONTWAIT = socket.MSG_DONTWAIT
+_SEND_FLAGS = _NOSIGNAL | _DONTWAIT
+_TIMEVAL = struct.Struct("@ll")  # struct timeval, for SO_RCVTIMEO
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
 _POLLGONE = (select.POLLHUP | select.POLLERR | select.POLLNVAL
@@ -144,10 +153,12 @@ class Connection:
     """
 
     __slots__ = ("sock", "fd", "peer", "dead", "max_size", "_wake", "_rpoll", "_wpoll",
-                 "_data", "_off", "_need", "_parts", "_piece", "_pieceview", "_piecepos")
+                 "_data", "_off", "_need", "_parts", "_piece", "_pieceview", "_piecepos",
+                 "_rcvtimeo", "_sndtimeo")
 
     def __init__(self, sock: socket.socket, wake_fd: int, max_size: int = 0) -> None:
-        sock.setblocking(False)
+        # Blocking descriptor; all but read_reply and send_within pass MSG_DONTWAIT.
+        sock.setblocking(True)
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = -1
@@ -169,6 +180,9 @@ class Connection:
         self._piece: Optional[bytearray] = None
         self._pieceview: Optional[memoryview] = None
         self._piecepos = 0
+        #: the SO_RCVTIMEO in force, in ms (0: none, the kernel's default)
+        self._rcvtimeo = 0
+        self._sndtimeo = 0
 
     # --- waiting ---------------------------------------------------------------------
 
@@ -209,25 +223,19 @@ class Connection:
             if total <= _GATHER:
                 data = header + body
                 try:
-                    sent = sock.send(data, _NOSIGNAL)
+                    sent = sock.send(data, _SEND_FLAGS)
                 except BlockingIOError:
                     sent = 0
                 if sent == total:
                     return
-                view = memoryview(data)
-                while sent < total:
-                    self.wait_writable(deadline if sent == 0 else None)
-                    try:
-                        sent += sock.send(view[sent:], _NOSIGNAL)
-                    except BlockingIOError:
-                        pass
+                self._finish(data, sent, deadline)
                 return
             hview, bview = memoryview(header), memoryview(body)
             hlen = len(header)
             while sent < total:
                 parts = [hview[sent:], bview] if sent < hlen else [bview[sent - hlen:]]
                 try:
-                    sent += sock.sendmsg(parts, (), _NOSIGNAL)
+                    sent += sock.sendmsg(parts, (), _SEND_FLAGS)
                 except BlockingIOError:
                     pass
                 if sent < total:
@@ -236,6 +244,45 @@ class Connection:
             raise  # (TransportTimeout is an OSError too: keep it out of the next clause)
         except OSError as e:
             raise PeerGone(f"send failed: {e}", started=sent > 0) from None
+
+    def send_within(self, header: bytes, body: bytes, timeout_ms: Optional[int]) -> None:
+        """:meth:`send` with a timeout instead of a deadline, for messages up to 64 KiB:
+        one blocking ``send`` bounded by SO_SNDTIMEO (set only when it changes), so a
+        full socket buffer (a host that reads slower than we write) costs no ``poll``,
+        no exception and no clock reading. SO_SNDTIMEO expiring with nothing written is
+        the timeout; once part is written the rest follows without one (see
+        :meth:`send`). ``close`` wakes a blocked call through :meth:`interrupt`."""
+        if len(header) + len(body) > _GATHER or timeout_ms == 0:
+            self.send(header, body, deadline_after(timeout_ms))
+            return
+        ms = timeout_ms if timeout_ms is not None and timeout_ms > 0 else 0  # 0: for ever
+        if ms != self._sndtimeo and (self._sndtimeo == -1
+                                     or not self._set_timeout(socket.SO_SNDTIMEO, ms)):
+            self.send(header, body, deadline_after(timeout_ms))
+            return
+        data = header + body
+        try:
+            sent = self.sock.send(data, _NOSIGNAL)
+        except BlockingIOError:
+            raise TransportTimeout("timed out") from None
+        except OSError as e:
+            raise PeerGone(f"send failed: {e}") from None
+        if sent != len(data):
+            self._finish(data, sent, None)  # committed: the rest goes without a deadline
+
+    def _finish(self, data: bytes, sent: int, deadline: Optional[float]) -> None:
+        """Write the rest of ``data`` from ``sent`` on; the deadline holds only while
+        nothing is written (see :meth:`send`). PeerGone for a broken connection."""
+        view = memoryview(data)
+        total = len(data)
+        while sent < total:
+            self.wait_writable(deadline if sent == 0 else None)
+            try:
+                sent += self.sock.send(view[sent:], _SEND_FLAGS)
+            except BlockingIOError:
+                pass
+            except OSError as e:
+                raise PeerGone(f"send failed: {e}", started=sent > 0) from None
 
     # --- receiving -------------------------------------------------------------------
 
@@ -283,7 +330,7 @@ class Connection:
                     self._pieceview = memoryview(piece)
                     self._piecepos = 0
                 assert self._pieceview is not None
-                n = self.sock.recv_into(self._pieceview[self._piecepos:])
+                n = self.sock.recv_into(self._pieceview[self._piecepos:], 0, _DONTWAIT)
                 if n:
                     self._piecepos += n
                     self._need -= n
@@ -293,7 +340,7 @@ class Connection:
                         self._piece = self._pieceview = None
                     return
             else:
-                chunk = self.sock.recv(_CHUNK)
+                chunk = self.sock.recv(_CHUNK, _DONTWAIT)
                 if chunk:
                     if self._off >= len(self._data):
                         self._data = chunk
@@ -306,6 +353,59 @@ class Connection:
         except OSError as e:
             raise PeerGone(f"receive failed: {e}") from None
         raise PeerGone("the peer closed the connection")
+
+    def read_reply(self, request_id: int, timeout_ms: int) -> Optional[bytes]:
+        """A REQ socket's usual receive in one blocking ``recv``: the body of the reply to
+        ``request_id`` when exactly that frame arrives alone, or None when anything else
+        came (it is then buffered for :meth:`next_frame`) or something was buffered before
+        (nothing is read then). TransportTimeout when ``timeout_ms`` (> 0; 0 waits for
+        ever) passes first; PeerGone at the end of the stream, which is also what
+        :meth:`interrupt` (``close`` from another thread) makes of a blocked call."""
+        if self._off < len(self._data) or self._parts is not None:
+            return None
+        if timeout_ms != self._rcvtimeo and (self._rcvtimeo == -1 or not self._set_timeout(
+                socket.SO_RCVTIMEO, timeout_ms)):
+            return None
+        try:
+            chunk = self.sock.recv(_CHUNK)
+        except BlockingIOError:
+            raise TransportTimeout("timed out") from None
+        except OSError as e:
+            raise PeerGone(f"receive failed: {e}") from None
+        n = len(chunk)
+        if n >= _REQ_HEADER_LEN:
+            kind, length, rid = _REQ_HEADER.unpack_from(chunk)
+            if (kind == MSG_TYPE and length == n - _HEADER_LEN and rid == request_id
+                    and (not self.max_size or length <= self.max_size)):
+                return chunk[_REQ_HEADER_LEN:]
+        elif not chunk:
+            raise PeerGone("the peer closed the connection")
+        self._data, self._off = chunk, 0
+        return None
+
+    def _set_timeout(self, option: int, ms: int) -> bool:
+        """Set SO_RCVTIMEO or SO_SNDTIMEO (``ms`` 0: none). False if the system refuses
+        it (a ``struct timeval`` of another layout, as with 64-bit time on some 32-bit
+        systems): the connection then keeps to the polling paths for good (-1 cached)."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, option,
+                                 _TIMEVAL.pack(ms // 1000, (ms % 1000) * 1000))
+        except (OSError, OverflowError, struct.error):
+            self._rcvtimeo = self._sndtimeo = -1
+            return False
+        if option == socket.SO_RCVTIMEO:
+            self._rcvtimeo = ms
+        else:
+            self._sndtimeo = ms
+        return True
+
+    def interrupt(self) -> None:
+        """Wake a :meth:`read_reply` blocked in another thread (any thread may call it):
+        the descriptor stays open (no other thread can get its number) until ``close``."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # closed already, or never connected
 
     def read_frame(self, deadline: Optional[float]) -> Tuple[Buffer, int, int]:
         while True:
@@ -331,7 +431,7 @@ class Connection:
         peer): 8 bytes always fit the empty buffer of a new connection."""
         head = connection_header(proto)
         try:
-            n = self.sock.send(head, _NOSIGNAL)
+            n = self.sock.send(head, _SEND_FLAGS)
         except BlockingIOError:
             n = 0
         except OSError as e:
@@ -368,7 +468,7 @@ class Connection:
         if ev & _POLLGONE:
             return True
         try:  # readable: data or end of stream? Peek to tell (portable fallback).
-            return self.sock.recv(1, socket.MSG_PEEK) == b""
+            return self.sock.recv(1, socket.MSG_PEEK | _DONTWAIT) == b""
         except BlockingIOError:
             return False
         except OSError:

@@ -1,0 +1,216 @@
+"""The native transport's blocking hot paths against a peer that stops reading or answering.
+
+A REQ socket waits for its reply in one blocking ``recv`` (SO_RCVTIMEO) and a send of up
+to 64 KiB is one blocking ``send`` (SO_SNDTIMEO). These tests play a host with a raw Unix
+socket that completes the SP handshake and then never reads (the plugin's socket buffer
+fills) or never answers, and check that the timeouts hold, that ``close`` from another
+thread wakes the blocked call at once, and that what was written stays whole.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from typing import Callable, List, Tuple
+
+import pytest
+
+from ekuiper.transport import TransportClosed, TransportTimeout, get_transport
+
+native_t = get_transport("native")
+PULL_HEADER = b"\x00SP\x00\x00\x51\x00\x00"
+REP_HEADER = b"\x00SP\x00\x00\x31\x00\x00"
+
+
+def _listener(url: str) -> socket.socket:
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(url[len("ipc://"):])
+    srv.listen(4)
+    return srv
+
+
+def _accept(srv: socket.socket, header: bytes) -> socket.socket:
+    srv.settimeout(5)
+    c, _ = srv.accept()
+    c.settimeout(5)
+    c.sendall(header)
+    got = b""
+    while len(got) < 8:
+        got += c.recv(8 - len(got))
+    return c
+
+
+def _peer(url: str, header: bytes, dial: Callable[[], object]) -> Tuple[object, socket.socket,
+                                                                          socket.socket]:
+    srv = _listener(url)
+    box: List[object] = []
+    t = threading.Thread(target=lambda: box.append(dial()), daemon=True)
+    t.start()
+    conn = _accept(srv, header)
+    t.join(5)
+    assert box, "dial did not complete"
+    return box[0], conn, srv
+
+
+def _fill(push: object, chunk: bytes) -> int:
+    """Send until the send times out (the peer reads nothing); the messages sent."""
+    n = 0
+    with pytest.raises(TransportTimeout):
+        while True:
+            push.send(chunk)  # type: ignore[attr-defined]
+            n += 1
+            assert n < 100_000, "the socket never filled"
+    return n
+
+
+def test_push_send_times_out_on_a_full_buffer_then_sends_whole_messages(ipc_url) -> None:
+    url = ipc_url("full")
+    push, conn, srv = _peer(url, PULL_HEADER, lambda: native_t.dial_push(
+        url, send_timeout_ms=200, retries=20, interval_s=0.05))
+    try:
+        t0 = time.monotonic()
+        sent = _fill(push, b"y" * 1000)
+        assert time.monotonic() - t0 < 5
+        # The peer now reads everything: every frame that was sent is whole, none torn.
+        conn.settimeout(0.5)
+        data = b""
+        try:
+            while True:
+                part = conn.recv(1 << 20)
+                if not part:
+                    break
+                data += part
+        except socket.timeout:
+            pass
+        frames, off = 0, 0
+        while off < len(data):
+            kind, length = struct.unpack_from(">BQ", data, off)
+            assert kind == 1 and length == 1000
+            off += 9 + length
+            frames += 1
+        assert off == len(data) and frames == sent
+        push.send(b"after")  # type: ignore[attr-defined]
+        assert conn.recv(100) == b"\x01" + struct.pack(">Q", 5) + b"after"
+    finally:
+        push.close()  # type: ignore[attr-defined]
+        conn.close()
+        srv.close()
+
+
+def test_close_wakes_a_push_send_blocked_on_a_full_buffer(ipc_url) -> None:
+    url = ipc_url("wake")
+    push, conn, srv = _peer(url, PULL_HEADER, lambda: native_t.dial_push(
+        url, send_timeout_ms=30_000, retries=20, interval_s=0.05))
+    errors: List[BaseException] = []
+
+    def sender() -> None:
+        try:
+            while True:
+                push.send(b"z" * 4000)  # type: ignore[attr-defined]
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=sender, daemon=True)
+    try:
+        t.start()
+        time.sleep(0.5)  # the buffer is full: the sender is blocked in send()
+        assert t.is_alive()
+        t0 = time.monotonic()
+        push.close()  # type: ignore[attr-defined]
+        t.join(3)
+        assert not t.is_alive() and time.monotonic() - t0 < 3
+        assert len(errors) == 1 and isinstance(errors[0], TransportClosed), errors
+    finally:
+        push.close()  # type: ignore[attr-defined]
+        conn.close()
+        srv.close()
+
+
+def test_req_recv_times_out_and_close_wakes_it(ipc_url) -> None:
+    url = ipc_url("req")
+    req, conn, srv = _peer(url, REP_HEADER, lambda: native_t.dial_req(
+        url, recv_timeout_ms=300, send_timeout_ms=1000, retries=20, interval_s=0.05))
+    try:
+        req.send(b"handshake")  # type: ignore[attr-defined]
+        t0 = time.monotonic()
+        with pytest.raises(TransportTimeout):
+            req.recv()  # type: ignore[attr-defined]
+        assert 0.25 <= time.monotonic() - t0 < 3  # SO_RCVTIMEO, not at once, not for ever
+        req.send(b"again")  # type: ignore[attr-defined]
+        errors: List[BaseException] = []
+
+        def receiver() -> None:
+            try:
+                req.recv()  # type: ignore[attr-defined]
+            except BaseException as e:
+                errors.append(e)
+
+        t = threading.Thread(target=receiver, daemon=True)
+        t.start()
+        time.sleep(0.1)
+        req.close()  # type: ignore[attr-defined]
+        t.join(3)
+        assert not t.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], TransportClosed), errors
+    finally:
+        req.close()  # type: ignore[attr-defined]
+        conn.close()
+        srv.close()
+
+
+def test_req_reply_split_across_writes_and_a_stale_reply_first(ipc_url) -> None:
+    """The one-recv fast path hands anything unusual to the general path intact."""
+    url = ipc_url("split")
+    req, conn, srv = _peer(url, REP_HEADER, lambda: native_t.dial_req(
+        url, recv_timeout_ms=3000, send_timeout_ms=1000, retries=20, interval_s=0.05))
+    try:
+        req.send(b"q")  # type: ignore[attr-defined]
+        head = conn.recv(9)
+        (length,) = struct.unpack(">Q", head[1:9])
+        body = conn.recv(length)
+        rid = body[:4]
+        stale = (int.from_bytes(rid, "big") ^ 1).to_bytes(4, "big")
+        conn.sendall(b"\x01" + struct.pack(">Q", 4 + 5) + stale + b"stale")
+        reply = b"\x01" + struct.pack(">Q", 4 + 5) + rid + b"reply"
+        got: List[bytes] = []
+        t = threading.Thread(target=lambda: got.append(req.recv()), daemon=True)  # type: ignore[attr-defined]
+        t.start()
+        time.sleep(0.1)
+        conn.sendall(reply[:6])
+        time.sleep(0.1)
+        conn.sendall(reply[6:])
+        t.join(3)
+        assert got == [b"reply"]
+    finally:
+        req.close()  # type: ignore[attr-defined]
+        conn.close()
+        srv.close()
+
+
+def test_without_socket_timeouts_the_polling_paths_serve(ipc_url) -> None:
+    """Where the system refuses SO_RCVTIMEO/SO_SNDTIMEO (a timeval of another layout,
+    which cannot be produced here, so the connection is put in the state a refusal
+    leaves: -1 cached), sends and receives take the polling paths, timeouts included."""
+    url = ipc_url("poll")
+    req, conn, srv = _peer(url, REP_HEADER, lambda: native_t.dial_req(
+        url, recv_timeout_ms=300, send_timeout_ms=1000, retries=20, interval_s=0.05))
+    try:
+        c = req._conn  # type: ignore[attr-defined]
+        c._rcvtimeo = c._sndtimeo = -1
+        req.send(b"q")  # type: ignore[attr-defined]
+        head = conn.recv(9)
+        body = conn.recv(struct.unpack(">Q", head[1:9])[0])
+        conn.sendall(b"\x01" + struct.pack(">Q", 4 + 2) + body[:4] + b"ok")
+        assert req.recv() == b"ok"  # type: ignore[attr-defined]
+        req.send(b"again")  # type: ignore[attr-defined]
+        t0 = time.monotonic()
+        with pytest.raises(TransportTimeout):
+            req.recv()  # type: ignore[attr-defined]
+        assert 0.25 <= time.monotonic() - t0 < 3
+        assert c._rcvtimeo == -1 and c._sndtimeo == -1
+    finally:
+        req.close()  # type: ignore[attr-defined]
+        conn.close()
+        srv.close()

@@ -13,6 +13,14 @@ from typing import Mapping, Optional
 from ekuiper import protocol
 
 RESTART_POLICIES = ("always", "on-failure", "never")
+
+#: A plugin output line longer than this is cut (with a marker) and the rest of it skipped:
+#: a 300 MB line without a newline must not become 300 MB of launcher memory.
+OUTPUT_LINE_MAX_BYTES = 64 * 1024
+#: Error texts kept in the status file (last exit, fatal reason, restart reasons) are cut here.
+ERROR_TEXT_MAX_CHARS = 4096
+#: eKuiper's ``portable.recvTimeout``: a function call or sink record busy longer is a hang.
+DEFAULT_CALL_TIMEOUT_S = 5.0
 LOCK_POLICIES = ("strict", "warn", "off")
 
 
@@ -39,8 +47,8 @@ class HostSettings:
     command_timeout_s: float = 15.0
     #: handed to the plugin in argv[1] (eKuiper ``PortbleConf.SendTimeout``)
     plugin_send_timeout_ms: int = protocol.DEFAULT_SEND_TIMEOUT_MS
-    #: wait for a function's answer (eKuiper ``portable.recvTimeout``)
-    function_timeout_s: float = 5.0
+    #: wait for a function's answer (eKuiper ``portable.recvTimeout``; ``--call-timeout``)
+    function_timeout_s: float = DEFAULT_CALL_TIMEOUT_S
     #: wait for the plugin to take a sink message (eKuiper ``portable.sendTimeout``)
     sink_send_timeout_s: float = 5.0
     #: wait for a sink's ack when the rule sets requireAck
@@ -67,3 +75,10 @@ class SupervisorSettings:
     #: restart when RSS stays above this for rss_strikes consecutive checks (None: no limit)
     max_rss_mb: Optional[float] = None
     rss_strikes: int = 3
+    #: above this share of max_rss, memory is sampled every rss_fast_interval_s instead of
+    #: every health check, so a plugin growing 100 MB/s is restarted before it doubles it
+    rss_fast_fraction: float = 0.5
+    rss_fast_interval_s: float = 0.1
+    #: a function call or sink record busy longer than this (reported in the ping answer of
+    #: ekl's SDK) is a hang: restart and replay (eKuiper's recvTimeout)
+    call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S

@@ -20,7 +20,7 @@ from ..errors import CommandError, EklError, HostTimeout, PluginStartError
 from ..process import LaunchSpec, PluginProcess
 from ..process.lifeline import Lifeline
 from ..settings import HostSettings
-from .control import ControlChannel, check_result
+from .control import ControlChannel, Probe, check_result
 from .functions import FunctionClient
 from .ipc import PluginDied, remove_ipc_dir
 from .journal import Journal, ReplayResult, journal_key
@@ -141,11 +141,16 @@ class PluginInstance:
                                f"{proc.tail()}") from None
 
     def ping(self, timeout_s: float) -> Optional[float]:
+        p = self.probe(timeout_s)
+        return None if p is None else p.rtt_s
+
+    def probe(self, timeout_s: float) -> Optional[Probe]:
+        """Ping with per-symbol liveness (None while a command holds the channel)."""
         control, proc = self.control, self.process
         if control is None or proc is None:
             raise EklError(f"plugin {self.name} is not running")
         try:
-            return control.ping(timeout_s, alive=proc.alive)
+            return control.probe(timeout_s, alive=proc.alive)
         except PluginDied:
             raise CommandError(f"plugin {self.name} {proc.exit_description()}") from None
 

@@ -18,6 +18,7 @@ from ..transport import (
     TransportTimeout,
 )
 from .contextimpl import ContextImpl
+from .liveness import Beat, entry
 from .logs import log, one_line
 from .reqloop import serve_inverted
 
@@ -79,6 +80,13 @@ class SymbolRuntime:
         self.running = False
         self.thread: Optional[threading.Thread] = None
         self.ctx = ContextImpl(ctrl.meta, ctrl.symbol_name)
+        #: liveness for the host's ping (see liveness.py)
+        self.beat = Beat()
+        self.ctx.beat = self.beat
+
+    def liveness(self) -> dict:
+        return entry(self.kind, self.ctrl.key, self.ctrl.symbol_name, self.ctrl.meta.rule_id,
+                     self.beat)
 
     @property
     def name(self) -> str:
@@ -134,6 +142,7 @@ class SourceRuntime(SymbolRuntime):
             pass  # stopped while emitting
         except Exception as e:
             if self.running:
+                self.beat.fail(f"open raised {type(e).__name__}: {one_line(e)}")
                 log.error("%s: open raised %s: %s", self.name, type(e).__name__, one_line(e),
                           exc_info=log.isEnabledFor(10))
         finally:
@@ -208,6 +217,7 @@ class SinkRuntime(SymbolRuntime):
                 log.warning("%s: receive failed: %s", self.name, e)
                 continue
             self.ctx.acked = False
+            self.beat.begin()
             try:
                 self.s.collect(self.ctx, data)
             except Exception as e:
@@ -216,6 +226,8 @@ class SinkRuntime(SymbolRuntime):
                 if not self.ctx.acked:
                     # The host waits for an ack per message when requireAck is set.
                     self.ctx.ack_error(text)
+            finally:
+                self.beat.end()
 
     def _close_sockets(self) -> None:
         for s in (self.pull, self.ack):
@@ -281,7 +293,12 @@ class FunctionRuntime(SymbolRuntime):
                 ctx = self._ctx_by_raw.get(raw) if isinstance(raw, str) else None
                 if ctx is None:
                     ctx = self._context(raw)
-                result = self.s.exec(arg[:-1], ctx)
+                beat = self.beat
+                beat.begin()
+                try:
+                    result = self.s.exec(arg[:-1], ctx)
+                finally:
+                    beat.end()
                 state = True
             elif func == protocol.FUNC_VALIDATE:
                 err = self.s.validate(arg if isinstance(arg, list) else [])

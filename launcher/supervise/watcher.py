@@ -127,6 +127,9 @@ class Watcher:
             self._set(State.FATAL)
             return False
         self._starts.append(now)
+        if self._pending_restart is not None:  # the last start failed before its handshake
+            self._count_restart(self._pending_restart, self.last_exit)
+            self._pending_restart = None
         self._set(State.STARTING)
         try:
             self.instance.start_process()
@@ -341,9 +344,6 @@ class Watcher:
         if self._stop.wait(delay):
             return
         self._wake.clear()
-        if self._pending_restart is not None:  # a start that failed before its handshake
-            self._count_restart(self._pending_restart, self.last_exit)
-            self._pending_restart = None
         self._start_once("restart")
 
     # --- status ------------------------------------------------------------------------

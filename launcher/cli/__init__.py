@@ -1,7 +1,7 @@
 """The ``ekl`` command. Every verb reports bad input as one line on stderr, never a traceback.
 
 Exit codes: 0 success; 1 the plugin failed (error reply, crash, ack error, drift);
-2 bad input (manifest, option, environment); 130 interrupted (Ctrl-C or SIGTERM).
+2 bad input (manifest, option, environment); 130 interrupted (Ctrl-C); 143 SIGTERM.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from .. import __version__
 from ..errors import EklError, ManifestError
 from ..start import Interrupted, terminate_as_interrupt
 from . import authoring, env, run, supervise
-from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE
 
 log = logging.getLogger("ekl")
 
@@ -26,7 +26,8 @@ log = logging.getLogger("ekl")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ekl", description="Run, call, test and supervise eKuiper Python plugins.",
-        epilog="Exit codes: 0 ok, 1 the plugin failed, 2 bad input, 130 interrupted.")
+        epilog="Exit codes: 0 ok, 1 the plugin failed, 2 bad input, 130 interrupted, "
+               "143 terminated (SIGTERM).")
     p.add_argument("--version", action="version", version=f"ekl {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     p.add_argument("-q", "--quiet", action="store_true", help="hide the plugin's own output")
@@ -62,9 +63,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except EklError as e:
         print(f"ekl: {e}", file=sys.stderr)
         return e.exit_code
-    except (KeyboardInterrupt, Interrupted):
+    except (KeyboardInterrupt, Interrupted) as e:
         print("ekl: interrupted; plugin stopped", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(e, Interrupted) else EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK  # `ekl tail ... | head` closed our stdout
 

@@ -10,17 +10,20 @@ from typing import Any, Dict, List
 
 from ..settings import RESTART_POLICIES, SupervisorSettings
 from ..supervise.status import collect_status_dir, read_status_file, status_dir
-from .common import add_launch_options, host_settings, launch_options
+from .common import add_launch_options, launch_options
+from .run import _host, add_call_timeout
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:
     from ..supervise.arbiter import Arbiter
 
+    host = _host(args)
     sup = SupervisorSettings(restart=args.restart, health_interval_s=args.health_interval,
                              max_rss_mb=args.max_rss, probe_timeout_s=args.probe_timeout,
                              start_limit=args.start_limit,
-                             start_limit_window_s=args.start_limit_window)
-    arbiter = Arbiter(args.plugins, launch_options(args), host_settings(args), sup,
+                             start_limit_window_s=args.start_limit_window,
+                             call_timeout_s=host.function_timeout_s)
+    arbiter = Arbiter(args.plugins, launch_options(args), host, sup,
                       status_file=args.status_file)
     return arbiter.run()
 
@@ -63,10 +66,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    s = sub.add_parser("supervise", help="run plugins under supervision until SIGTERM/Ctrl-C",
+    s = sub.add_parser("supervise",
+                       help="run plugins under supervision until SIGTERM, SIGHUP or Ctrl-C",
                        description="Start every PLUGIN, restart it when it dies, hangs or "
-                       "outgrows --max-rss (with back-off and a start limit), and write their "
-                       "status to --status-file at every health check.")
+                       "outgrows --max-rss, or a function call or sink record of it stays busy "
+                       "longer than --call-timeout (with back-off and a start limit), and "
+                       "write their status to --status-file at every health check. SIGTERM, "
+                       "SIGHUP and Ctrl-C stop every plugin; the status file then says "
+                       "STOPPED.")
     s.add_argument("plugins", nargs="+", metavar="PLUGIN")
     s.add_argument("--status-file", metavar="F", help="write JSON status here (atomically)")
     s.add_argument("--health-interval", type=float, default=SupervisorSettings.health_interval_s,
@@ -81,6 +88,7 @@ def register(sub: Any) -> None:
                    help="more than N starts within --start-limit-window makes a plugin FATAL")
     s.add_argument("--start-limit-window", type=float,
                    default=SupervisorSettings.start_limit_window_s, metavar="S")
+    add_call_timeout(s)
     add_launch_options(s)
     s.set_defaults(func=cmd_supervise)
 

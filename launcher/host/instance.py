@@ -11,6 +11,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from typing import Dict, List, Optional, Sequence
 
 from ekuiper import protocol
@@ -153,6 +154,24 @@ class PluginInstance:
             return control.probe(timeout_s, alive=proc.alive)
         except PluginDied:
             raise CommandError(f"plugin {self.name} {proc.exit_description()}") from None
+
+    def source_failure(self, symbol: str, within_s: float = 0.0) -> Optional[str]:
+        """Why source ``symbol`` stopped by itself (its ``open`` raised), or None.
+
+        Asked over ``ping``: only ekl's SDK reports it (the official SDK's plain ``ok``
+        says nothing, so None). ``within_s``: keep asking that long (an ``open`` that
+        fails at once is seen by ``ekl validate`` right after the start).
+        """
+        end = time.monotonic() + within_s
+        while True:
+            try:
+                probe = self.probe(min(2.0, self.settings.command_timeout_s))
+            except EklError:
+                return None
+            failed = probe.failed(protocol.TYPE_SOURCE, symbol) if probe else None
+            if failed or probe is None or probe.symbols is None or time.monotonic() >= end:
+                return failed
+            time.sleep(0.05)
 
     def _start(self, ctrl: Control) -> None:
         cmd = protocol.encode_command(protocol.CMD_START, ctrl)

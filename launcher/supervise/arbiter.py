@@ -55,11 +55,13 @@ class Arbiter:
             self.status_writer.close()
 
     def run(self) -> int:
-        """Until SIGTERM/SIGINT: start all, write status every health interval, stop all."""
+        """Until SIGTERM/SIGINT/SIGHUP: start all, write status every health interval, stop
+        all. SIGHUP stops like SIGTERM (a closed terminal must not leave plugins behind)."""
         def handler(signum: int, _f: object) -> None:
             self._stop.set()
 
-        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        old = {s: signal.signal(s, handler)
+               for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         try:
             self.start()
             log.info("supervising %d plugin(s)", len(self.watchers))

@@ -3,6 +3,11 @@
 If the plugin dies mid-run, the watcher restarts it and replays the journal; the pipeline
 waits for that and carries on from the record it was handling, so ``--count`` is reached.
 Records are at-least-once: one that was in flight during a crash is sent again.
+
+A function call or sink write that outlives the call timeout (``--call-timeout``,
+eKuiper's recvTimeout) is a hang: the watcher restarts the plugin and the record is tried
+again, or, with ``--no-restart``, the run stops with one line naming the symbol and the
+deadline. A source whose ``open`` raised ends the run with its error (exit 1).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any, Callable, Dict, Optional
 
 from ekuiper.protocol import FuncMeta, Meta
 
-from ..errors import EklError, HostTimeout, PluginStartError
+from ..errors import CommandError, EklError, HostTimeout, PluginStartError
 from ..host.instance import PluginInstance
 from ..plugin import Plugin
 from ..progress import Progress
@@ -27,6 +32,19 @@ log = logging.getLogger("ekl")
 RECOVERY_TIMEOUT_S = 60.0
 #: Records in a row the function may refuse before the run stops.
 MAX_CONSECUTIVE_ERRORS = 10
+#: Silence from the source this long: ask the plugin whether the source failed.
+SOURCE_CHECK_S = 1.0
+
+
+class CallHung(EklError):
+    """A function call or sink write got no answer within the call timeout."""
+
+    exit_code = 1
+
+
+def hung_message(what: str, timeout_s: float) -> str:
+    return (f"{what}: no answer within {timeout_s:.1f} s (--call-timeout); the call hangs. "
+            f"Fix the plugin, or give a longer --call-timeout")
 
 
 class Pipeline:
@@ -51,7 +69,9 @@ class Pipeline:
         progress = progress or Progress(quiet=True)
         inst = prepare(self.manifest, opts, settings, progress=progress)
         sup = SupervisorSettings(restart="on-failure" if supervise else "never",
-                                 health_interval_s=1.0)
+                                 health_interval_s=1.0,
+                                 call_timeout_s=settings.function_timeout_s)
+        self.supervise = supervise
         self.watcher = Watcher(inst, sup)
         try:
             with progress.step(f"starting plugin {self.manifest.name} on {inst.spec.interpreter}"):
@@ -64,7 +84,18 @@ class Pipeline:
         """Wait for the supervisor to bring the plugin back (journal replayed)."""
         w = self.watcher
         assert w is not None
-        if isinstance(err, HostTimeout) and w.state == State.RUNNING and w.instance.alive():
+        if isinstance(err, CallHung):
+            if not self.supervise:
+                raise err
+            old = w.instance.pid
+            log.warning("%s; restarting plugin %s", err, w.name)
+            w.request_restart(f"hung: {err}")
+            deadline = time.monotonic() + RECOVERY_TIMEOUT_S
+            while time.monotonic() < deadline and w.state not in (
+                    State.EXITED, State.FATAL, State.STOPPED) and not (
+                    w.state == State.RUNNING and w.instance.pid not in (None, old)):
+                time.sleep(0.02)
+        elif isinstance(err, HostTimeout) and w.state == State.RUNNING and w.instance.alive():
             return  # a plain timeout with a live plugin: just try again
         deadline = time.monotonic() + RECOVERY_TIMEOUT_S
         if not w.wait_for(State.RUNNING, State.FATAL, State.EXITED,
@@ -86,7 +117,14 @@ class Pipeline:
         while self.count is None or produced < self.count:
             try:
                 if pending is None:
-                    msg = stream.recv(1.0)
+                    try:
+                        msg = stream.recv(SOURCE_CHECK_S)
+                    except HostTimeout:
+                        failed = inst.source_failure(self.source)
+                        if failed:
+                            raise CommandError(f"source {self.source} stopped: {failed}") \
+                                from None
+                        raise
                     if msg.error is not None:
                         log.warning("source %s: error: %s", self.source, msg.error)
                         continue
@@ -101,6 +139,11 @@ class Pipeline:
                     try:
                         record[self.function] = fn.exec([record[key]],  # type: ignore[index]
                                                         FuncMeta(RULE, "fn", 0, 0))
+                    except HostTimeout:
+                        if not inst.alive():
+                            raise
+                        raise CallHung(hung_message(f"function {self.function}",
+                                                    fn.timeout_s)) from None
                     except EklError as e:
                         if not inst.alive() or isinstance(e, HostTimeout):
                             raise
@@ -112,11 +155,19 @@ class Pipeline:
                                            f"{self.function}; last: {e}") from None
                         continue
                 if writer is not None:
-                    writer.write(record)
+                    try:
+                        writer.write(record)
+                    except HostTimeout:
+                        if not inst.alive():
+                            raise
+                        raise CallHung(hung_message(f"sink {self.sink}",
+                                                    writer.ack_timeout_s)) from None
                 consecutive = 0
                 pending = None
                 produced += 1
                 self.out(record)
+            except CallHung as e:
+                self._recover(e)
             except HostTimeout as e:
                 if self.watcher and self.watcher.state in (State.FATAL, State.EXITED):
                     raise PluginStartError(f"plugin {inst.name} is {self.watcher.state}: "

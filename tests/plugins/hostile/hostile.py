@@ -7,8 +7,10 @@
   runs it (a file ``hung-once`` marks it), answers at once after a restart.
 - ``bigline``: prints one line of N MB on stdout (or stderr), without buffering it whole.
 - ``grow``: a thread that grows the resident memory by N MB every 0.1 s, forever.
+- start-up: with a file ``slowstart``, no handshake for 60 s; with ``crashloud``, one 3 MB
+  stderr line and exit 3 before the handshake.
 - source ``broken``: ``open`` raises. Source ``quiet``: one message per ``interval`` s.
-- sink ``stuck``: ``collect`` never returns.
+- sink ``stuck``: ``collect`` never returns; sink ``null`` acks every record.
 """
 
 import glob
@@ -140,6 +142,20 @@ class Broken(Source):
         pass
 
 
+class Null(Sink):
+    def configure(self, conf):
+        pass
+
+    def open(self, ctx):
+        pass
+
+    def collect(self, ctx, data):
+        ctx.ack_ok()
+
+    def close(self, ctx):
+        pass
+
+
 class Stuck(Sink):
     def configure(self, conf):
         pass
@@ -157,10 +173,16 @@ class Stuck(Sink):
 if __name__ == "__main__":
     if os.path.exists(os.path.join(HERE, "escape")):
         escape()
+    if os.path.exists(os.path.join(HERE, "slowstart")):
+        time.sleep(60)  # a plugin still starting: no handshake for a minute
+    if os.path.exists(os.path.join(HERE, "crashloud")):
+        sys.stderr.write("e" * (3 * 1024 * 1024) + "\n")  # a 3 MB line, then a crash
+        sys.stderr.flush()
+        sys.exit(3)
     plugin.start(PluginConfig(
         NAME, {"counter": lambda: Counter(), "broken": lambda: Broken(),
                "quiet": lambda: Counter()},
-        {"stuck": lambda: Stuck()},
+        {"null": lambda: Null(), "stuck": lambda: Stuck()},
         {"echo": lambda: Echo(), "hang": lambda: Hang(), "hangonce": lambda: HangOnce(),
          "spawn": lambda: Spawn(), "bigline": lambda: BigLine(), "grow": lambda: Grow(),
          "pid": lambda: Pid()}))

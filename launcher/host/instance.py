@@ -29,6 +29,8 @@ from .sinks import SinkWriter
 from .sources import SourceStream
 
 log = logging.getLogger("ekl")
+#: SIGTERM to SIGKILL of the plugin tree when the user interrupted ekl (Ctrl-C, SIGTERM).
+INTERRUPT_GRACE_S = 0.25
 
 
 class PluginInstance:
@@ -256,15 +258,19 @@ class PluginInstance:
 
     # --- the end -----------------------------------------------------------------------
 
-    def close(self) -> List[int]:
-        """Stop symbols (best effort), the process and every socket; remove private files."""
+    def close(self, interrupted: bool = False) -> List[int]:
+        """Stop symbols (best effort), the process and every socket; remove private files.
+
+        ``interrupted`` (Ctrl-C, SIGTERM): the user wants the shell back within 0.5 s, so
+        no per-symbol stop round trips and only INTERRUPT_GRACE_S before SIGKILL.
+        """
         for key, stream in list(self.sources.items()):
             stream.close()
             self.sources.pop(key, None)
         for key, writer in list(self.sinks.items()):
             writer.close()
             self.sinks.pop(key, None)
-        if self.alive():
+        if self.alive() and not interrupted:
             for ctrl, _ in reversed(self.journal.entries()):
                 if ctrl.plugin_type == protocol.TYPE_FUNC:
                     continue  # eKuiper never stops functions; they end with the process
@@ -273,7 +279,7 @@ class PluginInstance:
                                  f"stop {ctrl.describe}", timeout_s=2.0)
                 except EklError as e:
                     log.debug("%s", e)
-        survivors = self.stop_process()
+        survivors = self.stop_process(INTERRUPT_GRACE_S if interrupted else None)
         for client in self.functions.values():
             client.close()
         self.functions.clear()

@@ -13,6 +13,7 @@ deadline. A source whose ``open`` raised ends the run with its error (exit 1).
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Any, Callable, Dict, Optional
 
@@ -78,7 +79,7 @@ class Pipeline:
                 self.watcher.start(fail_fast=True)
             return self._loop(inst)
         finally:
-            self.watcher.stop()
+            self.watcher.stop(interrupted=isinstance(sys.exc_info()[1], KeyboardInterrupt))
 
     def _recover(self, err: Exception) -> None:
         """Wait for the supervisor to bring the plugin back (journal replayed)."""

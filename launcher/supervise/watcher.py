@@ -157,18 +157,19 @@ class Watcher:
             log.info("plugin %s: replayed %d/%d started symbols", self.name, ok, len(results))
         return True
 
-    def stop(self) -> List[int]:
-        """Stop supervising and stop the plugin; returns surviving pids (none expected)."""
+    def stop(self, interrupted: bool = False) -> List[int]:
+        """Stop supervising and stop the plugin; returns surviving pids (none expected).
+        ``interrupted``: the user pressed Ctrl-C; stop fast (``PluginInstance.close``)."""
         with self._stopping:
-            return self._stop_locked()
+            return self._stop_locked(interrupted)
 
-    def _stop_locked(self) -> List[int]:
+    def _stop_locked(self, interrupted: bool = False) -> List[int]:
         self._stop.set()
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=self.settings.probe_timeout_s + 2)
         self._set(State.STOPPING)
-        survivors = self.instance.close()
+        survivors = self.instance.close(interrupted)
         self._set(State.STOPPED)
         return survivors
 

@@ -47,9 +47,12 @@ def check_writable_file(path: str, option: str) -> None:
                        f"another path")
     if os.path.isdir(path):
         raise EklError(f"{option} {path}: is a folder; give a file path")
-    if not os.access(path if os.path.exists(path) else folder, os.W_OK):
-        raise EklError(f"{option} {path}: not writable by this user; give a path you can "
-                       f"write")
+    try:
+        with open(path, "a"):  # the file is written soon anyway; root passes os.access
+            pass
+    except OSError as e:
+        raise EklError(f"{option} {path}: cannot write it ({e.strerror}); give a path you "
+                       f"can write") from None
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ def cap_text(text: Optional[str], limit: int = ERROR_TEXT_MAX_CHARS) -> Optional
     """An error text at most ``limit`` characters long (status files stay small)."""
     if text is None or len(text) <= limit:
         return text
-    return text[:limit - 20] + " [ekl: text cut]"
+    mark = " [ekl: text cut]"
+    return text[:limit - len(mark)] + mark
 
 
 def check_writable_file(path: str, option: str) -> None:

@@ -101,7 +101,7 @@ class Relay:
         def on_signal(signum: int, _f: object) -> None:
             self.stop_event.set()
 
-        for s in (signal.SIGTERM, signal.SIGINT):
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # SIGHUP stops too
             signal.signal(s, on_signal)
         t = get_transport()
         try:

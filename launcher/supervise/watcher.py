@@ -33,6 +33,9 @@ EXIT_POLL_S = 0.05
 MAX_RESTART_RECORDS = 100
 #: SIGTERM grace when a plugin is restarted for memory: it keeps growing meanwhile.
 MEMORY_KILL_GRACE_S = 0.2
+#: SIGTERM grace when a plugin is restarted because it hangs: its other symbols may still
+#: close cleanly, but data should flow again soon.
+HUNG_KILL_GRACE_S = 0.5
 
 
 @dataclass
@@ -227,7 +230,7 @@ class Watcher:
             return next_check
         request, self._restart_request = self._restart_request, None
         if request:
-            self._restart_unhealthy(request)
+            self._restart_unhealthy(request, grace_s=HUNG_KILL_GRACE_S)
             return time.monotonic() + self.settings.health_interval_s
         now = time.monotonic()
         if self._failures and now - self._running_since >= self.settings.startsecs:
@@ -242,7 +245,8 @@ class Watcher:
             next_check = now + self.settings.health_interval_s
             problem = self._check()
             if problem and not self._stop.is_set():
-                grace = MEMORY_KILL_GRACE_S if problem.startswith("memory:") else 1.0
+                grace = (MEMORY_KILL_GRACE_S if problem.startswith("memory:") else
+                         HUNG_KILL_GRACE_S if problem.startswith("hung:") else 1.0)
                 self._restart_unhealthy(problem, grace_s=grace)
         return next_check
 

@@ -46,8 +46,13 @@ STATES = {
 }
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-@pytest.mark.parametrize("state", list(STATES))
+# every state with Ctrl-C; SIGTERM (same code path, another exit code) in two of them
+CASES = [(state, signal.SIGINT) for state in STATES] + [
+    ("tail-idle-source", signal.SIGTERM), ("tail-plugin-still-starting", signal.SIGTERM)]
+
+
+@pytest.mark.parametrize("state, sig", CASES,
+                         ids=[f"{st}-{signal.Signals(sg).name}" for st, sg in CASES])
 def test_interrupt_in_every_state_exits_with_its_code_and_leaves_nothing(plugin_copy, sig,
                                                                          state):
     folder = plugin_copy("hostile")

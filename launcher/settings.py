@@ -75,9 +75,11 @@ class SupervisorSettings:
     #: restart when RSS stays above this for rss_strikes consecutive checks (None: no limit)
     max_rss_mb: Optional[float] = None
     rss_strikes: int = 3
-    #: above this share of max_rss, memory is sampled every rss_fast_interval_s instead of
-    #: every health check, so a plugin growing 100 MB/s is restarted before it doubles it
-    rss_fast_fraction: float = 0.5
+    #: with max_rss, memory is sampled as often as a plugin growing this fast needs to be
+    #: caught before it crosses the limit by much (half the time its headroom would last,
+    #: between rss_fast_interval_s and the health interval): 100 MB/s is caught before it
+    #: doubles the limit, and an idle plugin far below it costs nothing extra
+    rss_growth_mb_s: float = 100.0
     rss_fast_interval_s: float = 0.1
     #: a function call or sink record busy longer than this (reported in the ping answer of
     #: ekl's SDK) is a hang: restart and replay (eKuiper's recvTimeout)

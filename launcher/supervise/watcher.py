@@ -136,7 +136,7 @@ class Watcher:
         self._set(State.STARTING)
         try:
             self.instance.start_process()
-        except PluginStartError as e:
+        except EklError as e:  # PluginStartError, or a socket that cannot be listened on
             self.last_exit = cap_text(str(e))
             log.error("%s", e)
             self._failures += 1
@@ -236,7 +236,6 @@ class Watcher:
         if self._failures and now - self._running_since >= self.settings.startsecs:
             self._failures = 0  # healthy long enough: the back-off starts over
         if self._rss_fast and now >= self._next_rss and now < next_check:
-            self._next_rss = now + self.settings.rss_fast_interval_s
             problem = self._memory(tree_rss(self._sampler, proc))
             if problem:
                 self._restart_unhealthy(problem, grace_s=MEMORY_KILL_GRACE_S)
@@ -261,7 +260,12 @@ class Watcher:
         if limit is None:
             return None
         limit_b = limit * 1024 * 1024
-        self._rss_fast = rss > limit_b * self.settings.rss_fast_fraction
+        st = self.settings
+        # Sample again in half the time the headroom lasts at rss_growth_mb_s.
+        headroom_s = max(0.0, limit_b - rss) / (st.rss_growth_mb_s * 1048576)
+        interval = min(st.health_interval_s, max(st.rss_fast_interval_s, headroom_s / 2))
+        self._rss_fast = interval < st.health_interval_s
+        self._next_rss = time.monotonic() + interval
         if rss > limit_b:
             self._rss_strikes += 1
             if self._rss_strikes >= self.settings.rss_strikes:
@@ -284,7 +288,6 @@ class Watcher:
         problem = self._memory(h.rss_bytes)
         if problem:
             return problem
-        self._next_rss = time.monotonic() + self.settings.rss_fast_interval_s
         try:
             probe = self.instance.probe(self.settings.probe_timeout_s)
         except EklError as e:

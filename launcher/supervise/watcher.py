@@ -77,6 +77,8 @@ class Watcher:
         self._rss_fast = False
         #: a start failed and no restart was counted for it yet
         self._pending_restart: Optional[str] = None
+        #: the last start's error (``start(fail_fast=True)`` raises it as it came)
+        self._start_error: Optional[EklError] = None
         #: a restart asked for from outside (a hung call seen by ``ekl run``)
         self._restart_request: Optional[str] = None
         self._sampler = TreeSampler()
@@ -110,8 +112,12 @@ class Watcher:
     def start(self, fail_fast: bool = False) -> None:
         """Start the plugin and the monitor. ``fail_fast`` raises if the first start fails."""
         self._stop.clear()
+        self._start_error = None
         ok = self._start_once("start")
         if not ok and fail_fast:
+            if self._start_error is not None and not isinstance(self._start_error,
+                                                                PluginStartError):
+                raise self._start_error  # bad input (a socket in use): its own exit code
             raise PluginStartError(self.fatal_reason or self.last_exit or "start failed")
         self._thread = threading.Thread(target=self._monitor, name=f"watch-{self.name}",
                                         daemon=True)
@@ -137,6 +143,7 @@ class Watcher:
         try:
             self.instance.start_process()
         except EklError as e:  # PluginStartError, or a socket that cannot be listened on
+            self._start_error = e
             self.last_exit = cap_text(str(e))
             log.error("%s", e)
             self._failures += 1

@@ -21,10 +21,9 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any, Dict, List, Optional, Tuple
 
-from ._manifest import Plugin
-from .locate import _looks_like_path, default_create_prefix, find_environment
+from .locate import RESERVED_NAMES, _looks_like_path, default_create_prefix, plugin_environment
 from .lock import Lock, LockedPackage, compare, find_lock_file, read_lock
-from .model import LOCAL_ENV_DIR, EnvError, EnvFailed, Environment
+from .model import LOCAL_ENV_DIR, EnvError, EnvFailed, Environment, PluginEnv
 from .probe import cache_dir, clean_env
 
 TOOLS = ("auto", "conda-lock", "micromamba", "mamba", "conda", "rattler", "venv")
@@ -54,12 +53,12 @@ class Progress:
 
 # -- where and from what -------------------------------------------------------------------
 
-def target_prefix(plugin: Plugin) -> Tuple[str, str]:
+def target_prefix(plugin: PluginEnv) -> Tuple[str, str]:
     """(prefix, kind) the plugin's JSON asks for; kind is ``venv`` or a conda-style kind."""
-    kind = (plugin.env_kind or "").lower() or None
-    env = plugin.env_name
-    if not env and kind is None and find_lock_file(plugin.dir, plugin.manifest):
-        return str(plugin.dir / LOCAL_ENV_DIR), "conda"
+    kind = (plugin.kind or "").lower() or None
+    env = plugin.env
+    if not env and kind is None and find_lock_file(plugin.folder, plugin.lock):
+        return str(plugin.folder / LOCAL_ENV_DIR), "conda"
     if not env:
         if kind == "pixi":
             raise EnvError("pixi environments are made by `pixi install` in the project")
@@ -68,18 +67,24 @@ def target_prefix(plugin: Plugin) -> Tuple[str, str]:
     if kind == "venv" or _looks_like_path(env):
         p = Path(os.path.expanduser(env))
         if not p.is_absolute():
-            p = plugin.dir / p
+            p = plugin.folder / p
         return os.path.abspath(p), kind or "conda"
     if kind == "pixi":
         raise EnvError("pixi environments are made by `pixi install` in the project")
+    if env in RESERVED_NAMES:
+        # conda: "CondaValueError: 'base' is a reserved environment name"; base is the root
+        # prefix, which an installer made and ekl must never build over
+        raise EnvError(f"{plugin.json_path}: \"env\": {env!r} is a reserved environment name "
+                       f"(the conda root prefix), so `ekl env create` will not make it, as "
+                       f"conda will not; name another env in \"env\"")
     return default_create_prefix(kind, env), kind or "conda"
 
 
-def _spec_files(plugin: Plugin) -> Tuple[Optional[Path], Optional[Path], Optional[Path]]:
-    lock = find_lock_file(plugin.dir, plugin.manifest)
-    yml = next((plugin.dir / n for n in ("environment.yml", "environment.yaml")
-                if (plugin.dir / n).is_file()), None)
-    req = plugin.dir / "requirements.txt"
+def _spec_files(plugin: PluginEnv) -> Tuple[Optional[Path], Optional[Path], Optional[Path]]:
+    lock = find_lock_file(plugin.folder, plugin.lock)
+    yml = next((plugin.folder / n for n in ("environment.yml", "environment.yaml")
+                if (plugin.folder / n).is_file()), None)
+    req = plugin.folder / "requirements.txt"
     return lock, yml, req if req.is_file() else None
 
 
@@ -232,14 +237,23 @@ def _rattler_install_lock(lock: Lock, prefix: str, say: Progress) -> None:
              "creating an env without conda or micromamba")
 
 
+#: A channel entry that is a keyword, not a channel: "do not add the defaults channel"
+#: (conda, mamba and conda-lock read it so; it must never be fetched as a channel).
+NODEFAULTS = "nodefaults"
+
+
 def _read_env_yml(path: Path) -> Tuple[List[str], List[str], List[str]]:
     import yaml
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise EnvError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
-    channels = [str(c) for c in data.get("channels") or []]
+    if not isinstance(data, dict) or not isinstance(data.get("channels") or [], list) or \
+            not isinstance(data.get("dependencies") or [], list):
+        raise EnvError(f"{path} is not an environment.yml (a mapping with 'channels' and "
+                       f"'dependencies' lists); fix it")
+    channels = [str(c) for c in data.get("channels") or [] if str(c) != NODEFAULTS]
     specs: List[str] = []
     pip: List[str] = []
     for d in data.get("dependencies") or []:
@@ -295,7 +309,7 @@ def _pip_from_lock(lock: Lock, prefix: str, say: Progress) -> None:
 
 # -- create --------------------------------------------------------------------------------
 
-def create(plugin: Plugin, tool: str = "auto", say: Optional[Progress] = None) -> str:
+def create(plugin: PluginEnv, tool: str = "auto", say: Optional[Progress] = None) -> str:
     """Build the plugin's environment; returns its prefix. Nothing is left on failure."""
     say = say or Progress()
     prefix, kind = target_prefix(plugin)
@@ -304,7 +318,7 @@ def create(plugin: Plugin, tool: str = "auto", say: Optional[Progress] = None) -
     method, source = choose_method(lock, yml, req, kind, tool)
     if os.path.exists(prefix) and (not os.path.isdir(prefix) or os.listdir(prefix)):
         raise EnvError(f"{prefix} already exists; check it with `ekl env check "
-                       f"{shlex.quote(str(plugin.dir))}`, or remove it first to rebuild")
+                       f"{shlex.quote(str(plugin.folder))}`, or remove it first to rebuild")
     made_parent = [] if os.path.isdir(os.path.dirname(prefix)) else [os.path.dirname(prefix)]
     say(f"creating {prefix} with {method} from "
         f"{lock_path.name if source == 'lock' and lock_path else source}")
@@ -313,7 +327,7 @@ def create(plugin: Plugin, tool: str = "auto", say: Optional[Progress] = None) -
             assert req is not None
             _run([sys.executable, "-m", "venv", prefix], say, env=clean_env())
             _run([os.path.join(prefix, "bin", "python"), "-m", "pip", "install", "-r",
-                  str(req)], say, env=clean_env(), cwd=str(plugin.dir))
+                  str(req)], say, env=clean_env(), cwd=str(plugin.folder))
             return prefix
         if source == "lock":
             assert lock is not None and lock_path is not None
@@ -331,7 +345,7 @@ def create(plugin: Plugin, tool: str = "auto", say: Optional[Progress] = None) -
             _write_history(prefix, yml.name)
             if pip:
                 _run([os.path.join(prefix, "bin", "python"), "-m", "pip", "install", *pip],
-                     say, env=clean_env(), cwd=str(plugin.dir))
+                     say, env=clean_env(), cwd=str(plugin.folder))
             if not os.path.isdir(os.path.join(prefix, "conda-meta")):
                 raise EnvFailed(f"{method} finished but wrote no conda-meta/ in {prefix}")
         return prefix
@@ -377,40 +391,41 @@ def _create_from_yml(method: str, yml: Path, prefix: str, say: Progress) -> List
 
 # -- install.sh ----------------------------------------------------------------------------
 
-def run_install_script(plugin: Plugin, env: Optional[Environment] = None,
+def run_install_script(plugin: PluginEnv, env: Optional[Environment] = None,
                        say: Optional[Progress] = None) -> None:
     """Run the plugin's install.sh the way eKuiper does (``/bin/sh`` in the plugin folder),
     but inside the activated env, so its ``pip install`` lands where the plugin runs."""
     say = say or Progress()
-    script = plugin.dir / "install.sh"
+    script = plugin.folder / "install.sh"
     if not script.is_file():
-        raise EnvError(f"{plugin.dir} has no install.sh; nothing to install")
+        raise EnvError(f"{plugin.folder} has no install.sh; nothing to install")
     if env is None:
-        if not plugin.env_name and plugin.env_kind != "pixi":
+        env = plugin_environment(plugin)
+        if env is None:
             raise EnvError(f"{plugin.json_path} names no env, so install.sh would install "
                            f"into whatever python is on PATH; set \"env\" first")
-        env = find_environment(plugin.env_kind, plugin.env_name or "", plugin_dir=plugin.dir)
     child_env = env.activation(clean_env())
     argv = env.wrap_command(["/bin/sh", str(script)])
     say(f"running install.sh in {env.prefix}")
     try:
-        rc = subprocess.call(argv, env=child_env, cwd=str(plugin.dir))
+        rc = subprocess.call(argv, env=child_env, cwd=str(plugin.folder))
     except OSError as e:
         raise EnvError(f"cannot run {script}: {e.strerror}") from None
     if rc != 0:
         raise EnvFailed(f"{script} failed with exit code {rc} (its output is above); fix it and "
-                       f"run `ekl env install {shlex.quote(str(plugin.dir))}` again")
+                       f"run `ekl env install {shlex.quote(str(plugin.folder))}` again")
 
 
 # -- pack ----------------------------------------------------------------------------------
 
-def pack(plugin: Plugin, output: str, say: Optional[Progress] = None) -> str:
+def pack(plugin: PluginEnv, output: str, say: Optional[Progress] = None) -> str:
     """conda-pack the plugin's env into ``output`` (.tar.gz): unpack it on an edge machine,
     run ``bin/conda-unpack`` once, and point the plugin's ``env`` at the folder."""
     say = say or Progress()
-    if not plugin.env_name:
-        raise EnvError(f"{plugin.json_path} names no env to pack")
-    env = find_environment(plugin.env_kind, plugin.env_name, plugin_dir=plugin.dir)
+    env = plugin_environment(plugin)
+    if env is None:
+        raise EnvError(f"{plugin.json_path} names no env to pack (and has no lock file "
+                       f"beside it for a plugin-local {LOCAL_ENV_DIR})")
     if env.kind == "venv":
         raise EnvError(f"{env.prefix} is a venv; conda-pack packs conda environments only")
     conda_pack = _need("conda_pack", "pack", "ekl env pack")

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from .model import KINDS, EnvError, Environment
+from .model import KINDS, LOCAL_ENV_DIR, CondaSettings, EnvError, Environment, PluginEnv
 
 #: conda's configuration search path on POSIX (conda/base/constants.py SEARCH_PATH).
 CONDARC_SEARCH_PATH = (
@@ -90,6 +91,7 @@ class CondaConfig:
     envs_dirs_sources: Dict[str, str] = field(default_factory=dict)
     mamba_root: Optional[str] = None
     environments_txt: List[str] = field(default_factory=list)
+    settings: CondaSettings = field(default_factory=CondaSettings)
 
 
 def _find_conda_root(env: Mapping[str, str]) -> Tuple[Optional[str], str]:
@@ -147,6 +149,60 @@ def _read_yaml(path: str) -> Dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+_FALSE = ("false", "no", "off", "0", "n", "f", "")
+_TRUE = ("true", "yes", "on", "1", "y", "t")
+
+
+def _setting(raw: Any, key: str, where: str, kind: type) -> Any:
+    """One .condarc/CONDA_* value as conda's config would type it, or a one-line error."""
+    if isinstance(raw, str) and "#!" in raw:
+        raw = _strip_flag(raw)  # (an env_prompt keeps its spaces otherwise)
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            s = str(raw).strip().lower()
+            if s in _TRUE or s in _FALSE:
+                return s in _TRUE
+            raise ValueError(raw)
+        if kind is int:
+            if isinstance(raw, bool):
+                return int(raw)
+            return int(str(raw).strip())
+        return str(raw)
+    except ValueError:
+        want = {bool: "true or false", int: "a whole number"}.get(kind, "text")
+        raise EnvError(f"{where}: {key} is {raw!r}, not {want}; fix it as conda would "
+                       f"need it") from None
+
+
+def _settings(layers: List[Tuple[str, Dict[str, Any]]], env: Mapping[str, str]) -> CondaSettings:
+    """changeps1, env_prompt and auto_stack: later .condarc files win, CONDA_<KEY> wins last."""
+    vals: Dict[str, Any] = {}
+    spec = (("changeps1", bool), ("env_prompt", str), ("auto_stack", int))
+    for where, data in layers:
+        for key, kind in spec:
+            if key in data and data[key] is not None:
+                vals[key] = _setting(data[key], key, where, kind)
+    where = "conda's default"
+    for key, kind in spec:
+        var = f"CONDA_{key.upper()}"
+        if env.get(var) is not None and env.get(var) != "":
+            vals[key] = _setting(env[var], key, f"${var}", kind)
+    for w, data in layers:
+        if data.get("env_prompt") is not None:
+            where = w
+    if env.get("CONDA_ENV_PROMPT"):
+        where = "$CONDA_ENV_PROMPT"
+    settings = CondaSettings(**vals)
+    try:  # checked here, where the launcher reports EnvError, not at activation
+        settings.env_prompt.format(default_env="e", prefix="/p", name="n", stacked_env="e")
+    except (KeyError, IndexError, ValueError, AttributeError):
+        raise EnvError(f"{where}: env_prompt {settings.env_prompt!r} is not a valid template "
+                       f"(use {{default_env}}, {{prefix}}, {{name}}, {{stacked_env}})") from None
+    return settings
+
+
 def _strip_flag(v: Any) -> str:
     s = str(v)
     for flag in ("#!important", "#!top", "#!bottom"):
@@ -161,8 +217,10 @@ def conda_config(env: Optional[Mapping[str, str]] = None) -> CondaConfig:
     files = _condarc_files(env, conda_root)
     layers: List[Tuple[str, List[str]]] = []
     root_prefix_cfg: Optional[str] = None
+    raw_layers: List[Tuple[str, Dict[str, Any]]] = []
     for f in files:
         data = _read_yaml(f)
+        raw_layers.append((f, data))
         dirs = data.get("envs_dirs", data.get("envs_path"))
         if isinstance(dirs, str):
             dirs = [dirs]
@@ -216,7 +274,8 @@ def conda_config(env: Optional[Mapping[str, str]] = None) -> CondaConfig:
     return CondaConfig(conda_root=conda_root, conda_root_source=root_source,
                        root_prefix=root_prefix, condarc_files=files, envs_dirs=dirs_out,
                        envs_dirs_sources=sources, mamba_root=mamba_root,
-                       environments_txt=_environments_txt(env))
+                       environments_txt=_environments_txt(env),
+                       settings=_settings(raw_layers, env))
 
 
 def _environments_txt(env: Mapping[str, str]) -> List[str]:
@@ -254,18 +313,144 @@ def _kind_of(prefix: str, cfg: CondaConfig, env: Mapping[str, str],
     return "conda"
 
 
+def _installation_of(prefix: str, cfg: CondaConfig) -> Optional[str]:
+    """The conda installation an env belongs to when nothing announced one (a systemd unit,
+    a container: no CONDA_EXE, no conda on PATH): the prefix itself (base), the folder above
+    its ``envs/``, the root prefix ``.condarc`` names, then a conda installation listed in
+    ``~/.conda/environments.txt`` (conda registers its root and every env it makes there)."""
+    if cfg.conda_root:
+        return cfg.conda_root
+    p = Path(prefix)
+    cands: List[str] = [prefix]
+    if p.parent.name == "envs":
+        cands.append(str(p.parent.parent))
+    if cfg.root_prefix:
+        cands.append(cfg.root_prefix)
+    cands.extend(cfg.environments_txt)
+    for c in cands:
+        if _is_conda_install(c):
+            return c
+    return None
+
+
+def _mamba_exe(env: Mapping[str, str], kind: str) -> Optional[str]:
+    if env.get("MAMBA_EXE"):
+        return env["MAMBA_EXE"]
+    return shutil.which("mamba" if kind == "mamba" else "micromamba", path=env.get("PATH", ""))
+
+
+def _pixi_vars(prefix: str) -> Tuple[Tuple[str, str], ...]:
+    """pixi's documented shell-hook variables for an env at ``<project>/.pixi/envs/<name>``."""
+    p = Path(prefix)
+    if not (p.parent.name == "envs" and p.parent.parent.name == ".pixi"):
+        return ()
+    root = p.parent.parent.parent
+    manifest = root / "pixi.toml"
+    table: Dict[str, Any] = {}
+    if manifest.is_file():
+        data = _read_toml(manifest)
+        table = data.get("workspace") or data.get("project") or {}
+    elif (root / "pyproject.toml").is_file():
+        manifest = root / "pyproject.toml"
+        data = _read_toml(manifest)
+        tool = (data.get("tool") or {}).get("pixi") or {}
+        table = dict(data.get("project") or {})
+        table.update(tool.get("workspace") or tool.get("project") or {})
+    else:
+        return ()
+    if not isinstance(table, dict):
+        table = {}
+    name = str(table.get("name") or root.name)
+    env_name = p.name
+    default_env = name if env_name == "default" else f"{name}:{env_name}"
+    out = [("PIXI_PROJECT_ROOT", str(root)), ("PIXI_PROJECT_NAME", name),
+           ("PIXI_PROJECT_MANIFEST", str(manifest))]
+    if table.get("version"):
+        out.append(("PIXI_PROJECT_VERSION", str(table["version"])))
+    out += [("PIXI_PROMPT", f"({default_env}) "), ("PIXI_ENVIRONMENT_NAME", env_name)]
+    plats = table.get("platforms")
+    if isinstance(plats, list):
+        out.append(("PIXI_ENVIRONMENT_PLATFORMS", ",".join(str(x) for x in plats)))
+    out.append(("CONDA_DEFAULT_ENV", default_env))
+    return tuple(out)
+
+
+def _read_toml(path: Path) -> Dict[str, Any]:
+    try:
+        import tomllib  # type: ignore[import-not-found]
+    except ImportError:  # Python < 3.11
+        try:
+            import tomli as tomllib  # type: ignore[import-not-found,no-redef]
+        except ImportError:
+            return _toml_names(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise EnvError(f"cannot read {path}: {e.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        m = re.search(r"line (\d+)", str(e))
+        where = f"{path}:{m.group(1)}" if m else str(path)
+        raise EnvError(f"{where}: not valid TOML ({str(e).split(' (at')[0]}); fix the pixi "
+                       f"manifest") from None
+
+
+def _toml_names(path: Path) -> Dict[str, Any]:
+    """Without a TOML reader (Python 3.9/3.10, no tomli): name and version by line."""
+    out: Dict[str, Any] = {}
+    section = ""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        s = line.strip()
+        if s.startswith("["):
+            section = s.strip("[] ")
+        m = re.match(r"(name|version)\s*=\s*[\"']([^\"']*)[\"']", s)
+        if m and section in ("workspace", "project", "tool.pixi.workspace",
+                             "tool.pixi.project"):
+            out.setdefault(m.group(1), m.group(2))
+    return {"project": out}
+
+
 def _make(prefix: str, kind: str, name: Optional[str], cfg: CondaConfig,
-          found_in: str) -> Environment:
+          found_in: str, environ: Optional[Mapping[str, str]] = None) -> Environment:
+    from .activate import env_vars_of
+
     py = _python_of(prefix)
     if py is None:
         raise EnvError(f"environment {prefix} has no bin/python; install Python into it "
                        f"(for a conda env: `conda install -p {prefix} python`) or recreate it "
                        f"with `ekl env create PLUGIN`")
-    conda_root = Path(cfg.conda_root) if cfg.conda_root and kind == "conda" else None
-    root = cfg.root_prefix if kind == "conda" else cfg.mamba_root
+    environ = os.environ if environ is None else environ
+    conda_root: Optional[Path] = None
+    root: Optional[str] = None
+    mamba_exe: Optional[str] = None
+    pixi: Tuple[Tuple[str, str], ...] = ()
+    if kind in ("conda", "mamba"):
+        inst = _installation_of(prefix, cfg)
+        if inst and not cfg.conda_root:
+            # found from the env's location: read that installation's .condarc too, as the
+            # conda there would (changeps1, env_prompt, auto_stack, root_prefix)
+            cfg = conda_config(dict(environ, CONDA_EXE=os.path.join(inst, "bin", "conda")))
+        conda_root = Path(inst) if inst else None
+        root = cfg.root_prefix or inst
+    if kind in ("mamba", "micromamba"):
+        mamba_exe = _mamba_exe(environ, kind)
+        if kind == "micromamba" or not root:
+            root = cfg.mamba_root or root
+    warnings: List[str] = []
+    if kind == "pixi":
+        pixi = _pixi_vars(prefix)
+    if KINDS[kind].conda_style:
+        # read now, so a file `conda activate` would fail on is one error naming it, at the
+        # same place as "not found", and the warnings are known before the start
+        warnings = env_vars_of(prefix)[1]
     return Environment(kind=kind, prefix=Path(prefix), name=name, python=py,
                        conda_root=conda_root, root_prefix=Path(root) if root else None,
-                       found_in=found_in)
+                       found_in=found_in, settings=cfg.settings, mamba_exe=mamba_exe,
+                       pixi_vars=pixi, warnings=warnings)
 
 
 def _looks_like_path(env: str) -> bool:
@@ -295,13 +480,24 @@ def _pixi_dirs(start: Optional[Path]) -> List[str]:
 
 
 def find_environment(kind: Optional[str], env: str, *,
-                     plugin_dir: Optional[Path] = None) -> Environment:
+                     plugin_dir: Optional[Path] = None, quiet: bool = False) -> Environment:
     """The environment a plugin names, or an :class:`EnvError` listing where it looked.
 
     ``kind`` is the manifest's ``virtualEnvType`` (None: any kind). ``env`` is a name or a
     path; relative paths are taken from the plugin folder, because eKuiper's working
     directory is not the plugin's and a plugin shipping its own env must still find it.
+    The env's warnings (``Environment.warnings``) are logged here, once per start, unless
+    ``quiet`` (``ekl env doctor`` shows them itself).
     """
+    found = _find(kind, env, plugin_dir)
+    if not quiet:
+        from .activate import log_warnings
+
+        log_warnings(found)
+    return found
+
+
+def _find(kind: Optional[str], env: str, plugin_dir: Optional[Path]) -> Environment:
     k = _norm_kind(kind)
     name = (env or "").strip()
     if not name:
@@ -332,18 +528,18 @@ def _by_path(kind: Optional[str], env: str, plugin_dir: Optional[Path], cfg: Con
         if not is_venv(prefix):
             raise EnvError(f"{prefix} ({where}) is not a venv (no pyvenv.cfg); make one with "
                            f"`python3 -m venv {prefix}` or fix \"virtualEnvType\"")
-        return _make(prefix, "venv", None, cfg, "path")
+        return _make(prefix, "venv", None, cfg, "path", environ)
     if kind is not None:
         if not conda_like:
             hint = (' (it is a venv: set "virtualEnvType": "venv")' if is_venv(prefix)
                     else "")
             raise EnvError(f"{prefix} ({where}) is not a conda environment (no conda-meta/)"
                            f"{hint}; fix \"env\" in the plugin's JSON")
-        return _make(prefix, _kind_of(prefix, cfg, environ, kind), None, cfg, "path")
+        return _make(prefix, _kind_of(prefix, cfg, environ, kind), None, cfg, "path", environ)
     if conda_like:
-        return _make(prefix, _kind_of(prefix, cfg, environ), None, cfg, "path")
+        return _make(prefix, _kind_of(prefix, cfg, environ), None, cfg, "path", environ)
     if is_venv(prefix):
-        return _make(prefix, "venv", None, cfg, "path")
+        return _make(prefix, "venv", None, cfg, "path", environ)
     raise EnvError(f"{prefix} ({where}) is neither a conda environment (conda-meta/) nor a "
                    f"venv (pyvenv.cfg); fix \"env\" in the plugin's JSON")
 
@@ -393,7 +589,7 @@ def _by_name(kind: Optional[str], name: str, plugin_dir: Optional[Path], cfg: Co
     if len(matches) == 1:
         prefix, src = next(iter(matches.values()))
         return _make(prefix, _kind_of(prefix, cfg, environ, kind if kind != "conda" else None),
-                     name, cfg, src)
+                     name, cfg, src, environ)
     if not matches:
         searched = "; ".join(f"{p} [{s}]" for p, s, _ in places) or "nowhere (no conda, " \
             "mamba or pixi installation found)"
@@ -492,3 +688,28 @@ def default_create_prefix(kind: Optional[str], name: str) -> str:
             return os.path.join(d, name)
     raise EnvError(f"no writable envs directory for {name!r} among {', '.join(cfg.envs_dirs)}; "
                    f"set CONDA_ENVS_DIRS or give a path in \"env\"")
+
+
+def plugin_environment(plugin: PluginEnv, *, quiet: bool = False) -> Optional[Environment]:
+    """The environment a plugin runs in, by the launcher's rule, for every ``ekl env`` verb.
+
+    The env its JSON names (``pixi`` may leave the name out); else, when no type is given and
+    a lock file sits beside the JSON, the plugin-local ``.ekl-env`` that ``ekl env create``
+    builds and ``run``/``call``/ekl-python use; else None (the default interpreter).
+    """
+    from .lock import find_lock_file
+
+    if plugin.env or plugin.kind == "pixi":
+        return find_environment(plugin.kind, plugin.env or "", plugin_dir=plugin.folder,
+                                quiet=quiet)
+    if plugin.kind is None:
+        lock = find_lock_file(plugin.folder, plugin.lock)
+        if lock is not None:
+            prefix = plugin.folder / LOCAL_ENV_DIR
+            if not (prefix / "conda-meta").is_dir():
+                raise EnvError(f"{prefix} (the plugin-local env described by {lock.name}) is "
+                               f"not built; build it with "
+                               f"`ekl env create {shlex.quote(str(plugin.folder))}`")
+            return find_environment("conda", str(prefix), plugin_dir=plugin.folder,
+                                    quiet=quiet)
+    return None

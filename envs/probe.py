@@ -12,7 +12,7 @@ import os
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 PROBE_TIMEOUT_S = 30.0
 CACHE_ENV = "EKL_CACHE_DIR"
@@ -88,6 +88,33 @@ def clean_env(env: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     return e
 
 
+def run_bounded(argv: List[str], env: Mapping[str, str], timeout: float,
+                cwd: str = "/") -> subprocess.CompletedProcess:
+    """Run ``argv`` (output captured, no stdin) and, on timeout, kill its whole process
+    group: a hook that backgrounds a child holding the pipes must not hang the caller
+    (``subprocess.run`` alone would wait for those pipes forever). Raises
+    ``subprocess.TimeoutExpired`` after the kill."""
+    import signal
+
+    p = subprocess.Popen(argv, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         errors="replace", start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            p.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        p.wait()
+        raise
+    return subprocess.CompletedProcess(argv, p.returncode, out, err)
+
+
 def _key(python: Path, resolved: Path) -> str:
     """Path and mtime of the interpreter, plus the mtime of its prefix's site-packages.
 
@@ -106,8 +133,14 @@ def _key(python: Path, resolved: Path) -> str:
 
 
 def probe(python: str | os.PathLike, env: Optional[Mapping[str, str]] = None,
-          use_cache: bool = True) -> InterpreterInfo:
-    """Run the probe in ``python`` (or read the cached answer)."""
+          use_cache: bool = True,
+          wrap: Optional[Callable[[List[str]], List[str]]] = None) -> InterpreterInfo:
+    """Run the probe in ``python`` (or read the cached answer).
+
+    ``wrap`` turns the probe's argv into the one a start runs (``Environment.wrap_command``:
+    activate.d hooks first); a wrapped probe is never cached, since a hook can change what
+    the interpreter imports.
+    """
     given = str(python)
     path = Path(given)
     if not path.is_absolute():
@@ -123,7 +156,7 @@ def probe(python: str | os.PathLike, env: Optional[Mapping[str, str]] = None,
     if not os.access(resolved, os.X_OK):
         raise ProbeError(f"interpreter {path} is not executable")
     cache_file = cache_dir() / "probe" / f"{_key(path, resolved)}.json"
-    if use_cache and cache_file.is_file():
+    if use_cache and wrap is None and cache_file.is_file():
         try:
             data = json.loads(cache_file.read_text())
             if data.get("python") == str(path):
@@ -131,8 +164,8 @@ def probe(python: str | os.PathLike, env: Optional[Mapping[str, str]] = None,
         except (OSError, ValueError, KeyError, TypeError):
             pass
     try:
-        cp = subprocess.run([str(path), "-c", _PROBE], env=clean_env(env), capture_output=True,
-                            text=True, timeout=PROBE_TIMEOUT_S, cwd="/")
+        argv = [str(path), "-c", _PROBE]
+        cp = run_bounded(wrap(argv) if wrap else argv, clean_env(env), PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise ProbeError(f"interpreter {path} did not answer within {PROBE_TIMEOUT_S:.0f} s") from None
     except OSError as e:
@@ -147,6 +180,8 @@ def probe(python: str | os.PathLike, env: Optional[Mapping[str, str]] = None,
         raise ProbeError(f"interpreter {path} is not a Python interpreter") from None
     data["python"] = str(path)
     info = _info(data)
+    if wrap is not None:
+        return info
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")

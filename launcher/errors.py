@@ -49,6 +49,12 @@ class AckError(EklError):
     exit_code = 1
 
 
+class EnvironmentDrift(EklError):
+    """``--lock strict``: the environment differs from its lock file (as ``env check``)."""
+
+    exit_code = 1
+
+
 class PluginExited(EklError):
     """The plugin process died while the host was waiting on it."""
 

@@ -22,8 +22,8 @@ LAYERS = {
     "plugin": 1, "process": 1,
     "host": 2,
     "start": 3,
-    "supervise": 4,
-    "authoring": 5, "pythonbin": 5, "ops": 5,
+    "supervise": 4, "ops": 4,
+    "authoring": 5, "pythonbin": 5,
     "cli": 6,
 }
 

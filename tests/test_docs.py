@@ -78,3 +78,29 @@ def test_docs_link_to_existing_files(doc):
     text = (DOCS / doc).read_text(encoding="utf-8")
     for target in re.findall(r"\]\(([^)#:]+\.md)", text):
         assert (DOCS / target).is_file() or target in ("environments.md", "sdk.md"), target
+
+
+def test_supervisor_settings_table_matches_the_defaults():
+    """docs/launcher.md's settings table says the defaults the code has."""
+    import re
+    from dataclasses import fields
+
+    from ekl.launcher.settings import SupervisorSettings
+
+    text = (DOCS / "launcher.md").read_text(encoding="utf-8")
+    defaults = {f.name: f.default for f in fields(SupervisorSettings)}
+    seen = 0
+    for names, values in re.findall(r"^\| `([a-z_]+(?:` / `[a-z_]+)*)` \| ([^|]+) \|", text, re.M):
+        for name, value in zip(names.split("` / `"), values.split(" / ")):
+            if name not in defaults:
+                continue
+            seen += 1
+            want = defaults[name]
+            value = value.strip().strip("`")
+            if want is None:
+                assert value == "none", (name, value)
+            elif isinstance(want, str):
+                assert value == want, (name, value, want)
+            else:
+                assert float(value) == float(want), (name, value, want)
+    assert seen >= len(defaults) - 1, f"only {seen} settings documented"

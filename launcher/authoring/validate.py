@@ -33,6 +33,7 @@ from ekuiper.protocol import Meta
 
 from ..errors import EklError, HostTimeout, ManifestError
 from ..plugin import Plugin, load
+from ..plugin.zips import inspect_zip, read_zip_json_limited
 from ..progress import Progress
 from ..settings import HostSettings, LaunchOptions
 from .pkgfiles import select
@@ -117,6 +118,8 @@ def check_zip(zpath: Path, report: Report) -> Optional[str]:
         report.error(f"{zname}: cannot read it: {e.strerror}")
         return None
     with zf:
+        for problem in inspect_zip(zpath):  # bombs, CRC errors, duplicates, symlinks...
+            report.error(problem)
         infos = zf.infolist()
         names = [i.filename for i in infos]
         for info in infos:
@@ -136,15 +139,17 @@ def check_zip(zpath: Path, report: Report) -> Optional[str]:
                 report.warn(f"{zname}: entry {n!r} belongs to version control or a virtual "
                             f"environment; `ekl package` leaves them out")
         roots = []
+        root_data: Dict[str, Any] = {}
         for n in names:
             if "/" in n or not n.endswith(".json"):
                 continue
             try:
-                data = json.loads(zf.read(n))
-            except (ValueError, KeyError, zipfile.BadZipFile):
+                data = read_zip_json_limited(zf, n, zpath)
+            except EklError:
                 continue
             if isinstance(data, dict) and "executable" in data:
                 roots.append(n)
+                root_data = data
         if not roots:
             nested = [n for n in names if n.endswith(".json") and n.count("/") == 1
                       and n.split("/")[0] == n.split("/")[1][:-5]]
@@ -166,7 +171,7 @@ def check_zip(zpath: Path, report: Report) -> Optional[str]:
             report.note(f"{zname}: the plugin is {name!r}; eKuiper installs it under the name "
                         f"given in the REST call, which must be {name!r} (naming the file "
                         f"{name}.zip avoids mistakes)")
-        data = json.loads(zf.read(roots[0]))
+        data = root_data
         cleaned = {_go_clean(n): i for n, i in zip(names, infos)}
         exe = data.get("executable")
         if isinstance(exe, str) and exe and exe not in cleaned:

@@ -13,9 +13,10 @@ from typing import List, Optional
 
 from .. import __version__
 from ..errors import EklError, ManifestError
+from ..ops import cli as ops_cli
 from ..start import Interrupted, terminate_as_interrupt
-from . import authoring, env, run, supervise
-from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE
+from . import authoring, env, operate, run, supervise
+from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE
 
 log = logging.getLogger("ekl")
 
@@ -34,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
 
-    for verbs in (run, supervise, authoring, env):  # each module registers its verbs
+    for verbs in (run, supervise, operate, authoring, env):  # each module registers its verbs
         verbs.register(sub)
+    ops_cli.register(sub)  # ekl metrics
     return p
 
 
@@ -68,6 +70,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_TERMINATED if isinstance(e, Interrupted) else EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK  # `ekl tail ... | head` closed our stdout
+    except Exception as e:  # noqa: BLE001 - a bug must still be one line, not a traceback
+        log.debug("internal error", exc_info=True)
+        text = " ".join(str(e).split())[:300]
+        print(f"ekl: internal error: {type(e).__name__}: {text} (run with -vv for the "
+              f"traceback, and please report it)", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def entry() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from typing import Callable, Optional, TypeVar
 
@@ -13,6 +12,7 @@ import pynng
 from ekuiper import protocol
 
 from ..errors import EklError, HostTimeout
+from ..fsafe import private_tmp_dir
 
 T = TypeVar("T", bound=pynng.Socket)
 #: eKuiper's sink PUSH dial options: reconnect every 100 ms, back-off up to 5 s.
@@ -63,7 +63,7 @@ class PluginDied(Exception):
 
 def private_ipc_dir() -> str:
     """A fresh 0700 folder under /tmp (short, so socket paths stay under 107 bytes)."""
-    return tempfile.mkdtemp(prefix="ekl-", dir="/tmp")
+    return private_tmp_dir("ekl-")
 
 
 def remove_ipc_dir(path: str) -> None:

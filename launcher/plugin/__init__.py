@@ -15,10 +15,14 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import ManifestError
 from ..settings import LOCK_POLICIES, RESTART_POLICIES, SupervisorSettings
+from .zips import read_json_limited, unpack_plugin_zip
+
+if TYPE_CHECKING:
+    from ekl.envs.model import PluginEnv
 
 LANGUAGES = ("python", "go")
 SYMBOL_KINDS = ("sources", "sinks", "functions")
@@ -27,8 +31,6 @@ SDK_CHOICES = ("ekl", "official")
 SUPERVISOR_KEYS = frozenset(f.name for f in fields(SupervisorSettings))
 #: Every key the ``ekl`` section (ignored by eKuiper) may hold.
 EKL_SECTION_KEYS = SUPERVISOR_KEYS | {"lock", "lock_policy", "sdk", "virtualEnvType", "env"}
-#: A plugin JSON is a few hundred bytes; anything this large is not one.
-MAX_JSON_BYTES = 1024 * 1024
 
 
 def env_kinds() -> Tuple[str, ...]:
@@ -72,6 +74,13 @@ class Plugin:
     #: the zip this plugin was unpacked from, if any
     zip: Optional[Path] = None
 
+    def env_request(self) -> PluginEnv:
+        """What this plugin asks of its environment, in the form ``ekl.envs`` takes."""
+        from ekl.envs.model import PluginEnv
+
+        return PluginEnv(folder=self.folder, json_path=self.path, name=self.name,
+                         kind=self.env_kind, env=self.env, lock=self.ekl.lock)
+
     def symbols(self, kind: str) -> Tuple[str, ...]:
         return {"sources": self.sources, "sinks": self.sinks, "functions": self.functions}[kind]
 
@@ -100,29 +109,9 @@ class Plugin:
 # --- finding the JSON -----------------------------------------------------------------------
 
 
-def read_json(path: Path) -> Any:
-    """The JSON in ``path``, size-checked before parsing; ManifestError on anything else."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            raise ManifestError([f"{path}: {size} bytes is not a plugin JSON (limit "
-                                 f"{MAX_JSON_BYTES // 1024} KiB); give the plugin's NAME.json"])
-        text = path.read_bytes().decode("utf-8")
-    except OSError as e:
-        raise ManifestError([f"{path}: cannot read it: {e.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ManifestError([f"{path}: not UTF-8 text"]) from None
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise ManifestError([f"{path}: nested too deeply to be a plugin JSON"]) from None
-    except ValueError as e:
-        raise ManifestError([f"{path}: not valid JSON ({e}); fix the syntax"]) from None
-
-
 def _looks_like_manifest(p: Path) -> bool:
     try:
-        d = read_json(p)
+        d = read_json_limited(p)
     except ManifestError:
         return False
     return isinstance(d, dict) and "executable" in d
@@ -132,9 +121,9 @@ def find_json(target: Path) -> Path:
     """The plugin's JSON for a folder (``NAME/NAME.json``), a zip, or the file itself."""
     if target.is_file():
         if target.suffix == ".zip":
-            from .zips import unpack_zip
+            from ekl.envs.probe import cache_dir
 
-            return find_json(unpack_zip(target))
+            return find_json(unpack_plugin_zip(target, cache_dir()))
         return target
     if not target.exists():
         raise ManifestError([f"{target}: no such plugin folder or file"])
@@ -159,7 +148,7 @@ def plugin_for_script(script: str) -> Optional[Plugin]:
     real = path.resolve()
     for j in sorted(real.parent.glob("*.json")):
         try:
-            raw = read_json(j)
+            raw = read_json_limited(j)
         except ManifestError:
             continue
         if isinstance(raw, dict) and isinstance(raw.get("executable"), str) and \
@@ -301,7 +290,7 @@ def load(target: str | os.PathLike[str]) -> Plugin:
     """Load and validate; raise ManifestError listing every problem."""
     given = Path(target)
     path = find_json(given)
-    raw = read_json(path)
+    raw = read_json_limited(path)
     fname = path.name
     if not isinstance(raw, dict):
         raise ManifestError([f"{path}: must hold a JSON object with language, executable "

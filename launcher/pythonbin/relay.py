@@ -22,15 +22,17 @@ from ekuiper.reqrep import PeerWatch, one_line, serve_inverted
 from ekuiper.transport import ReqSocket, TransportError, get_transport
 
 from ..errors import EklError
+from ..fsafe import ensure_private_dir
 from ..host.instance import PluginInstance
 from ..plugin import Plugin
 from ..settings import SupervisorSettings
+from ..supervise.control import ControlServer
 from ..supervise.states import State
 from ..supervise.status import (
     MODE_EKL_PYTHON,
     STATUS_DIR_ENV,
     StatusWriter,
-    status_dir,
+    default_status_dir,
     status_document,
 )
 from ..supervise.watcher import Watcher
@@ -53,12 +55,18 @@ class Relay:
         self.stop_event = threading.Event()
         self.exit_code = 0
         self.upstream: Optional[ReqSocket] = None
-        folder = status_dir()
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        self.status = StatusWriter.open(
-            os.path.join(folder, f"{self.name}.json"),
-            lambda: status_document([self.watcher.status()], MODE_EKL_PYTHON),
-            option=f"status folder (${STATUS_DIR_ENV})")
+        folder = str(ensure_private_dir(default_status_dir(), "status folder", STATUS_DIR_ENV))
+        self.control = ControlServer(lambda: [self.name],
+                                     lambda op, _name, t: self.watcher.operate(op, t))
+        try:
+            self.status = StatusWriter.open(
+                os.path.join(folder, f"{self.name}.json"),
+                lambda: status_document([self.watcher.status()], MODE_EKL_PYTHON,
+                                        self.control.path),
+                option=f"status folder (${STATUS_DIR_ENV})")
+        except BaseException:
+            self.control.close()
+            raise
 
     # --- eKuiper's commands ------------------------------------------------------------
 
@@ -145,3 +153,4 @@ class Relay:
         if self.upstream is not None:
             self.upstream.close()
         self.status.remove()
+        self.control.close()

@@ -23,7 +23,7 @@ from ekl.envs.probe import ProbeError, cache_dir, clean_env, probe
 from ekuiper import protocol
 from ekuiper.transport import TRANSPORT_ENV, transport_name
 
-from ..errors import EklError
+from ..errors import EklError, EnvironmentDrift
 from ..plugin import Plugin
 from ..process import LaunchSpec
 from ..settings import LaunchOptions
@@ -114,7 +114,7 @@ def local_environment(manifest: Plugin, opts: LaunchOptions) -> Optional[str]:
     """
     from ekl.envs.lock import find_lock_file
 
-    lock = find_lock_file(manifest.folder, manifest.raw)  # TODO PluginEnv
+    lock = find_lock_file(manifest.folder, manifest.ekl.lock)
     if lock is None:
         return None
     prefix = manifest.folder / LOCAL_ENV_DIR
@@ -157,6 +157,7 @@ def choose_interpreter(manifest: Optional[Plugin], opts: LaunchOptions) -> Choic
             kind, name = "conda", local
     if manifest is not None and kind:
         from ekl.envs import EnvError, check_lock_for_launch, find_environment
+        from ekl.envs.model import EnvFailed
 
         try:
             environment = find_environment(kind, name or "", plugin_dir=manifest.folder)
@@ -165,8 +166,10 @@ def choose_interpreter(manifest: Optional[Plugin], opts: LaunchOptions) -> Choic
             raise EklError(f"{manifest.path.name}: {where}: {e}") from None
         if opts.lock_policy != "off":
             try:
-                warning = check_lock_for_launch(manifest.folder, manifest.raw, environment,
+                warning = check_lock_for_launch(manifest.folder, manifest.ekl.lock, environment,
                                                 opts.lock_policy)
+            except EnvFailed as e:  # --lock strict met drift: the plugin's problem, exit 1
+                raise EnvironmentDrift(str(e)) from None
             except EnvError as e:
                 raise EklError(str(e)) from None
             if warning:

@@ -52,7 +52,7 @@ class Pipeline:
     def __init__(self, manifest: Plugin, *, source: str, datasource: str,
                  config: Dict[str, Any], function: Optional[str], field: Optional[str],
                  sink: Optional[str], sink_config: Dict[str, Any], count: Optional[int],
-                 out: Callable[[Any], None]) -> None:
+                 out: Callable[[Any], None], rule: str = RULE) -> None:
         self.manifest = manifest
         self.source, self.datasource, self.config = source, datasource, config
         self.function, self.field = function, field
@@ -60,8 +60,10 @@ class Pipeline:
         self.sink_config.setdefault("requireAck", True)  # print only what the sink took
         self.count = count
         self.out = out
-        self.src_meta = Meta(RULE, f"src_{source}", 0)
-        self.sink_meta = Meta(RULE, f"sink_{sink}", 0)
+        self.src_meta = Meta(rule, f"src_{source}", 0)
+        self.sink_meta = Meta(rule, f"sink_{sink}", 0)
+        #: ``ekl supervise`` ends a served pipeline through this
+        self.stopping: Callable[[], bool] = lambda: False
         self.watcher: Optional[Watcher] = None
         self.errors = 0
 
@@ -80,6 +82,28 @@ class Pipeline:
             return self._loop(inst)
         finally:
             self.watcher.stop(interrupted=isinstance(sys.exc_info()[1], KeyboardInterrupt))
+
+    def serve(self, watcher: Watcher, stopping: Callable[[], bool],
+              retry_s: float = 5.0) -> None:
+        """Keep this data flow going on a plugin ``ekl supervise`` runs, until ``stopping()``.
+
+        Restarts of the plugin are the watcher's (the journal brings the symbols back); a
+        failure of the flow itself is logged and the flow starts again after ``retry_s``.
+        """
+        self.watcher, self.stopping = watcher, stopping
+        while not stopping():
+            if not watcher.wait_for(State.RUNNING, timeout=1.0):
+                continue
+            try:
+                self._loop(watcher.instance)
+            except EklError as e:
+                if stopping():
+                    break
+                log.error("pipeline %s: %s; starting it again in %.0f s", self.src_meta.rule_id,
+                          e, retry_s)
+                end = time.monotonic() + retry_s
+                while time.monotonic() < end and not stopping():
+                    time.sleep(0.1)
 
     def _recover(self, err: Exception) -> None:
         """Wait for the supervisor to bring the plugin back (journal replayed)."""
@@ -115,7 +139,7 @@ class Pipeline:
         produced = 0
         consecutive = 0
         pending: Optional[Dict[str, Any]] = None
-        while self.count is None or produced < self.count:
+        while (self.count is None or produced < self.count) and not self.stopping():
             try:
                 if pending is None:
                     try:

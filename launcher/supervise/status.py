@@ -14,43 +14,34 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
-from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import EklError
+from ..fsafe import (  # noqa: F401 - the status folder's rules live there
+    STATUS_DIR_ENV,
+    atomic_write,
+    default_status_dir,
+    status_dir_candidates,
+)
 
 log = logging.getLogger("ekl")
 
 #: Version 2 added ``mode``; readers accept every version up to this one.
 STATUS_VERSION = 2
-STATUS_DIR_ENV = "EKL_STATUS_DIR"
 MODE_SUPERVISE = "supervise"
 MODE_EKL_PYTHON = "ekl-python"
 
 
-def status_document(plugins: List[Dict[str, Any]], mode: str) -> Dict[str, Any]:
-    """The whole file: the one place its top-level fields are decided."""
+def status_document(plugins: List[Dict[str, Any]], mode: str,
+                    control: Optional[str] = None) -> Dict[str, Any]:
+    """The whole file: the one place its top-level fields are decided.
+
+    ``control``: the launcher's control socket (``ekl restart`` and friends find it here).
+    """
     return {"version": STATUS_VERSION, "mode": mode, "launcher_pid": os.getpid(),
-            "written_at": time.time(), "plugins": plugins}
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """A fresh temporary file beside ``path`` (O_EXCL, never a symlink), then rename."""
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            "written_at": time.time(), "control": control, "plugins": plugins}
 
 
 class StatusWriter:
@@ -84,7 +75,7 @@ class StatusWriter:
         if os.path.isdir(path):
             raise EklError(f"{option} {path}: is a folder; give a file path")
         try:
-            write_atomically(path, json.dumps(snapshot(), default=str).encode())
+            atomic_write(path, json.dumps(snapshot(), default=str).encode())
         except OSError as e:
             raise EklError(f"{option} {path}: cannot write it ({e.strerror}); give a path "
                            f"you can write") from None
@@ -98,7 +89,7 @@ class StatusWriter:
         with self._lock:
             try:
                 data = json.dumps(self.snapshot(), default=str).encode()
-                write_atomically(self.path, data)
+                atomic_write(self.path, data)
             except Exception as e:  # noqa: BLE001 - a status write must never kill anything
                 text = f"{type(e).__name__}: {e}"
                 if text != self._failing:
@@ -136,41 +127,102 @@ class StatusWriter:
             pass
 
 
-def read_status_file(path: str) -> Dict[str, Any]:
+#: bounds on what a status file (written by any local process) can make a reader hold
+MAX_STATUS_BYTES = 16 * 1024 * 1024
+MAX_STATUS_FILES = 1000
+
+
+def _pid_alive(pid: Any) -> bool:
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
     try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise EklError(f"--status-file {path}: no such file; is `ekl supervise --status-file "
-                       f"{path}` running?") from None
-    except (OSError, ValueError, RecursionError):
-        raise EklError(f"--status-file {path}: not a status file written by ekl") from None
-    if not isinstance(data, dict) or not isinstance(data.get("plugins"), list):
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, another user's
+    except OSError:
+        return False
+    return True
+
+
+def read_status(path: str, follow: bool = True) -> Dict[str, Any]:
+    """One status file, with ``source`` set; on any problem ``error`` says what, never raises.
+
+    A plugin whose launcher is gone (``ekl-python`` is SIGKILLed by eKuiper) is reported
+    STOPPED: the file's RUNNING is stale. Files found in a folder are not followed through
+    symlinks (``follow=False``); a FIFO or device never blocks the reader (O_NONBLOCK).
+    """
+    out: Dict[str, Any] = {"source": path, "plugins": []}
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fd = os.open(path, flags)
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(MAX_STATUS_BYTES + 1)
+    except OSError as e:
+        out["error"] = f"cannot read it: {e.strerror or e}"
+        return out
+    if len(data) > MAX_STATUS_BYTES:
+        out["error"] = f"larger than {MAX_STATUS_BYTES // 1048576} MiB; not a status file ekl writes"
+        return out
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        out["error"] = "not JSON; not a status file written by ekl"
+        return out
+    if not isinstance(doc, dict) or not isinstance(doc.get("plugins"), list):
+        out["error"] = "has no 'plugins' list; not a status file written by ekl"
+        return out
+    doc = dict(doc, source=path)
+    alive = _pid_alive(doc.get("launcher_pid"))
+    doc["launcher_alive"] = alive
+    if not alive:  # e.g. ekl-python SIGKILLed by eKuiper (its stop): the file is stale
+        gone = (f"launcher {doc.get('launcher_pid')} is gone (stale status file "
+                f"{os.path.basename(path)})")
+        doc["plugins"] = [dict(p, state="STOPPED", pid=None, uptime=0.0, rss=0, processes=0,
+                               threads=0, open_files=0, cpu_percent=0.0,
+                               fatal_reason=p.get("fatal_reason") or gone)
+                          if isinstance(p, dict) else p for p in doc["plugins"]]
+    return doc
+
+
+def status_entries(sources: Sequence[str]) -> List[Tuple[str, bool]]:
+    """(path, follow symlinks): files named directly are followed, files found in folders not."""
+    out: List[Tuple[str, bool]] = []
+    for s in sources:
+        if os.path.isdir(s):
+            try:
+                names = sorted(n for n in os.listdir(s) if n.endswith(".json") and not n.startswith("."))
+            except OSError:
+                names = []
+            out.extend((os.path.join(s, n), False) for n in names[:MAX_STATUS_FILES])
+        else:
+            out.append((s, True))
+    return out[:MAX_STATUS_FILES]
+
+
+def status_files(sources: Sequence[str]) -> List[str]:
+    """Each source is a status file, or a folder whose ``*.json`` are (ekl-python's)."""
+    return [p for p, _ in status_entries(sources)]
+
+
+def read_status_file(path: str) -> Dict[str, Any]:
+    """``read_status`` for a file the user named: a problem is a one-line EklError."""
+    doc = read_status(path)
+    if "error" in doc:
+        if not os.path.lexists(path):
+            raise EklError(f"--status-file {path}: no such file; is `ekl supervise --status-file "
+                           f"{path}` running?")
         raise EklError(f"--status-file {path}: not a status file written by ekl")
-    return data
+    return doc
 
 
-def status_dir() -> str:
-    """Where each ``ekl-python`` writes its plugin's status, and ``ekl status`` looks."""
-    return os.environ.get(STATUS_DIR_ENV) or "/tmp/ekl-status"
-
-
-def collect_status_dir(directory: str) -> Dict[str, Any]:
+def collect_status_dirs(directories: List[str]) -> Dict[str, Any]:
     """Merge the per-plugin files ``ekl-python`` writes (one per plugin eKuiper started)."""
-    import psutil
-
     plugins: List[Dict[str, Any]] = []
-    for f in sorted(Path(directory).glob("*.json")) if Path(directory).is_dir() else []:
-        try:
-            data = read_status_file(str(f))
-        except EklError:
-            continue
-        alive = psutil.pid_exists(int(data.get("launcher_pid") or 0))
-        for p in data["plugins"]:
-            if not alive:  # ekl-python was SIGKILLed (eKuiper's stop): the file is stale
-                p = dict(p, state="STOPPED", pid=None, uptime=0.0, rss=0, cpu_percent=0.0,
-                         fatal_reason=f"ekl-python {data.get('launcher_pid')} is gone "
-                                      f"(stale status file {os.path.basename(f)})")
-            plugins.append(p)
+    for f, follow in status_entries([d for d in directories if os.path.isdir(d)]):
+        doc = read_status(f, follow)
+        plugins.extend(p for p in doc.get("plugins", []) if isinstance(p, dict))
     doc = status_document(plugins, MODE_EKL_PYTHON)
-    doc.update(launcher_pid="ekl-python", status_dir=directory)
+    doc.update(launcher_pid="ekl-python", status_dir=", ".join(directories))
     return doc

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from ..errors import EklError, PluginStartError
 from ..host.instance import PluginInstance
@@ -48,6 +48,12 @@ class RestartRecord:
     def to_dict(self) -> Dict[str, Any]:
         return {"at": self.at, "reason": cap_text(self.reason), "exit": cap_text(self.exit),
                 "replay": self.replay}
+
+
+class _Op:
+    def __init__(self, op: str) -> None:
+        self.op = op
+        self.done = threading.Event()
 
 
 class Watcher:
@@ -88,6 +94,10 @@ class Watcher:
         self._thread: Optional[threading.Thread] = None
         self._changed = threading.Condition()
         self._stopping = threading.Lock()
+        #: operator requests (``ekl restart`` ...), run by the monitor thread between steps
+        self._ops: Deque[_Op] = deque()
+        #: stopped by an operator: the monitor leaves the plugin alone until ``start``
+        self._held = False
 
     # --- state -------------------------------------------------------------------------
 
@@ -214,13 +224,16 @@ class Watcher:
 
     def _step(self, next_check: float) -> float:
         """One pass of the monitor; returns when the next health check is due."""
+        if self._serve_ops():
+            return time.monotonic() + self.settings.health_interval_s
         st = self.state
+        if self._held or st in (State.FATAL, State.EXITED, State.STOPPED):
+            self._wake.wait(0.2)
+            self._wake.clear()
+            return next_check
         if st == State.BACKOFF:
             self._backoff_and_restart()
             return time.monotonic() + self.settings.health_interval_s
-        if st in (State.FATAL, State.EXITED):
-            self._stop.wait(0.2)
-            return next_check
         proc = self.instance.process
         if proc is None or proc.popen is None:
             self._stop.wait(EXIT_POLL_S)
@@ -356,10 +369,76 @@ class Watcher:
     def _backoff_and_restart(self) -> None:
         delay = self.backoff_delay()
         log.info("plugin %s: restarting in %.1f s", self.name, delay)
-        if self._stop.wait(delay):
-            return
-        self._wake.clear()
+        end = time.monotonic() + delay
+        while time.monotonic() < end:  # an operator's request cuts the wait short
+            self._wake.wait(end - time.monotonic())
+            self._wake.clear()
+            if self._stop.is_set() or self._ops:
+                return
         self._start_once("restart")
+
+    # --- operator requests ---------------------------------------------------------------
+
+    def operate(self, op: str, timeout_s: float) -> Tuple[bool, str, Optional[str]]:
+        """Run ``op`` (restart, stop, start, reset, states) and wait for the resulting state.
+
+        Called from the control socket's thread; the monitor thread does the work between
+        its own steps, so an operator never races a restart in progress.
+        """
+        if op == "states":
+            return True, str(self.state), None
+        if self._thread is None or not self._thread.is_alive():
+            return False, str(self.state), f"plugin {self.name} is not supervised"
+        req = _Op(op)
+        self._ops.append(req)
+        self._wake.set()
+        if not req.done.wait(timeout_s):
+            return False, str(self.state), f"no result within {timeout_s:.0f} s"
+        if op == "stop":
+            ok = self.state == State.STOPPED
+        else:
+            self.wait_for(State.RUNNING, State.FATAL, State.EXITED, State.STOPPED,
+                          timeout=timeout_s)
+            ok = self.state == State.RUNNING
+        why = None if ok else (self.fatal_reason or self.last_exit or f"it is {self.state}")
+        return ok, str(self.state), why
+
+    def _serve_ops(self) -> bool:
+        """Run queued operator requests (monitor thread); True when one ran."""
+        ran = False
+        while self._ops:
+            req = self._ops.popleft()
+            try:
+                self._apply(req.op)
+            except Exception:  # noqa: BLE001 - the monitor must outlive a failed request
+                log.exception("plugin %s: %s failed", self.name, req.op)
+            finally:
+                req.done.set()
+            ran = True
+        return ran
+
+    def _apply(self, op: str) -> None:
+        log.info("plugin %s: %s requested by an operator", self.name, op)
+        if op in ("stop", "restart") and self.state in (State.RUNNING, State.STARTING,
+                                                          State.BACKOFF):
+            proc = self.instance.process
+            self._set(State.STOPPING)
+            self.instance.stop_process()
+            self.last_exit = proc.exit_description() if proc else self.last_exit
+            self._set(State.STOPPED)
+        if op == "stop":
+            self._held = True
+            return
+        self._held = False
+        if op == "reset":
+            self._starts.clear()
+            self._failures = 0
+            self.fatal_reason = None
+        if op == "restart":
+            self._pending_restart = None  # this restart is counted here, once
+            self._count_restart("restart requested (ekl restart)", self.last_exit)
+        if self.state in (State.STOPPED, State.EXITED, State.FATAL):
+            self._start_once("restart")
 
     # --- status ------------------------------------------------------------------------
 

@@ -212,4 +212,59 @@ def write_plugin(d: Path, name: str = "demo", env: Optional[str] = "myenv",
     m.update(extra or {})
     (d / f"{name}.json").write_text(json.dumps(m))
     (d / "main.py").write_text("print('plugin')\n")
+    (d / "sources").mkdir(exist_ok=True)
+    (d / "sources" / "s.yaml").write_text("default:\n  interval: 1000\n")
     return d
+
+
+def write_hook(prefix: Path, which: str, name: str, text: str) -> Path:
+    """An ``etc/conda/{activate,deactivate}.d`` hook, as packages and users put them there."""
+    d = prefix / "etc" / "conda" / which
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_text(text)
+    return d / name
+
+
+def write_env_vars_d(prefix: Path, name: str, text: str) -> Path:
+    """A package's ``etc/conda/env_vars.d`` file (raw text, so tests can break it)."""
+    d = prefix / "etc" / "conda" / "env_vars.d"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_text(text)
+    return d / name
+
+
+def write_condarc(path: Path, **settings: object) -> Path:
+    """A ``.condarc`` as ``conda config --set`` writes it."""
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(settings, sort_keys=False))
+    return path
+
+
+def write_environments_txt(home: Path, prefixes: Iterable[Path]) -> Path:
+    """``~/.conda/environments.txt``: conda appends every root and env it creates or uses."""
+    p = home / ".conda" / "environments.txt"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text("".join(f"{x}\n" for x in prefixes))
+    return p
+
+
+def make_pixi_project(root: Path, channel: Channel, envs: Iterable[str] = ("default",),
+                      manifest: str = "", cache: Optional[Path] = None) -> Path:
+    """A pixi project: ``pixi.toml`` and ``.pixi/envs/<name>`` prefixes (pixi writes
+    conda-meta records but no history)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pixi.toml").write_text(manifest or (
+        '[workspace]\nname = "demo-proj"\nversion = "0.3.1"\nchannels = ["conda-forge"]\n'
+        'platforms = ["linux-64", "linux-aarch64"]\n\n[dependencies]\npython = "3.11.*"\n'))
+    for e in envs:
+        p = make_conda_prefix(root / ".pixi" / "envs" / e, channel,
+                              cache=cache or root / ".rattler-cache")
+        (p / "conda-meta" / "history").unlink()
+    return root
+
+
+def lock_of(manifest: dict) -> Optional[str]:
+    """The ``ekl.lock`` field of a plugin JSON dict (what the plugin reader hands envs)."""
+    return (manifest.get("ekl") or {}).get("lock")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,8 +75,11 @@ export _CONDA_ROOT='{R}'
 . "{P}/etc/conda/activate.d/ekl-data.sh"
 """
 
-# `conda shell.posix activate myenv` when myenv is already the active env: a reactivation.
-REF_REACTIVATE = """export _CE_M=''
+# `conda shell.posix activate myenv` when myenv is already the active env: a reactivation
+# (build_reactivate, conda 25.9): the env's deactivate.d hooks first, in the still-active
+# state, then PATH and the prompt (not the env_vars: they are already set), then activate.d.
+REF_REACTIVATE = """. "{P}/etc/conda/deactivate.d/myenv-off.sh"
+export _CE_M=''
 export _CE_CONDA=''
 PS1='(myenv) '
 export PATH='{P}/bin:{R}/condabin:/usr/bin'
@@ -172,12 +176,18 @@ def test_nested_activation_equals_conda(myenv: Path, conda_root: Path, home: Pat
 def test_reactivation_equals_conda(myenv: Path, conda_root: Path, home: Path,
                                    tmp_path: Path) -> None:
     p, r = str(myenv), str(conda_root)
+    d = myenv / "etc" / "conda" / "deactivate.d"
+    d.mkdir(parents=True)
+    (d / "myenv-off.sh").write_text('export EKL_OFF="off:$CONDA_PREFIX:$EKL_GONE"\n')
     base = _base(home, PATH=f"{p}/bin:{r}/condabin:/usr/bin", CONDA_SHLVL="1",
                  CONDA_PREFIX=p, CONDA_DEFAULT_ENV="myenv", CONDA_PROMPT_MODIFIER="(myenv) ",
-                 EKL_MODE="test")
+                 EKL_MODE="test", EKL_GONE="still-here")
     env = find_environment("conda", "myenv")
     ref = _dump_reference(REF_REACTIVATE, base, env.python, tmp_path / "ref.json", P=p, R=r)
-    assert _dump_ekl(env, base, tmp_path / "ours.json") == ref
+    ours = _dump_ekl(env, base, tmp_path / "ours.json", wrap_base=True)
+    assert ours == ref
+    # issue 13 item 8: the deactivate.d hook ran before activate.d, in the active state
+    assert ours["EKL_OFF"] == f"off:{p}:still-here" and ours["EKL_GONE"] == "still-here"
 
 
 def test_by_path_outside_envs_equals_conda(conda_root: Path, home: Path, channel,
@@ -252,7 +262,7 @@ def test_hook_cannot_eat_argv_and_exec_keeps_pid(myenv: Path, home: Path, tmp_pa
     env = find_environment("conda", "myenv")
     code = "import os, sys; print(os.getpid(), sys.argv[1:], os.environ['EKL_DATA_HOOK'])"
     argv = env.wrap_command([str(env.python), "-c", code, "a b", "--x"])
-    assert argv[0] == "/bin/sh"
+    assert argv[0] == (shutil.which("bash") or "/bin/sh")  # conda run uses bash
     p = subprocess.Popen(argv, env=env.activation(_base(home)), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from ekl.envs import EnvError, find_environment
-from ekl.envs._manifest import load_plugin
 from ekl.envs.build import Progress, create, pack, run_install_script
 from ekl.envs.lock import compare, current_subdir, read_lock
 from ekl.envs.model import EnvFailed
+from ekl.launcher.plugin import load
 
 from .envs_testlib import make_conda_prefix, write_conda_lock, write_explicit, write_plugin
 
@@ -51,7 +51,7 @@ def test_create_from_conda_lock_with_rattler(conda_root: Path, channel, tmp_path
     pk = [channel.get("ekl-hello", "1.0"), channel.get("ekl-data", "0.1")]
     write_conda_lock(d / "conda-lock.yml", pk, SUB)
     say, log = _say(tmp_path)
-    prefix = create(load_plugin(str(d)), say=say)
+    prefix = create(load(str(d)).env_request(), say=say)
     assert prefix == str(conda_root / "envs" / "fresh")
     # the written records, not only the exit code
     recs = {json.loads(p.read_text())["name"]: json.loads(p.read_text())
@@ -64,7 +64,7 @@ def test_create_from_conda_lock_with_rattler(conda_root: Path, channel, tmp_path
     text = log.read()
     assert "[1/2] verified" in text and "verified 2 packages against conda-lock.yml" in text
     with pytest.raises(EnvError, match="already exists"):
-        create(load_plugin(str(d)), say=say)
+        create(load(str(d)).env_request(), say=say)
 
 
 def test_create_refuses_tampered_package_and_leaves_nothing(conda_root: Path, channel,
@@ -77,7 +77,7 @@ def test_create_refuses_tampered_package_and_leaves_nothing(conda_root: Path, ch
     write_explicit(d / "conda-lock.yml", [channel.get("ekl-data", "0.1"), bad], SUB, sha=True)
     say, _ = _say(tmp_path)
     with pytest.raises(EnvFailed, match="does not match the lock"):
-        create(load_plugin(str(d)), say=say)
+        create(load(str(d)).env_request(), say=say)
     assert not (d / "env").exists()
 
 
@@ -85,7 +85,7 @@ def test_create_from_explicit_into_path(home: Path, channel, tmp_path: Path) -> 
     d = write_plugin(tmp_path / "demo", env="envs/local")
     write_explicit(d / f"conda-{SUB}.lock", [channel.get("ekl-hello", "1.1")], SUB)
     say, _ = _say(tmp_path)
-    prefix = create(load_plugin(str(d)), tool="rattler", say=say)
+    prefix = create(load(str(d)).env_request(), tool="rattler", say=say)
     assert prefix == str(d / "envs" / "local")
     assert (d / "envs/local/conda-meta/ekl-hello-1.1-h0_0.json").is_file()
 
@@ -95,7 +95,7 @@ def test_create_from_environment_yml_with_solver(home: Path, channel, tmp_path: 
     (d / "environment.yml").write_text(
         f"name: demo\nchannels:\n  - {channel.url}\ndependencies:\n  - ekl-data\n")
     say, _ = _say(tmp_path)
-    prefix = Path(create(load_plugin(str(d)), say=say))
+    prefix = Path(create(load(str(d)).env_request(), say=say))
     names = sorted(p.name for p in (prefix / "conda-meta").glob("*.json"))
     assert names == ["ekl-data-0.1-h0_0.json", "ekl-hello-1.1-h0_0.json"]
 
@@ -105,7 +105,7 @@ def test_create_venv_from_requirements(home: Path, tmp_path: Path) -> None:
     whl = make_wheel(tmp_path)
     (d / "requirements.txt").write_text(f"--no-index\n{whl}\n")
     say, _ = _say(tmp_path)
-    prefix = create(load_plugin(str(d)), say=say)
+    prefix = create(load(str(d)).env_request(), say=say)
     env = find_environment("venv", ".venv", plugin_dir=d)
     assert str(env.prefix) == prefix
     out = subprocess.run([str(env.python), "-c", "import ekl_demo; print(ekl_demo.VERSION)"],
@@ -117,10 +117,10 @@ def test_create_venv_from_requirements(home: Path, tmp_path: Path) -> None:
 def test_nothing_to_build_from(home: Path, tmp_path: Path) -> None:
     d = write_plugin(tmp_path / "demo", env="x")
     with pytest.raises(EnvError, match="nothing to build from"):
-        create(load_plugin(str(d)))
+        create(load(str(d)).env_request())
     (d / "requirements.txt").write_text("")
     with pytest.raises(EnvError, match="virtualEnvType"):
-        create(load_plugin(str(d)))
+        create(load(str(d)).env_request())
 
 
 def test_missing_extra_says_which(conda_root: Path, channel, tmp_path: Path,
@@ -129,14 +129,14 @@ def test_missing_extra_says_which(conda_root: Path, channel, tmp_path: Path,
     write_conda_lock(d / "conda-lock.yml", [channel.get("ekl-hello", "1.0")], SUB)
     monkeypatch.setitem(sys.modules, "rattler", None)  # as if py-rattler were not installed
     with pytest.raises(EnvError) as e:
-        create(load_plugin(str(d)), say=_say(tmp_path)[0])
+        create(load(str(d)).env_request(), say=_say(tmp_path)[0])
     assert "pip install 'ekuiper-launcher[rattler]'" in str(e.value)
     assert not (d / "env").exists()
     monkeypatch.setitem(sys.modules, "conda_pack", None)
     with pytest.raises(EnvError, match=r"ekuiper-launcher\[pack\]"):
         d2 = write_plugin(tmp_path / "p2", env="myenv")
         make_conda_prefix(conda_root / "envs" / "myenv", channel, cache=tmp_path / "rc")
-        pack(load_plugin(str(d2)), str(tmp_path / "x.tar.gz"))
+        pack(load(str(d2)).env_request(), str(tmp_path / "x.tar.gz"))
 
 
 def test_install_sh_runs_in_the_env(conda_root: Path, channel, tmp_path: Path,
@@ -149,13 +149,13 @@ def test_install_sh_runs_in_the_env(conda_root: Path, channel, tmp_path: Path,
     (d / "install.sh").write_text(
         "set -e\necho \"installing into $CONDA_PREFIX\"\n"
         f"python -m pip install -q --no-index --no-deps --disable-pip-version-check {whl.name}\n")
-    run_install_script(load_plugin(str(d)), say=_say(tmp_path)[0])
+    run_install_script(load(str(d)).env_request(), say=_say(tmp_path)[0])
     site = next((conda_root / "envs/myenv").glob("lib/python*/site-packages"))
     assert (site / "ekl_demo.py").is_file()
     assert f"installing into {conda_root / 'envs/myenv'}" in capfd.readouterr().out
     (d / "install.sh").write_text("echo failing; exit 7\n")
     with pytest.raises(EnvFailed, match="exit code 7"):
-        run_install_script(load_plugin(str(d)), say=_say(tmp_path)[0])
+        run_install_script(load(str(d)).env_request(), say=_say(tmp_path)[0])
 
 
 def test_pack_unpack_and_run_without_conda(myenv: Path, conda_root: Path, tmp_path: Path,
@@ -163,8 +163,8 @@ def test_pack_unpack_and_run_without_conda(myenv: Path, conda_root: Path, tmp_pa
     pytest.importorskip("conda_pack")
     d = write_plugin(tmp_path / "demo")
     with pytest.raises(EnvError, match="tar.gz"):
-        pack(load_plugin(str(d)), str(tmp_path / "x.zip"))
-    out = pack(load_plugin(str(d)), str(tmp_path / "demo-env.tar.gz"), say=_say(tmp_path)[0])
+        pack(load(str(d)).env_request(), str(tmp_path / "x.zip"))
+    out = pack(load(str(d)).env_request(), str(tmp_path / "demo-env.tar.gz"), say=_say(tmp_path)[0])
     dest = tmp_path / "edge" / "envs" / "demo"
     dest.mkdir(parents=True)
     with tarfile.open(out) as t:

@@ -11,7 +11,7 @@ import ekl.envs.lock as lockmod
 from ekl.envs import EnvError, check_lock_for_launch, find_environment
 from ekl.envs.lock import compare, current_subdir, read_lock
 
-from .envs_testlib import rattler_install, write_conda_lock, write_explicit, write_plugin
+from .envs_testlib import lock_of, rattler_install, write_conda_lock, write_explicit, write_plugin
 
 SUB = current_subdir()
 
@@ -32,15 +32,15 @@ def test_clean_then_drift(myenv: Path, channel, tmp_path: Path) -> None:
     write_conda_lock(d / "conda-lock.yml",
                      [channel.get("ekl-hello", "1.0"), channel.get("ekl-data", "0.1")], SUB)
     env = find_environment("conda", "myenv")
-    assert check_lock_for_launch(d, m, env, "strict") is None
+    assert check_lock_for_launch(d, lock_of(m), env, "strict") is None
     _upgrade_hello(myenv, channel, tmp_path)
     with pytest.raises(EnvError) as e:
-        check_lock_for_launch(d, m, env, "strict")
+        check_lock_for_launch(d, lock_of(m), env, "strict")
     msg = str(e.value)
     assert msg == (f"env {myenv} drifted from {d / 'conda-lock.yml'}: 1 changed (ekl-hello 1.0 "
                    f"-> 1.1); run `ekl env check {d}` for the list")
-    assert check_lock_for_launch(d, m, env, "warn") == msg
-    assert check_lock_for_launch(d, m, env, "off") is None
+    assert check_lock_for_launch(d, lock_of(m), env, "warn") == msg
+    assert check_lock_for_launch(d, lock_of(m), env, "off") is None
 
 
 def test_missing_extra_and_hash(myenv: Path, channel, tmp_path: Path) -> None:
@@ -83,29 +83,32 @@ def test_lock_named_in_manifest_and_cache(myenv: Path, channel, tmp_path: Path,
     (d / "locks").mkdir()
     write_explicit(d / "locks" / "prod.lock", [channel.get("ekl-hello", "1.0")], SUB)
     env = find_environment("conda", "myenv")
-    first = check_lock_for_launch(d, m, env, "warn")
+    first = check_lock_for_launch(d, lock_of(m), env, "warn")
     assert first is not None and "1 extra" in first
     # a repeated start reads the cached verdict and parses nothing
     monkeypatch.setattr(lockmod, "read_lock", lambda *a, **k: pytest.fail("not cached"))
-    assert check_lock_for_launch(d, m, env, "warn") == first
+    assert check_lock_for_launch(d, lock_of(m), env, "warn") == first
     monkeypatch.undo()
     _upgrade_hello(myenv, channel, tmp_path)  # conda-meta changes: the cache key changes
-    assert "changed (ekl-hello 1.0 -> 1.1)" in check_lock_for_launch(d, m, env, "warn")
+    assert "changed (ekl-hello 1.0 -> 1.1)" in check_lock_for_launch(d, lock_of(m), env, "warn")
     m2 = {"ekl": {"lock": "nope.yml"}}
     with pytest.raises(EnvError, match="nope.yml"):
-        check_lock_for_launch(d, m2, env, "warn")
+        check_lock_for_launch(d, lock_of(m2), env, "warn")
 
 
 def test_off_reads_nothing_and_no_lock(myenv: Path, tmp_path: Path) -> None:
     d, m = _plugin(tmp_path)
     env = find_environment("conda", "myenv")
-    assert check_lock_for_launch(d, m, env, "strict") is None  # no lock at all
+    assert check_lock_for_launch(d, lock_of(m), env, "strict") is None  # no lock at all
     (d / "conda-lock.yml").write_text("version: [broken\n")
-    assert check_lock_for_launch(d, m, env, "off") is None
+    assert check_lock_for_launch(d, lock_of(m), env, "off") is None
+    # a lock it cannot read: a warning under warn (the start goes on), an error under strict
+    warning = check_lock_for_launch(d, lock_of(m), env, "warn")
+    assert warning is not None and "not valid YAML" in warning and "conda-lock.yml:2:" in warning
     with pytest.raises(EnvError, match="not valid YAML"):
-        check_lock_for_launch(d, m, env, "warn")
+        check_lock_for_launch(d, lock_of(m), env, "strict")
     with pytest.raises(EnvError, match="lock policy"):
-        check_lock_for_launch(d, m, env, "maybe")
+        check_lock_for_launch(d, lock_of(m), env, "maybe")
 
 
 def test_conda_lock_v2_refused(tmp_path: Path) -> None:

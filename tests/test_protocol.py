@@ -117,3 +117,131 @@ def test_portable_config_from_argv():
     assert protocol.decode_portable_config(["x"])["sendTimeout"] == 1000
     with pytest.raises(protocol.ProtocolError):
         protocol.decode_portable_config(["x", "{oops"])
+
+
+# --- strict decoding: ProtocolError, and nothing else, for any input ----------------------
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def _start(arg: object) -> bytes:
+    return json.dumps({"cmd": "start", "arg": arg}).encode()
+
+
+def _ctrl(**over: object) -> str:
+    d = {"symbolName": "s", "pluginType": "source",
+         "meta": {"ruleId": "r", "opId": "o", "instanceId": 0}}
+    d.update(over)
+    return json.dumps({k: v for k, v in d.items() if v is not ...})
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    (_start('{"symbolName": "s", "pluginType": "source", '
+            '"meta": {"ruleId": "r", "opId": "o", "instanceId": Infinity}}'), "Infinity"),
+    (_start('{"symbolName": "s", "pluginType": "source", '
+            '"meta": {"ruleId": "r", "opId": "o", "instanceId": 1e999}}'), "out of range"),
+    (_start('{"symbolName": "s", "pluginType": "source", '
+            '"meta": {"ruleId": "r", "opId": "o", "instanceId": NaN}}'), "NaN"),
+    (_start(_ctrl(meta={"ruleId": "r", "opId": "o", "instanceId": 1.5})), "must be an integer"),
+    (_start(_ctrl(meta={"ruleId": "r", "opId": "o", "instanceId": "3"})), "must be an integer"),
+    (_start(_ctrl(meta={"ruleId": "r", "opId": "o", "instanceId": 1 << 64})), "must be an integer"),
+    (_start(_ctrl(meta={"ruleId": "r", "opId": "o", "instanceId": True})), "must be an integer"),
+    (_start(_ctrl(meta={"ruleId": 5, "opId": "o"})), "ruleId must be a string"),
+    (_start(_ctrl(meta=...)), "meta is missing"),
+    (_start(_ctrl(meta=None)), "meta is missing"),
+    (_start(_ctrl(meta=[1])), "meta must be an object"),
+    (_start(_ctrl(meta={"instanceId": 0})), "non-empty ruleId and opId"),
+    (_start(_ctrl(dataSource=["a"])), "dataSource must be a string"),
+    (_start(_ctrl(config=[1])), "config must be an object"),
+    (_start(_ctrl(pluginType=["source"])), "pluginType"),
+    (_start({"symbolName": "s", "pluginType": "source"}), "arg must be a string"),
+    (_start(None), "arg must be a string"),
+    (json.dumps({"cmd": "stop", "arg": 7}).encode(), "arg must be a string"),
+    (b'{"cmd": "start", "arg": "' + b"[" * 5000 + b'"}', "arg is not JSON"),
+    (b'{"cmd": "start", "arg": "\\"' + b"x" * 10 + b'\\""}', "arg must hold a JSON object"),
+    (b"[" * 600 + b"]" * 600, "nested deeper than 512"),
+    (DEEP, "nested deeper than 512"),
+    (b'{"cmd": ' + b"[" * 100_000, "not JSON"),
+    (b'{"cmd": "start", "arg": "' + json.dumps("[" * 600 + "]" * 600).encode()[1:-1] + b'"}',
+     "nested deeper than 512"),
+    (b"\xff\xfe", "not UTF-8"),
+    (b'{"cmd": "start", "arg": "' + b"9" * 400 + b'"}', "out of range"),
+    (b'{"cmd": {"x": 1}}', "no cmd"),
+    (b'{"cmd": "ping", "arg": {}} trailing', "not JSON"),
+])
+def test_hostile_commands_raise_only_protocol_errors_in_one_line(raw, fragment):
+    with pytest.raises(protocol.ProtocolError) as e:
+        protocol.decode_command(raw)
+    text = str(e.value)
+    assert fragment in text and "\n" not in text and len(text) < 400, text
+
+
+def test_a_function_needs_no_meta_as_ekuiper_sends_none():
+    # eKuiper's NewPortableFunc builds Control{SymbolName, PluginType} and Meta is a *Meta
+    # with omitempty: the start command of a function has no "meta" key at all.
+    for meta in ({}, ..., None):
+        cmd, ctrl = protocol.decode_command(_start(_ctrl(pluginType="func", meta=meta)))
+        assert ctrl.meta == Meta() and ctrl.plugin_type == "func"
+    with pytest.raises(protocol.ProtocolError, match="instanceId must be an integer"):
+        protocol.decode_command(_start(_ctrl(pluginType="func", meta={"instanceId": "x"})))
+    with pytest.raises(protocol.ProtocolError, match="sink 's': meta is missing"):
+        protocol.decode_command(_start(_ctrl(pluginType="sink", meta=...)))
+
+
+@pytest.mark.parametrize("decode", [protocol.decode_command, protocol.decode_func_request,
+                                    protocol.decode_func_reply])
+@pytest.mark.parametrize("raw", [DEEP, b"NaN", b"-Infinity", b"1e400", b"[1e999]", b"\x00",
+                                 b"\xc3\x28", b"", b"{" * 3000, b'"\\ud800"', b"9" * 5000])
+def test_every_decoder_refuses_with_protocol_error(decode, raw):
+    with pytest.raises(protocol.ProtocolError):
+        decode(raw)
+
+
+@pytest.mark.parametrize("raw", [DEEP, b"NaN", b"\xff", b'{"message": {"x": Infinity}}',
+                                 b'{"error": ' + b"[" * 3000 + b"]" * 3000 + b"}"])
+def test_source_and_ack_decoders_turn_anything_into_an_error_text(raw):
+    assert protocol.decode_source_message(raw).error
+    assert protocol.decode_ack(raw)
+
+
+def test_function_context_ids_must_be_integers():
+    for bad in ('{"ruleId": "r", "opId": "o", "instanceId": Infinity, "funcId": 0}',
+                '{"ruleId": "r", "opId": "o", "instanceId": 0, "funcId": 1e999}',
+                '{"ruleId": "r", "opId": "o", "instanceId": 0.5, "funcId": 0}',
+                '{"ruleId": [], "opId": "o", "instanceId": 0, "funcId": 0}',
+                "[" * 5000, 12):
+        with pytest.raises(protocol.ProtocolError):
+            FuncMeta.decode(bad)
+
+
+def test_loads_strict_limits_are_exact():
+    ok = "[" * protocol.MAX_JSON_DEPTH + "]" * protocol.MAX_JSON_DEPTH
+    assert protocol.loads_strict(ok) is not None
+    deep = "[" + ok + "]"
+    with pytest.raises(protocol.ProtocolError, match="nested deeper"):
+        protocol.loads_strict(deep)
+    # brackets inside strings do not count
+    assert protocol.loads_strict(json.dumps(["[" * 5000])) == ["[" * 5000]
+    assert protocol.loads_strict("9" * protocol.MAX_INT_DIGITS) == int("9" * 309)
+    assert protocol.loads_strict("-" + "9" * protocol.MAX_INT_DIGITS) < 0
+    with pytest.raises(protocol.ProtocolError, match="out of range"):
+        protocol.loads_strict("9" * (protocol.MAX_INT_DIGITS + 1))
+    assert protocol.loads_strict("1.7e308") == 1.7e308
+    assert protocol.loads_strict(b'{"a": [1, 2.5, "x", null, true]}') == {"a": [1, 2.5, "x", None,
+                                                                                True]}
+
+
+def test_dumps_escapes_a_lone_surrogate_instead_of_failing():
+    value = protocol.loads_strict('"\\ud800x"')
+    assert protocol.dumps(value) == b'"\\ud800x"'
+    assert protocol.dumps({"é": 1}) == '{"é":1}'.encode()
+    with pytest.raises(ValueError):
+        protocol.dumps(float("inf"))
+
+
+def test_portable_config_is_bounded():
+    assert protocol.decode_portable_config(["x", '{"sendTimeout": 1e300}'])["sendTimeout"] == \
+        protocol.MAX_TIMEOUT_MS
+    assert protocol.decode_portable_config(["x", '{"sendTimeout": true}'])["sendTimeout"] == 1000
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode_portable_config(["x", '{"sendTimeout": Infinity}'])

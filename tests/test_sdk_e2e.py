@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -120,6 +121,73 @@ def test_malformed_control_commands_get_an_error_and_serving_continues(host, plu
     inst = host.start(plugin_copy("compat"))
     with pytest.raises(CommandError, match=fragment):
         inst.command(raw, "raw command", timeout_s=5)
+    assert inst.ping(2) is not None
+
+
+def _start_raw(ctrl_json: str) -> bytes:
+    return json.dumps({"cmd": "start", "arg": ctrl_json}).encode()
+
+
+HOSTILE_COMMANDS = [
+    # issue 12: each of these used to end the control thread (the plugin exited 0) or block it
+    (_start_raw('{"symbolName": "counter", "pluginType": "source", '
+                '"meta": {"ruleId": "r", "opId": "o", "instanceId": Infinity}}'), "Infinity"),
+    (b'{"cmd": "start", "arg": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "nested deeper"),
+    (b"[" * 50_000, "not JSON"),
+    (_start_raw("[" * 5000 + "]" * 5000), "nested deeper"),
+    (json.dumps({"cmd": "start", "arg": {"symbolName": "counter", "pluginType": "source",
+                                         "meta": {"ruleId": "r", "opId": "o"}}}).encode(),
+     "arg must be a string"),
+    (_start_raw('{"symbolName": "counter", "pluginType": "source"}'), "meta is missing"),
+    (_start_raw('{"symbolName": "collector", "pluginType": "sink", "meta": {}}'),
+     "non-empty ruleId and opId"),
+    (_start_raw('{"symbolName": "\ud800", "pluginType": "func", "meta": {}}'), "unknown"),
+    (b'{"cmd": "start", "arg": "' + b"9" * 100_000 + b'"}', "out of range"),
+]
+
+
+def test_hostile_control_commands_get_one_line_errors_and_the_plugin_serves_on(host,
+                                                                            plugin_copy):
+    inst = host.start(plugin_copy("compat"))
+    for raw, fragment in HOSTILE_COMMANDS * 2:  # twice: the loop survived the first round
+        with pytest.raises(CommandError) as e:
+            inst.command(raw, "hostile command", timeout_s=5)
+        text = str(e.value)
+        assert fragment in text and "\n" not in text and "Traceback" not in text, text
+        assert inst.ping(2) is not None
+    assert inst.alive()
+    stream = inst.start_source("counter", meta(), "", {"interval": 0.01})
+    assert stream.recv(5).message["n"] == 1
+
+
+def _raw_call(client, data: bytes) -> tuple:
+    """Send raw bytes as a function request (the plugin is waiting with its REQ)."""
+    client.channel.sock.send(data)
+    return protocol.decode_func_reply(client.channel.sock.recv())
+
+
+def test_hostile_function_requests_answer_state_false_and_the_function_serves_on(
+        host, plugin_copy):
+    inst = host.start(plugin_copy("compat"))
+    client = inst.start_function("echo")
+    client.exec([0])  # connected and in request/reply rhythm
+    ctx = FuncMeta("r", "o").encode()
+    for raw, fragment in [
+        (b'{"func": "Exec", "arg": [Infinity, "' + ctx.replace('"', '\\"').encode() + b'"]}',
+         "Infinity"),
+        (b'{"func": "Exec", "arg": [' + b"[" * 50_000 + b"]" * 50_000 + b"]}", "nested deeper"),
+        (b'{"func": "Exec", "arg": ["x", "{\\"ruleId\\": \\"r\\", \\"opId\\": \\"o\\", '
+         b'\\"instanceId\\": 1e999, \\"funcId\\": 0}"]}', "out of range"),
+        (b'{"func": "Exec", "arg": ["x", {"ruleId": "r", "opId": "o", "instanceId": 1.5, '
+         b'"funcId": 0}]}', "must be an integer"),
+        (b'{"func": ' + b"{" * 50_000, "not JSON"),
+        (b'{"func": "Exec", "arg": [' + b"[" * 500 + b"]" * 500 + b', "' +
+         ctx.replace('"', '\\"').encode() + b'"]}', ""),  # deep but allowed: echoed back
+    ]:
+        state, result = _raw_call(client, raw)
+        if fragment:
+            assert state is False and fragment in result and "\n" not in result, result
+        assert client.exec([1])["args"] == [1]
     assert inst.ping(2) is not None
 
 
@@ -302,3 +370,54 @@ def test_log_level_comes_from_EKUIPER_LOG_LEVEL(ipc_dir, plugin_copy):
                         capture_output=True, text=True, timeout=20, cwd=str(folder))
     assert cp.returncode == 1 and "no host is listening" in cp.stderr
     assert "INFO" not in cp.stderr and cp.stdout == ""
+
+
+def test_context_logger_also_writes_like_the_official_sdks_stdout():
+    """Official-SDK plugins call ``ctx.get_logger().write()``/``flush()`` (it is sys.stdout
+    there): here each line written becomes one INFO record, partial lines wait."""
+    import logging
+    import threading
+
+    from ekuiper.runtime import logs
+    from ekuiper.runtime.contextimpl import ContextImpl
+
+    logger = ContextImpl(Meta("rule5", "op1", 0), "src").get_logger()
+    assert isinstance(logger, logging.Logger) and logging.getLogger(logger.name) is logger
+    records = []
+
+    class Grab(logging.Handler):
+        def emit(self, record):
+            records.append((record.levelno, record.getMessage(), record.rule_id))
+
+    h = Grab()
+    logger.addHandler(h)
+    logger.setLevel(logging.INFO)
+    try:
+        assert logger.write("one\ntw") == 6
+        logger.write("o\r\n\n")
+        print("three", 3, file=logger)
+        logger.write(b"bytes line\n")
+        logger.write("partial")
+        assert [m for _, m, _ in records] == ["one", "two", "three 3", "bytes line"]
+        logger.flush()
+        assert records[-1][1] == "partial"
+        logger.flush()  # nothing pending: nothing logged
+        logger.write("x" * (logs.MAX_PENDING_CHARS + 10))  # no newline ever: still bounded
+        assert records[-1][1] == "x" * (logs.MAX_PENDING_CHARS + 10)
+        n = len(records)
+        threads = [threading.Thread(target=lambda i=i: [logger.write(f"t{i}-{k}\n")
+                                                      for k in range(50)]) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        lines = [m for _, m, _ in records[n:]]
+        assert sorted(lines) == sorted(f"t{i}-{k}" for i in range(4) for k in range(50))
+        assert {lvl for lvl, _, _ in records} == {logging.INFO}
+        assert {r for _, _, r in records} == {"rule5"}
+        logger.writelines(["a\n", "b\n"])
+        assert [m for _, m, _ in records[-2:]] == ["a", "b"]
+        assert logger.isatty() is False
+    finally:
+        logger.removeHandler(h)
+        logger.setLevel(logging.NOTSET)

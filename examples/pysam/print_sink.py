@@ -13,12 +13,12 @@ class PrintSink(Sink):
         self.prefix = str(conf.get("prefix", self.prefix))
 
     def open(self, ctx: Context) -> None:
-        ctx.get_logger().info("print sink open")
+        ctx.get_logger().write("print sink open\n")  # works on both SDKs (see pyjson.py)
 
     def collect(self, ctx: Context, data: Any) -> None:
         text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
         print(self.prefix, text, flush=True)
-        ctx.ack_ok()  # sent only when the rule sets requireAck
+        ctx.ack_ok()  # ekl's SDK sends it only when the rule sets requireAck
 
     def close(self, ctx: Context) -> None:
-        ctx.get_logger().info("print sink closed")
+        ctx.get_logger().write("print sink closed\n")

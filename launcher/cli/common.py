@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -19,49 +18,17 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_TERMINATED = 143
 
 
-#: Arguments nested deeper than this are refused before they reach the plugin.
-MAX_ARG_DEPTH = 100
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _depth(v: Any, limit: int) -> int:
-    """Nesting depth of ``v``, counted without recursion (the input may be hostile);
-    ValueError on a number JSON cannot carry (``1e999`` parses as infinity)."""
-    deepest, stack = 0, [(v, 1)]
-    while stack:
-        x, d = stack.pop()
-        if isinstance(x, float) and not math.isfinite(x):
-            raise ValueError("a number out of range")
-        if isinstance(x, (list, dict)):
-            deepest = max(deepest, d)
-            if deepest > limit:
-                return deepest
-            stack.extend((y, d + 1) for y in (x.values() if isinstance(x, dict) else x))
-    return deepest
-
-
 def _json_arg(text: str, what: str) -> Any:
-    """A JSON value from the command line, as the wire carries it: finite, not too deep."""
+    """A JSON value from the command line, by the wire's rules (``protocol.loads_strict``:
+    finite numbers, nesting no deeper than the SDK accepts), so a value the plugin would
+    refuse is a one-line error before anything starts."""
     shown = text if len(text) <= 60 else text[:57] + "..."
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        raise EklError(f"{what} {shown!r} nests deeper than {MAX_ARG_DEPTH} levels; flatten "
-                       f"it") from None
-    except ValueError as e:
-        raise EklError(f"{what} {shown!r} is not JSON ({e}); quote strings, e.g. '\"abc\"'") \
-            from None
-    try:
-        deep = _depth(value, MAX_ARG_DEPTH) > MAX_ARG_DEPTH
-    except ValueError as e:
-        raise EklError(f"{what} {shown!r} is not JSON the wire can carry ({e}); use a finite "
-                       f"number") from None
-    if deep:
-        raise EklError(f"{what} {shown!r} nests deeper than {MAX_ARG_DEPTH} levels; flatten it")
-    return value
+        return protocol.loads_strict(text)
+    except protocol.ProtocolError as e:
+        if str(e).startswith("not JSON ("):
+            raise EklError(f"{what} {shown!r} is {e}; quote strings, e.g. '\"abc\"'") from None
+        raise EklError(f"{what} {shown!r} is {e}; give a value eKuiper could send") from None
 
 
 def _json_object(text: Optional[str], what: str) -> Dict[str, Any]:

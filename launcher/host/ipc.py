@@ -51,7 +51,7 @@ def recv_until(sock: pynng.Socket, deadline: float, alive: Optional[Callable[[],
             raise HostTimeout(f"{what}: no answer in time")
         sock.recv_timeout = max(1, int(min(left, slice_ms / 1000) * 1000))
         try:
-            return sock.recv()
+            return sock.recv_msg().bytes  # recv() raises on a 0-byte message
         except pynng.Timeout:
             if alive is not None and not alive():
                 raise PluginDied(what) from None

@@ -69,7 +69,7 @@ class SinkWriter:
         t = self.ack_timeout_s if timeout_s is None else timeout_s
         self.ack_sock.recv_timeout = max(1, int(t * 1000))
         try:
-            data = self.ack_sock.recv()
+            data = self.ack_sock.recv_msg().bytes  # recv() raises on a 0-byte message
         except pynng.Timeout:
             raise HostTimeout(f"sink {self.symbol}: no ack within {t:.1f} s") from None
         return protocol.decode_ack(data)

@@ -42,7 +42,7 @@ class SourceStream:
                 raise HostTimeout(f"source {self.symbol}: no data within {timeout_s:.1f} s")
             self.sock.recv_timeout = max(1, int(left * 1000))
             try:
-                data = self.sock.recv()
+                data = self.sock.recv_msg().bytes  # recv() raises on a 0-byte message
                 break
             except pynng.Timeout:
                 continue

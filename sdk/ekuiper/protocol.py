@@ -9,9 +9,10 @@ constant is lf-edge/ekuiper ``internal/plugin/portable/runtime`` (shared.go, con
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 # --- where the sockets live -------------------------------------------------------------
 
@@ -81,6 +82,8 @@ DEFAULT_SEND_TIMEOUT_MS = 1000
 #: Plugin-side dialing (official SDK: 50 tries, 100 ms apart).
 DIAL_RETRIES = 50
 DIAL_INTERVAL_S = 0.1
+#: Longest timeout a peer may hand us (about 24.8 days): poll() takes no more.
+MAX_TIMEOUT_MS = (1 << 31) - 1
 #: Host-side listening (Go runtime: 5 retries, 100 ms apart).
 LISTEN_RETRIES = 5
 LISTEN_INTERVAL_S = 0.1
@@ -110,14 +113,139 @@ class ProtocolError(ValueError):
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
 def dumps(obj: Any) -> bytes:
-    """Compact JSON as Go writes it; NaN/Infinity raise (Go cannot read them)."""
-    return _ENCODER.encode(obj).encode("utf-8")
+    """Compact JSON as Go writes it; NaN/Infinity raise ValueError (Go cannot read them).
+
+    A string holding a lone surrogate (which a peer can send as ``"\\ud800"``) cannot be
+    UTF-8: such a value is written with ``\\u`` escapes instead, as Go reads them."""
+    text = _ENCODER.encode(obj)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _ASCII_ENCODER.encode(obj).encode("ascii")
+
+
+# --- strict JSON, as Go's encoding/json reads it ------------------------------------------
+
+#: Deepest nesting of arrays and objects accepted from the wire (and from ``ekl call``).
+#: Python's parser and encoder recurse per level and stop near 1000 levels with a
+#: RecursionError; this limit keeps every value well clear of that, so a reply that echoes
+#: an argument can always be encoded. eKuiper's own values (records, function arguments,
+#: syntax trees of expressions) are far shallower.
+MAX_JSON_DEPTH = 512
+#: Integers with more digits than this are refused: Go reads a number it does not decode
+#: into a typed int as a float64, and none of them fits there (float64 ends near 1.8e308).
+#: It also keeps Python's int parsing (quadratic in the digits before 3.11) cheap.
+MAX_INT_DIGITS = 309
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed: numbers must be finite (Go cannot read {name})")
+
+
+def _finite_float(text: str) -> float:
+    f = float(text)
+    if math.isinf(f):
+        raise ValueError(f"number {text[:40]} is out of range: numbers must be finite")
+    return f
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_INT_DIGITS and len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"integer of {len(text.lstrip('-'))} digits is out of range: numbers must be "
+                         "finite as a 64-bit float")
+    return int(text)
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float,
+                            parse_int=_bounded_int)
+
+
+def _too_deep(obj: Any, limit: int) -> bool:
+    """Whether ``obj`` nests arrays/objects more than ``limit`` levels (iteratively)."""
+    stack = [(obj, 1)]
+    while stack:
+        o, depth = stack.pop()
+        if depth > limit:
+            return True
+        values = o.values() if isinstance(o, dict) else o
+        for v in values:
+            if isinstance(v, (dict, list)):
+                stack.append((v, depth + 1))
+    return False
+
+
+def loads_strict(data: Union[bytes, bytearray, str]) -> Any:
+    """Parse one JSON value as Go's encoding/json would accept it, or raise ProtocolError.
+
+    Refused, each with a one-line reason: text that is not UTF-8 or not JSON, ``NaN`` and
+    ``Infinity``, numbers that overflow a 64-bit float, and nesting deeper than
+    :data:`MAX_JSON_DEPTH`. Whatever the input, no other exception type comes out (the
+    plugin's channel loops and ekl's relay rely on that)."""
+    try:
+        text = data if isinstance(data, str) else bytes(data).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ProtocolError(f"not UTF-8 ({e.reason} at byte {e.start})") from None
+    except Exception as e:  # not bytes-like at all
+        raise ProtocolError(f"not JSON text ({type(e).__name__})") from None
+    try:
+        value = _DECODER.decode(text)
+    except RecursionError:
+        raise ProtocolError(f"not JSON the protocol accepts: nested deeper than "
+                            f"{MAX_JSON_DEPTH} levels") from None
+    except ValueError as e:
+        reason = " ".join(str(e).split())
+        if "numbers must be finite" in reason:
+            raise ProtocolError(f"not JSON the protocol accepts: {reason}") from None
+        raise ProtocolError(f"not JSON ({reason})") from None
+    except Exception as e:  # MemoryError and anything else the parser may raise
+        raise ProtocolError(f"not JSON ({type(e).__name__})") from None
+    # Cheap first: fewer brackets than the limit cannot nest deeper than it.
+    if (isinstance(value, (dict, list))
+            and text.count("[") + text.count("{") > MAX_JSON_DEPTH
+            and _too_deep(value, MAX_JSON_DEPTH)):
+        raise ProtocolError(f"not JSON the protocol accepts: nested deeper than "
+                            f"{MAX_JSON_DEPTH} levels")
+    return value
 
 
 def is_stale_handshake(result: bytes) -> bool:
     """The host's rule: any result whose first byte is ``h`` is a re-sent handshake."""
     return result[:1] == b"h"
+
+
+#: instanceId, funcId: Go ints (64-bit); anything outside is refused rather than wrapped.
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _int_field(d: Mapping[str, Any], key: str, where: str, default: Optional[int] = 0) -> int:
+    """An integer field as Go decodes it into an int: no floats, no strings, no bools."""
+    if key not in d and default is not None:
+        return default
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or not _INT64[0] <= v <= _INT64[1]:
+        raise ProtocolError(f"{where}.{key} must be an integer, got {short_repr(v)}")
+    return v
+
+
+def _str_field(d: Mapping[str, Any], key: str, where: str) -> str:
+    v = d.get(key, "")
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        raise ProtocolError(f"{where}.{key} must be a string, got {short_repr(v)}")
+    return v
+
+
+def short_repr(v: Any, n: int = 60) -> str:
+    """A bounded one-line rendering of a decoded value for error texts."""
+    if isinstance(v, (dict, list)):
+        return "an object" if isinstance(v, dict) else "an array"
+    text = repr(v)
+    return text if len(text) <= n else text[:n] + "..."
 
 
 @dataclass(frozen=True)
@@ -131,15 +259,12 @@ class Meta:
 
     @classmethod
     def from_dict(cls, d: Any) -> Meta:
-        if d is None:
-            return cls()
+        """Go's Meta: ``ruleId`` and ``opId`` strings, ``instanceId`` an integer."""
         if not isinstance(d, Mapping):
-            raise ProtocolError(f"meta must be an object, got {type(d).__name__}")
-        try:
-            return cls(str(d.get("ruleId", "") or ""), str(d.get("opId", "") or ""),
-                       int(d.get("instanceId", 0) or 0))
-        except (TypeError, ValueError) as e:
-            raise ProtocolError(f"meta.instanceId must be an integer: {e}") from None
+            raise ProtocolError(f"meta must be an object with ruleId, opId and instanceId, "
+                                f"got {short_repr(d)}")
+        return cls(_str_field(d, "ruleId", "meta"), _str_field(d, "opId", "meta"),
+                   _int_field(d, "instanceId", "meta"))
 
     @property
     def key(self) -> str:
@@ -167,22 +292,38 @@ class Control:
 
     @classmethod
     def from_dict(cls, d: Any) -> Control:
+        """Go's Control. A source or sink needs ``meta`` with a ruleId and an opId, which
+        name its sockets (else it would use ``/tmp/__0.ipc``). eKuiper starts a function
+        with no ``meta`` at all (Go's ``*Meta`` with ``omitempty``, left nil): allowed."""
         if not isinstance(d, Mapping):
-            raise ProtocolError(f"command arg must be a JSON object, got {type(d).__name__}")
+            raise ProtocolError(f"command arg must hold a JSON object, got {short_repr(d)}")
         name = d.get("symbolName")
         if not isinstance(name, str) or not name:
             raise ProtocolError("command arg has no symbolName")
         ptype = d.get("pluginType")
-        if ptype not in PLUGIN_TYPES:
-            raise ProtocolError(
-                f"symbol {name}: pluginType {ptype!r} is not one of {', '.join(PLUGIN_TYPES)}")
+        if not isinstance(ptype, str) or ptype not in PLUGIN_TYPES:
+            raise ProtocolError(f"symbol {name!r}: pluginType {short_repr(ptype)} is not one of "
+                                f"{', '.join(PLUGIN_TYPES)}")
+        if d.get("meta") is None:
+            if ptype != TYPE_FUNC:
+                raise ProtocolError(f"{ptype} {name!r}: meta is missing; it must be an object "
+                                    "with ruleId, opId and instanceId")
+            meta = Meta()
+        else:
+            meta = Meta.from_dict(d["meta"])
+        if ptype != TYPE_FUNC and not (meta.rule_id and meta.op_id):
+            raise ProtocolError(f"{ptype} {name!r}: meta needs a non-empty ruleId and opId, "
+                                f"got ruleId {meta.rule_id!r}, opId {meta.op_id!r}")
         # The Go runtime sends dataSource; the official Python SDK read datasource.
-        ds = d.get("dataSource", d.get("datasource", "")) or ""
-        config = d.get("config") or None
+        ds = d.get("dataSource", d.get("datasource", ""))
+        if ds is None:
+            ds = ""
+        if not isinstance(ds, str):
+            raise ProtocolError(f"symbol {name!r}: dataSource must be a string, got {short_repr(ds)}")
+        config = d.get("config")
         if config is not None and not isinstance(config, Mapping):
-            raise ProtocolError(f"symbol {name}: config must be an object")
-        return cls(name, ptype, Meta.from_dict(d.get("meta")), str(ds),
-                   dict(config) if config else None)
+            raise ProtocolError(f"symbol {name!r}: config must be an object, got {short_repr(config)}")
+        return cls(name, ptype, meta, ds, dict(config) if config else None)
 
     @property
     def key(self) -> str:
@@ -208,30 +349,39 @@ PING_COMMAND = encode_command(CMD_PING)
 
 
 def decode_command(data: bytes) -> Tuple[str, Optional[Control]]:
-    """Parse a command. ``ping`` carries no control; start/stop must."""
+    """Parse a command. ``ping`` carries no control; start/stop must, as a JSON *string*.
+
+    Raises ProtocolError, and nothing else, for any input."""
     try:
-        c = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError(f"malformed command, not JSON: {_preview(data)}") from None
+        c = loads_strict(data)
+    except ProtocolError as e:
+        raise ProtocolError(f"malformed command, {e}: {_preview(data)}") from None
     if not isinstance(c, Mapping) or not isinstance(c.get("cmd"), str):
         raise ProtocolError(f"malformed command, no cmd: {_preview(data)}")
     cmd = c["cmd"]
     if cmd == CMD_PING:
         return cmd, None
     if cmd not in (CMD_START, CMD_STOP):
-        raise ProtocolError(f"unknown command {cmd!r}")
+        raise ProtocolError(f"unknown command {short_repr(cmd)}")
     arg = c.get("arg")
-    if isinstance(arg, str):
-        try:
-            arg = json.loads(arg)
-        except ValueError:
-            raise ProtocolError(f"malformed {cmd} command: arg is not JSON: {arg[:80]!r}") from None
-    return cmd, Control.from_dict(arg)
+    if not isinstance(arg, str):
+        raise ProtocolError(f"malformed {cmd} command: arg must be a string holding the "
+                            f"control JSON, got {short_repr(arg)}")
+    try:
+        ctrl = loads_strict(arg)
+    except ProtocolError as e:
+        raise ProtocolError(f"malformed {cmd} command: arg is {e}: {_preview(arg)}") from None
+    return cmd, Control.from_dict(ctrl)
 
 
-def _preview(data: bytes, n: int = 80) -> str:
-    text = data[:n].decode("utf-8", "replace")
-    return repr(text + ("..." if len(data) > n else ""))
+def _preview(data: Union[bytes, bytearray, str], n: int = 80) -> str:
+    """The start of a message for an error text: bounded, one line, never raising."""
+    try:
+        head = data[:n]
+        text = head if isinstance(head, str) else bytes(head).decode("utf-8", "replace")
+        return repr(text + ("..." if len(data) > n else ""))
+    except Exception:
+        return f"<{type(data).__name__}>"
 
 
 # --- function channel -------------------------------------------------------------------
@@ -256,17 +406,22 @@ class FuncMeta:
 
     @classmethod
     def decode(cls, raw: Any) -> FuncMeta:
-        try:
-            d = json.loads(raw) if isinstance(raw, str) else raw
-        except ValueError:
-            raise ProtocolError(f"Exec function context is not JSON: {str(raw)[:80]!r}") from None
+        """The last Exec argument (a JSON string; an object is accepted too). ProtocolError
+        for anything else."""
+        if isinstance(raw, str):
+            try:
+                d = loads_strict(raw)
+            except ProtocolError as e:
+                raise ProtocolError(f"Exec function context is {e}: {_preview(raw)}") from None
+        else:
+            d = raw
         if not isinstance(d, Mapping) or not {"ruleId", "opId", "instanceId", "funcId"} <= set(d):
+            got = _preview(raw) if isinstance(raw, str) else short_repr(raw)
             raise ProtocolError("Exec needs a last argument with ruleId, opId, instanceId "
-                                f"and funcId, got {str(raw)[:80]!r}")
-        try:
-            return cls(str(d["ruleId"]), str(d["opId"]), int(d["instanceId"]), int(d["funcId"]))
-        except (TypeError, ValueError):
-            raise ProtocolError(f"Exec function context has non-integer ids: {d!r}") from None
+                                f"and funcId, got {got}")
+        where = "Exec function context"
+        return cls(_str_field(d, "ruleId", where), _str_field(d, "opId", where),
+                   _int_field(d, "instanceId", where, None), _int_field(d, "funcId", where, None))
 
     @property
     def key(self) -> str:
@@ -278,10 +433,11 @@ def encode_func_request(func: str, arg: Any) -> bytes:
 
 
 def decode_func_request(data: bytes) -> Tuple[str, Any]:
+    """``(func, arg)``; ProtocolError, and nothing else, for any malformed input."""
     try:
-        c = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError(f"malformed function request, not JSON: {_preview(data)}") from None
+        c = loads_strict(data)
+    except ProtocolError as e:
+        raise ProtocolError(f"malformed function request, {e}: {_preview(data)}") from None
     if not isinstance(c, Mapping) or not isinstance(c.get("func"), str):
         raise ProtocolError(f"malformed function request, no func: {_preview(data)}")
     return c["func"], c.get("arg")
@@ -292,10 +448,11 @@ def encode_func_reply(state: bool, result: Any) -> bytes:
 
 
 def decode_func_reply(data: bytes) -> Tuple[bool, Any]:
+    """``(state, result)``; ProtocolError, and nothing else, for any malformed input."""
     try:
-        r = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError(f"function reply is not JSON: {_preview(data)}") from None
+        r = loads_strict(data)
+    except ProtocolError as e:
+        raise ProtocolError(f"function reply is {e}: {_preview(data)}") from None
     if not isinstance(r, Mapping) or not isinstance(r.get("state"), bool):
         raise ProtocolError(f"function reply has no boolean state: {_preview(data)}")
     return r["state"], r.get("result")
@@ -327,16 +484,24 @@ class SourceMessage:
     error: Optional[str] = None
 
 
+def _error_text(v: Any, n: int = 1000) -> str:
+    """An error value from a peer as bounded text."""
+    text = v if isinstance(v, str) else short_repr(v, n)
+    return text if len(text) <= n else text[:n] + "..."
+
+
 def decode_source_message(data: bytes) -> SourceMessage:
-    """Decode what a source pushed; anything eKuiper could not ingest becomes an error."""
+    """Decode what a source pushed; anything eKuiper could not ingest becomes an error.
+
+    Never raises: every malformed input comes back as a SourceMessage with ``error``."""
     try:
-        d = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
+        d = loads_strict(data)
+    except ProtocolError as e:
         return SourceMessage(error=f"cannot decode {_preview(data)} as JSON: {e}")
     if not isinstance(d, Mapping):
         return SourceMessage(error=f"source data must be a JSON object, got {_preview(data)}")
     if "error" in d:
-        return SourceMessage(error=str(d["error"]))
+        return SourceMessage(error=_error_text(d["error"]))
     msg, meta = d.get("message"), d.get("meta")
     if not isinstance(msg, Mapping):
         return SourceMessage(error=f"source data has no message object: {_preview(data)}")
@@ -357,13 +522,13 @@ def encode_ack_error(text: str) -> bytes:
 def decode_ack(data: bytes) -> Optional[str]:
     """None for success, the error text otherwise (malformed acks are errors too)."""
     try:
-        d = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return f"malformed ack {_preview(data)}"
+        d = loads_strict(data)
+    except ProtocolError as e:
+        return f"malformed ack ({e}): {_preview(data)}"
     if not isinstance(d, Mapping):
         return f"malformed ack {_preview(data)}"
     err = d.get("error")
-    return str(err) if err else None
+    return _error_text(err) if err else None
 
 
 def require_ack(config: Optional[Mapping[str, Any]]) -> bool:
@@ -390,11 +555,12 @@ def decode_portable_config(argv: List[str]) -> Dict[str, Any]:
     conf: Dict[str, Any] = {"sendTimeout": DEFAULT_SEND_TIMEOUT_MS}
     if len(argv) > 1:
         try:
-            d = json.loads(argv[1])
-        except ValueError:
-            raise ProtocolError(f"argv[1] is not the portable config JSON: {argv[1][:80]!r}") from None
+            d = loads_strict(argv[1])
+        except ProtocolError as e:
+            raise ProtocolError(f"argv[1] is not the portable config JSON ({e}): "
+                                f"{_preview(argv[1])}") from None
         if isinstance(d, Mapping):
             st = d.get("sendTimeout")
-            if isinstance(st, (int, float)) and st > 0:
-                conf["sendTimeout"] = int(st)
+            if isinstance(st, (int, float)) and not isinstance(st, bool) and st > 0:
+                conf["sendTimeout"] = int(min(st, MAX_TIMEOUT_MS))
     return conf

@@ -24,7 +24,10 @@ class Context:
 
     @abstractmethod
     def get_logger(self) -> logging.Logger:
-        """A ``logging.Logger`` whose records carry the rule, op and instance."""
+        """A ``logging.Logger`` whose records carry the rule, op and instance.
+
+        It also has ``write()``/``flush()`` (each line written is logged at INFO), because
+        the official SDK returns ``sys.stdout`` here and its plugins write to it."""
 
     @abstractmethod
     def emit(self, message: Dict[str, Any], meta: Optional[Dict[str, Any]]) -> None:

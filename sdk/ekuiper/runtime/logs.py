@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+from typing import Dict, Iterable
 
 from ..protocol import Meta
 
@@ -52,13 +54,92 @@ class _Tags(logging.Filter):
         return True
 
 
+#: A line written without a newline is logged once this many characters wait for one.
+MAX_PENDING_CHARS = 64 * 1024
+
+
+class StreamMixin:
+    """``write``/``flush`` on a logger, so plugins written for the official SDK run unchanged.
+
+    The official SDK's ``ctx.get_logger()`` returns ``sys.stdout``, so its plugins call
+    ``ctx.get_logger().write(text)`` or ``print(..., file=ctx.get_logger())``. Here each
+    complete line written is logged at INFO (with the rule's tags); a partial line waits
+    for its newline, for ``flush()``, or for :data:`MAX_PENDING_CHARS` characters.
+    """
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):  # a file would raise TypeError; logging is lenient
+            text = text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) \
+                else str(text)
+        lock = _stream_lock(self)
+        with lock:
+            pending = self.__dict__.get("_ekl_pending", "") + text
+            *lines, rest = pending.split("\n")
+            if len(rest) >= MAX_PENDING_CHARS:
+                lines.append(rest)
+                rest = ""
+            self.__dict__["_ekl_pending"] = rest
+        for line in lines:
+            line = line.rstrip("\r")
+            if line:
+                self.info("%s", line)  # type: ignore[attr-defined]
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        with _stream_lock(self):
+            rest = self.__dict__.pop("_ekl_pending", "").rstrip("\r")
+        if rest:
+            self.info("%s", rest)  # type: ignore[attr-defined]
+
+    def isatty(self) -> bool:
+        return False
+
+
+_locks_guard = threading.Lock()
+
+
+def _stream_lock(logger: object) -> threading.Lock:
+    lock = logger.__dict__.get("_ekl_lock")
+    if lock is None:
+        with _locks_guard:
+            lock = logger.__dict__.setdefault("_ekl_lock", threading.Lock())
+    return lock
+
+
+_stream_classes: Dict[type, type] = {}
+
+
+def _with_stream(logger: logging.Logger) -> logging.Logger:
+    """The same logger object, its class extended with :class:`StreamMixin`.
+
+    The logger stays the one ``logging.getLogger(name)`` returns (so logging configuration
+    by name applies to it), and stays an instance of whatever Logger class it had."""
+    cls = type(logger)
+    if issubclass(cls, StreamMixin):
+        return logger
+    with _locks_guard:
+        ext = _stream_classes.get(cls)
+        if ext is None:
+            ext = type(f"Stream{cls.__name__}", (StreamMixin, cls), {})
+            _stream_classes[cls] = ext
+        if not isinstance(logger, StreamMixin):
+            logger.__class__ = ext
+    return logger
+
+
 def symbol_logger(symbol: str, meta: Meta) -> logging.Logger:
-    """A real ``logging.Logger`` per symbol instance; its name carries rule/op/instance."""
+    """A real ``logging.Logger`` per symbol instance; its name carries rule/op/instance.
+
+    It also has ``write()``/``flush()`` (see :class:`StreamMixin`)."""
     name = f"ekuiper.{symbol}[{meta.rule_id}/{meta.op_id}/{meta.instance_id}]"
     logger = logging.getLogger(name)
     if not any(isinstance(f, _Tags) for f in logger.filters):
         logger.addFilter(_Tags(meta))
-    return logger
+    return _with_stream(logger)
 
 
 def one_line(text: object) -> str:

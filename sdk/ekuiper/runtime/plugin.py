@@ -72,12 +72,17 @@ class PluginRuntime:
     # --- commands ----------------------------------------------------------------------
 
     def handle_command(self, data: bytes) -> bytes:
-        """Execute one command and return its result; never raises."""
+        """Execute one command and return its result; never raises.
+
+        Whatever the bytes, the answer is ``ok`` or one line of error text, and the control
+        channel goes on serving (a RecursionError or OverflowError included)."""
         try:
             cmd, ctrl = protocol.decode_command(data)
-        except protocol.ProtocolError as e:
-            log.warning("rejected command: %s", e)
-            return one_line(e).encode()
+        except Exception as e:  # ProtocolError by contract; anything else is a bug, same answer
+            text = one_line(e) if isinstance(e, protocol.ProtocolError) else \
+                one_line(f"malformed command: {type(e).__name__}: {e}")
+            log.warning("rejected command: %s", text)
+            return _reply(text)
         if cmd == protocol.CMD_PING or ctrl is None:
             return self.ping_reply()
         try:
@@ -87,10 +92,10 @@ class PluginRuntime:
                 self.stop_symbol(ctrl)
         except StartError as e:
             log.error("%s", e)
-            return one_line(e).encode()
+            return _reply(one_line(e))
         except Exception as e:  # a bug must not take the control channel down
             log.exception("%s %s failed", cmd, ctrl.describe)
-            return one_line(f"{cmd} {ctrl.describe}: {type(e).__name__}: {e}").encode()
+            return _reply(one_line(f"{cmd} {ctrl.describe}: {type(e).__name__}: {e}"))
         return protocol.REPLY_OK
 
     def ping_reply(self) -> bytes:
@@ -200,6 +205,17 @@ class PluginRuntime:
         if self.control is not None:
             self.control.close()
         log.info("plugin %s stopped (%s)", self.config.name, self.stop_reason or "shutdown")
+
+
+#: Result texts land in eKuiper's rule status: a peer's huge symbol name must not bloat it.
+MAX_RESULT_CHARS = 2000
+
+
+def _reply(text: str) -> bytes:
+    """A result text as bytes; a lone surrogate a peer sent cannot make encoding fail."""
+    if len(text) > MAX_RESULT_CHARS:
+        text = text[:MAX_RESULT_CHARS] + "..."
+    return text.encode("utf-8", "backslashreplace")
 
 
 def _settings_from_argv(argv: List[str]) -> Settings:

@@ -8,12 +8,13 @@ before it may receive again); the host discards those with its stale-handshake r
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable, Optional
 
 from ..protocol import HANDSHAKE
 from ..transport import ReqSocket, TransportClosed, TransportError, TransportTimeout
-from .logs import log
+from .logs import log, one_line
 
 
 class PeerWatch:
@@ -37,9 +38,19 @@ class PeerWatch:
         return now - self._since >= self.grace_s
 
 
+def _text_reply(text: str) -> bytes:
+    return text.encode("utf-8", "backslashreplace")
+
+
 def serve_inverted(sock: ReqSocket, handle: Callable[[bytes], bytes], name: str,
-                   stopping: Callable[[], bool]) -> None:
-    """Answer orders with ``handle`` until the socket is closed or ``stopping()`` is true."""
+                   stopping: Callable[[], bool],
+                   error_reply: Callable[[str], bytes] = _text_reply) -> None:
+    """Answer orders with ``handle`` until the socket is closed or ``stopping()`` is true.
+
+    Nothing a peer sends can end this loop: should ``handle`` raise anyway (it is meant
+    not to), the order is answered with ``error_reply(one line)`` and serving goes on; an
+    unexpected failure of the socket itself is logged and retried like a transport error.
+    """
     pending: Optional[bytes] = HANDSHAKE
     while not stopping():
         if pending is not None:
@@ -51,10 +62,10 @@ def serve_inverted(sock: ReqSocket, handle: Callable[[bytes], bytes], name: str,
                 continue
             except TransportClosed:
                 return
-            except TransportError as e:
+            except Exception as e:  # TransportError, or a bug: never let it end the loop
                 if stopping():
                     return
-                log.warning("%s: send failed: %s", name, e)
+                log.warning("%s: send failed: %s", name, _describe(e))
                 time.sleep(0.05)  # a transport that fails at once must not spin
                 continue
             pending = None
@@ -65,11 +76,32 @@ def serve_inverted(sock: ReqSocket, handle: Callable[[bytes], bytes], name: str,
             continue
         except TransportClosed:
             return
-        except TransportError as e:
+        except Exception as e:
             if stopping():
                 return
-            log.warning("%s: receive failed: %s", name, e)
+            log.warning("%s: receive failed: %s", name, _describe(e))
             time.sleep(0.05)
             pending = HANDSHAKE
             continue
-        pending = handle(msg)
+        try:
+            pending = handle(msg)
+        except BaseException as e:  # noqa: B036 -- a peer's bytes must not end the loop
+            text = one_line(f"{name}: internal error handling a message: {_describe(e)}")
+            log.error("%s", text, exc_info=log.isEnabledFor(logging.DEBUG))
+            try:
+                pending = error_reply(text)
+            except Exception:
+                pending = _text_reply(text)
+
+
+def _describe(e: BaseException) -> str:
+    """``Type: text`` for a log line, bounded, even for exceptions whose str() fails."""
+    if isinstance(e, TransportError):
+        try:
+            return one_line(e)[:300]
+        except Exception:
+            return type(e).__name__
+    try:
+        return f"{type(e).__name__}: {one_line(e)[:300]}"
+    except Exception:
+        return type(e).__name__

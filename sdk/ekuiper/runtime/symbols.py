@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
 
@@ -213,19 +214,23 @@ class SinkRuntime(SymbolRuntime):
                 continue
             except TransportClosed:
                 break
-            except TransportError as e:
-                log.warning("%s: receive failed: %s", self.name, e)
+            except Exception as e:  # TransportError, or a bug: the sink keeps receiving
+                log.warning("%s: receive failed: %s", self.name, _safe_line(e))
+                time.sleep(0.05)  # a socket that fails at once must not spin
                 continue
             self.ctx.acked = False
             self.beat.begin()
             try:
                 self.s.collect(self.ctx, data)
-            except Exception as e:
-                text = f"{self.ctrl.symbol_name}: collect raised {type(e).__name__}: {one_line(e)}"
+            except BaseException as e:  # noqa: B036 -- one record must not end the sink
+                text = f"{self.ctrl.symbol_name}: collect raised {type(e).__name__}: {_safe_line(e)}"
                 log.error("%s", text)
                 if not self.ctx.acked:
                     # The host waits for an ack per message when requireAck is set.
-                    self.ctx.ack_error(text)
+                    try:
+                        self.ctx.ack_error(text)
+                    except Exception as e2:
+                        log.warning("%s: ack not sent: %s", self.name, _safe_line(e2))
             finally:
                 self.beat.end()
 
@@ -273,22 +278,31 @@ class FunctionRuntime(SymbolRuntime):
 
     def _run(self) -> None:
         assert self.sock is not None
-        serve_inverted(self.sock, self.handle, self.name, lambda: not self.running)
+        serve_inverted(self.sock, self.handle, self.name, lambda: not self.running,
+                       lambda text: _func_error(text))
         self.running = False
 
     def handle(self, data: bytes) -> bytes:
         """Answer one call; never raises, so the function keeps serving whatever happens."""
         name = self.ctrl.symbol_name
         try:
+            return self._handle(name, data)
+        except BaseException as e:  # noqa: B036 -- a call must never end the function's loop
+            log.warning("%s: call failed: %s: %s", name, type(e).__name__, _safe_line(e))
+            return _func_error(f"{name}: {type(e).__name__}: {_safe_line(e)}")
+
+    def _handle(self, name: str, data: bytes) -> bytes:
+        try:
             func, arg = protocol.decode_func_request(data)
         except protocol.ProtocolError as e:
-            return protocol.encode_func_reply(False, f"{name}: {e}")
+            log.warning("%s: rejected call: %s", name, e)
+            return _func_error(f"{name}: {e}")
         try:
             if func == protocol.FUNC_EXEC:
                 if not isinstance(arg, list) or not arg:
-                    return protocol.encode_func_reply(
-                        False, f"{name}: Exec needs a list of arguments ending with the "
-                               f"function context, got {one_line(repr(arg))[:80]}")
+                    return _func_error(
+                        f"{name}: Exec needs a list of arguments ending with the "
+                        f"function context, got {protocol.short_repr(arg)}")
                 raw = arg[-1]
                 ctx = self._ctx_by_raw.get(raw) if isinstance(raw, str) else None
                 if ctx is None:
@@ -306,21 +320,22 @@ class FunctionRuntime(SymbolRuntime):
             elif func == protocol.FUNC_IS_AGGREGATE:
                 state, result = True, bool(self.s.is_aggregate())
             else:
-                return protocol.encode_func_reply(
-                    False, f"{name}: unknown call {func!r}; expected Validate, Exec or IsAggregate")
+                log.warning("%s: rejected unknown call %s", name, protocol.short_repr(func))
+                return _func_error(f"{name}: unknown call {protocol.short_repr(func)}; expected "
+                                   "Validate, Exec or IsAggregate")
         except protocol.ProtocolError as e:
-            return protocol.encode_func_reply(False, f"{name}: {e}")
+            log.warning("%s: rejected %s: %s", name, func, e)
+            return _func_error(f"{name}: {e}")
         except Exception as e:
-            log.warning("%s: %s raised %s: %s", name, func, type(e).__name__, one_line(e),
+            log.warning("%s: %s raised %s: %s", name, func, type(e).__name__, _safe_line(e),
                         exc_info=log.isEnabledFor(10))
-            return protocol.encode_func_reply(
-                False, f"{name}: {func} raised {type(e).__name__}: {one_line(e)}")
+            return _func_error(f"{name}: {func} raised {type(e).__name__}: {_safe_line(e)}")
         try:
             return protocol.encode_func_reply(state, result)
-        except (TypeError, ValueError) as e:
-            return protocol.encode_func_reply(
-                False, f"{name}: {func} returned a {type(result).__name__}, which is not "
-                       f"JSON-encodable: {one_line(e)}")
+        except Exception as e:  # TypeError, ValueError (NaN), RecursionError (too deep), ...
+            return _func_error(
+                f"{name}: {func} returned a {type(result).__name__}, which is not "
+                f"JSON-encodable: {type(e).__name__}: {_safe_line(e)}")
 
     def _context(self, raw: Any) -> ContextImpl:
         """Decode the function context (ProtocolError if malformed) and find or make its
@@ -343,6 +358,26 @@ class FunctionRuntime(SymbolRuntime):
             self.sock.close()
         if self.thread is not None:
             self.thread.join(timeout=min(0.2, timeout))
+
+
+#: Error texts of function replies are bounded: they may quote what a peer sent.
+MAX_ERROR_CHARS = 2000
+
+
+def _safe_line(e: BaseException) -> str:
+    """``one_line(e)``, bounded, for exceptions whose text cannot even be built."""
+    try:
+        text = one_line(e)
+    except Exception:
+        return f"<{type(e).__name__} whose text cannot be shown>"
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "..."
+
+
+def _func_error(text: str) -> bytes:
+    """``{"state": false, "result": text}``: one bounded line, encodable whatever it quotes."""
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[:MAX_ERROR_CHARS] + "..."
+    return protocol.encode_func_reply(False, one_line(text))
 
 
 RUNTIMES = {protocol.TYPE_SOURCE: SourceRuntime, protocol.TYPE_SINK: SinkRuntime,

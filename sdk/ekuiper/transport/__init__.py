@@ -10,6 +10,8 @@ import os
 from typing import Callable, Dict, Mapping, Optional
 
 from .base import (
+    DEFAULT_MAX_MSG_SIZE,
+    MAX_MSG_SIZE_ENV,
     PullSocket,
     PushSocket,
     ReqSocket,
@@ -17,6 +19,7 @@ from .base import (
     TransportClosed,
     TransportError,
     TransportTimeout,
+    max_msg_size,
 )
 
 TRANSPORT_ENV = "EKUIPER_TRANSPORT"
@@ -60,4 +63,5 @@ def get_transport(name: Optional[str] = None) -> Transport:
 
 __all__ = ["Transport", "ReqSocket", "PushSocket", "PullSocket", "TransportError",
            "TransportTimeout", "TransportClosed", "get_transport", "TRANSPORTS",
-           "TRANSPORT_ENV", "DEFAULT_TRANSPORT", "transport_name"]
+           "TRANSPORT_ENV", "DEFAULT_TRANSPORT", "transport_name", "MAX_MSG_SIZE_ENV",
+           "DEFAULT_MAX_MSG_SIZE", "max_msg_size"]

@@ -7,7 +7,41 @@ swap pynng for a faster native implementation without touching the runtime.
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 from typing import Optional
+
+#: The largest message a plugin accepts, in bytes (``0``: no limit), for both transports.
+MAX_MSG_SIZE_ENV = "EKUIPER_MAX_MSG_SIZE"
+#: 64 MiB. eKuiper's mangos sockets would take any size (it sets their receive limit to 0;
+#: mangos' own default is 1 MiB, nng's none): this is 64 times mangos' default and far
+#: above any record batch or function argument eKuiper sends, while a stranger who
+#: connects to a plugin's sink socket can no longer make it reserve gigabytes. A peer that
+#: sends a larger message is disconnected, as nng does with its limit.
+DEFAULT_MAX_MSG_SIZE = 64 << 20
+_UNITS = {"": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+          "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
+_warned_env: set = set()
+
+
+def max_msg_size(raw: Optional[str] = None) -> int:
+    """``$EKUIPER_MAX_MSG_SIZE`` in bytes (``64M``, ``1GiB`` and ``0`` for no limit are
+    understood), else the default; a value that cannot be read is logged once and ignored."""
+    if raw is None:
+        raw = os.environ.get(MAX_MSG_SIZE_ENV)
+    if raw is None or not raw.strip():
+        return DEFAULT_MAX_MSG_SIZE
+    m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", raw)
+    unit = _UNITS.get(m.group(2).lower()) if m else None
+    if m is None or unit is None:
+        if raw not in _warned_env:
+            _warned_env.add(raw)
+            logging.getLogger("ekuiper").warning(
+                "%s=%r is not a size (bytes, or with K, M or G, or 0 for no limit); using "
+                "%d MiB", MAX_MSG_SIZE_ENV, raw, DEFAULT_MAX_MSG_SIZE >> 20)
+        return DEFAULT_MAX_MSG_SIZE
+    return int(m.group(1)) * unit
 
 
 class TransportError(Exception):

@@ -16,7 +16,10 @@ Semantics follow nng's (and pynng's, as ``pynng_transport`` maps them):
   (nng's "connection reset"). ``send`` waits up to the send timeout for a peer.
 * PUSH: ``send`` waits up to the send timeout for a peer; a message the peer's end
   interrupts half-way is lost, as nng loses what a broken pipe had taken.
-* PULL: listens, takes any number of PUSH peers and receives from them in turn.
+* PULL: listens, takes any number of PUSH peers and receives from them in turn; it
+  negotiates with all new peers at once (a silent one holds up nobody).
+* Every connection refuses a message over ``$EKUIPER_MAX_MSG_SIZE`` (nng's receive size
+  limit) by dropping the peer, and takes memory for a big message only as it arrives.
 * Peers whose SP protocol is not the partner's are refused; ``close`` from another thread
   makes a blocked ``send``/``recv`` raise TransportClosed.
 
@@ -26,12 +29,13 @@ serves each socket from one thread); ``close`` and ``connected`` may come from a
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import select
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from . import sp
 from .base import (
@@ -42,6 +46,7 @@ from .base import (
     TransportClosed,
     TransportError,
     TransportTimeout,
+    max_msg_size,
 )
 
 #: background re-dial back-off: a refused connect on a Unix socket costs next to nothing,
@@ -52,12 +57,45 @@ RECONNECT_MAX_S = 0.1
 CLOSE_WAIT_S = 1.0
 
 
+#: connections accepted per wake-up of the accepting thread, before it looks at the others
+ACCEPT_BATCH = 64
+#: peers that connected but have not sent their connection header yet, per listening
+#: socket; beyond it the oldest is dropped, so a flood of silent connections cannot pile up.
+MAX_PENDING_PEERS = 128
+#: at most one warning per this many seconds about dropped peers, per socket
+WARN_INTERVAL_S = 5.0
+
+log = logging.getLogger("ekuiper")
+
+
+class _RateLimitedLog:
+    """Warnings about what peers do, bounded: a peer that reconnects and misbehaves in a
+    loop must not fill the log."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._suppressed = 0
+
+    def warn(self, fmt: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last < WARN_INTERVAL_S:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            fmt += " (and %d more since the last such warning)"
+            args = args + (self._suppressed,)
+        self._last, self._suppressed = now, 0
+        log.warning(fmt, *args)
+
+
 class _Socket:
     """Closed flag, wake pipe, and the bookkeeping that lets ``close`` release descriptors
     only once no other thread can still be polling them."""
 
     def __init__(self, path: str) -> None:
         self._path = path
+        #: read from $EKUIPER_MAX_MSG_SIZE when the socket is made
+        self._max_size = max_msg_size()
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._closed = False
@@ -149,7 +187,8 @@ class _Dialed(_Socket):
         last: Optional[BaseException] = None
         for i in range(retries + 1):
             try:
-                conn = sp.dial(self._path, self.proto, self.peer_proto, self._wake_r)
+                conn = sp.dial(self._path, self.proto, self.peer_proto, self._wake_r,
+                               max_size=self._max_size)
             except TransportClosed:
                 raise
             except (OSError, sp.PeerGone, TransportTimeout) as e:
@@ -196,7 +235,8 @@ class _Dialed(_Socket):
         try:
             while not self._closed:
                 try:
-                    conn = sp.dial(self._path, self.proto, self.peer_proto, self._wake_r)
+                    conn = sp.dial(self._path, self.proto, self.peer_proto, self._wake_r,
+                                   max_size=self._max_size)
                     break
                 except TransportClosed:
                     return
@@ -390,43 +430,102 @@ class NativePull(_Socket, PullSocket):
         self._poll = select.poll()
         self._poll.register(self._wake_r, select.POLLIN)
         self._poll.register(self._notify_r, select.POLLIN)
+        self._warn = _RateLimitedLog()
         self._spawn(self._accept_loop, f"ekuiper-accept {path}")
 
     def _accept_loop(self) -> None:
+        """Accept peers and exchange connection headers with all of them at once.
+
+        Nothing here waits on one peer: each new connection gets our header at once and
+        joins a poll set until its own header arrives (then it is handed to ``recv``) or
+        its deadline passes, so a peer that connects and stays silent cannot hold up the
+        next one."""
+        lfd = self._listener.fileno()
         poll = select.poll()
-        poll.register(self._listener.fileno(), select.POLLIN)
+        poll.register(lfd, select.POLLIN)
         poll.register(self._wake_r, select.POLLIN)
-        while not self._closed:
-            events = poll.poll()
-            if any(fd == self._wake_r for fd, _ in events):
-                return
+        #: fd -> (connection, handshake deadline), oldest first
+        pending: Dict[int, Tuple[sp.Connection, float]] = {}
+
+        def forget(fd: int) -> sp.Connection:
+            conn, _ = pending.pop(fd)
+            try:
+                poll.unregister(fd)
+            except KeyError:
+                pass
+            return conn
+
+        try:
+            while not self._closed:
+                timeout = None
+                if pending:
+                    first = min(d for _, d in pending.values())
+                    timeout = max(0, int((first - time.monotonic()) * 1000.0) + 1)
+                events = poll.poll(timeout)
+                for fd, _ev in events:
+                    if fd == self._wake_r:
+                        return
+                    if fd == lfd:
+                        if not self._accept_some(poll, pending, forget):
+                            return
+                        continue
+                    if fd not in pending:
+                        continue
+                    conn = pending[fd][0]
+                    try:
+                        conn.fill()
+                        if not conn.take_peer_header(sp.PROTO_PUSH):
+                            continue
+                    except (sp.PeerGone, OSError):
+                        forget(fd).close()  # wrong protocol, not SP, or gone: refused
+                        continue
+                    forget(fd)
+                    if not self._hand_over(conn):
+                        return
+                now = time.monotonic()
+                for fd in [fd for fd, (_, d) in pending.items() if d <= now]:
+                    forget(fd).close()  # no header in time (nng gives 10 s too)
+        finally:
+            for conn, _ in pending.values():
+                conn.close()
+            pending.clear()
+
+    def _accept_some(self, poll: select.poll,
+                     pending: Dict[int, Tuple[sp.Connection, float]],
+                     forget: Callable[[int], sp.Connection]) -> bool:
+        """Take what the backlog holds; False once the socket is closed."""
+        for _ in range(ACCEPT_BATCH):
             try:
                 s, _addr = self._listener.accept()
             except BlockingIOError:
-                continue
+                return True
             except OSError:
-                if self._closed_evt.wait(0.05):  # e.g. out of descriptors: do not spin
-                    return
-                continue
-            conn = sp.Connection(s, self._wake_r)
+                # e.g. out of descriptors: the peer stays in the backlog; do not spin
+                return not self._closed_evt.wait(0.05)
+            conn = sp.Connection(s, self._wake_r, self._max_size)
             try:
-                conn.handshake(sp.PROTO_PULL, sp.PROTO_PUSH,
-                               time.monotonic() + sp.NEGOTIATE_TIMEOUT_S)
-            except TransportClosed:
+                conn.send_header_now(sp.PROTO_PULL)
+            except (sp.PeerGone, OSError):
                 conn.close()
-                return
-            except (OSError, sp.PeerGone, TransportTimeout):
-                conn.close()  # wrong protocol, not SP, or gone: refused
                 continue
-            with self._lock:
-                if self._closed:
-                    conn.close()
-                    return
-                self._incoming.append(conn)
-            try:
-                os.write(self._notify_w, b"\0")
-            except (BlockingIOError, OSError):
-                pass  # already signalled
+            if len(pending) >= MAX_PENDING_PEERS:
+                forget(next(iter(pending))).close()  # the oldest silent one goes
+            pending[conn.fd] = (conn, time.monotonic() + sp.NEGOTIATE_TIMEOUT_S)
+            poll.register(conn.fd, select.POLLIN)
+        return True
+
+    def _hand_over(self, conn: sp.Connection) -> bool:
+        """Give a negotiated peer to the receiving side; False once the socket is closed."""
+        with self._lock:
+            if self._closed:
+                conn.close()
+                return False
+            self._incoming.append(conn)
+        try:
+            os.write(self._notify_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already signalled
+        return True
 
     def _take_incoming(self) -> None:
         try:
@@ -467,7 +566,8 @@ class NativePull(_Socket, PullSocket):
             conn = conns[k]
             try:
                 frame = conn.next_frame()
-            except sp.ProtocolViolation:
+            except sp.ProtocolViolation as e:
+                self._warn.warn("%s: dropped a peer: %s", self._path, e)
                 self._drop(conn)
                 return self._buffered()
             if frame is not None:

@@ -16,6 +16,7 @@ from .base import (
     TransportClosed,
     TransportError,
     TransportTimeout,
+    max_msg_size,
 )
 
 T = TypeVar("T")
@@ -122,7 +123,7 @@ class PynngTransport(Transport):
         # resend_time=0: no automatic re-sends; the keep-alive is ours to do.
         sock = pynng.Req0(recv_timeout=recv_timeout_ms, send_timeout=send_timeout_ms,
                           resend_time=0)
-        sock.recv_max_size = 0
+        sock.recv_max_size = max_msg_size()  # nng drops a pipe that exceeds it
         req = _Req(sock)  # callbacks first, so the dial's pipe is counted
         try:
             _retry("dial", url, lambda: sock.dial(url, block=True), retries, interval_s)
@@ -134,7 +135,7 @@ class PynngTransport(Transport):
     def dial_push(self, url: str, *, send_timeout_ms: int, retries: int,
                   interval_s: float) -> PushSocket:
         sock = pynng.Push0(send_timeout=send_timeout_ms)
-        sock.recv_max_size = 0
+        sock.recv_max_size = max_msg_size()  # nng drops a pipe that exceeds it
         try:
             _retry("dial", url, lambda: sock.dial(url, block=True), retries, interval_s)
         except TransportError:
@@ -147,7 +148,7 @@ class PynngTransport(Transport):
         sock = pynng.Pull0()
         if recv_timeout_ms is not None:
             sock.recv_timeout = recv_timeout_ms
-        sock.recv_max_size = 0
+        sock.recv_max_size = max_msg_size()  # nng drops a pipe that exceeds it
         try:
             _retry("listen on", url, lambda: sock.listen(url), retries, interval_s)
         except TransportError:

@@ -24,9 +24,9 @@ import socket
 import stat
 import struct
 import time
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
-from .base import TransportClosed, TransportError, TransportTimeout
+from .base import MAX_MSG_SIZE_ENV, TransportClosed, TransportError, TransportTimeout
 
 PROTO_REQ = 0x30
 PROTO_REP = 0x31
@@ -47,10 +47,13 @@ _REQ_HEADER = struct.Struct(">BQI")  # message type, length, request id
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
-#: messages whose frame is larger than this are received straight into one buffer of
-#: their exact size instead of through the small read buffer.
+#: messages whose frame is larger than this are received into pieces of their own instead
+#: of through the small read buffer.
 _BIG = 1 << 16
 _CHUNK = 1 << 16
+#: the size of those pieces: memory is taken as bytes arrive, never for what a header
+#: merely claims (a 9-byte header can claim 2**64 bytes).
+_PIECE = 1 << 20
 #: above this, a send hands header and body to the kernel separately (no concatenation).
 _GATHER = 1 << 16
 
@@ -140,10 +143,10 @@ class Connection:
     called from any thread.
     """
 
-    __slots__ = ("sock", "fd", "peer", "dead", "_wake", "_rpoll", "_wpoll", "_data",
-                 "_off", "_big", "_bigview", "_bigpos")
+    __slots__ = ("sock", "fd", "peer", "dead", "max_size", "_wake", "_rpoll", "_wpoll",
+                 "_data", "_off", "_need", "_parts", "_piece", "_pieceview", "_piecepos")
 
-    def __init__(self, sock: socket.socket, wake_fd: int) -> None:
+    def __init__(self, sock: socket.socket, wake_fd: int, max_size: int = 0) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.fd = sock.fileno()
@@ -155,11 +158,17 @@ class Connection:
         self._rpoll.register(self.fd, _POLLIN)
         self._rpoll.register(wake_fd, _POLLIN)
         self._wpoll: Optional[select.poll] = None
+        #: the largest message accepted (0: any); a larger one ends the connection
+        self.max_size = max_size
         self._data: bytes = b""
         self._off = 0
-        self._big: Optional[bytearray] = None
-        self._bigview: Optional[memoryview] = None
-        self._bigpos = 0
+        # A big message in progress: bytes still to come, pieces received so far, and the
+        # piece being filled (None between pieces and outside a big message).
+        self._need = 0
+        self._parts: Optional[List[Buffer]] = None
+        self._piece: Optional[bytearray] = None
+        self._pieceview: Optional[memoryview] = None
+        self._piecepos = 0
 
     # --- waiting ---------------------------------------------------------------------
 
@@ -231,13 +240,16 @@ class Connection:
     # --- receiving -------------------------------------------------------------------
 
     def next_frame(self) -> Optional[Tuple[Buffer, int, int]]:
-        """A complete buffered message as (buffer, start, end), or None for more input."""
-        big = self._big
-        if big is not None:
-            if self._bigpos < len(big):
+        """A complete buffered message as (buffer, start, end), or None for more input.
+
+        ProtocolViolation for a frame that is not SP or is over ``max_size``."""
+        parts = self._parts
+        if parts is not None:
+            if self._need:
                 return None
-            self._big = self._bigview = None
-            return big, _HEADER_LEN, len(big)
+            self._parts = None
+            msg = b"".join(parts)
+            return msg, 0, len(msg)
         data, off = self._data, self._off
         have = len(data) - off
         if have < _HEADER_LEN:
@@ -245,29 +257,40 @@ class Connection:
         if data[off] != MSG_TYPE:
             raise ProtocolViolation(f"unknown SP message type {data[off]}")
         length = _U64.unpack_from(data, off + 1)[0]
+        if self.max_size and length > self.max_size:
+            raise ProtocolViolation(
+                f"a message of {length} bytes is over the {self.max_size}-byte limit "
+                f"(set {MAX_MSG_SIZE_ENV} to raise it)")
         end = off + _HEADER_LEN + length
         if end <= len(data):
             self._off = end
             return data, off + _HEADER_LEN, end
         if _HEADER_LEN + length > _BIG:
-            # Receive the rest straight into a buffer of the message's exact size.
-            try:
-                big = bytearray(_HEADER_LEN + length)
-            except (MemoryError, OverflowError):
-                raise ProtocolViolation(f"cannot hold a message of {length} bytes") from None
-            big[:have] = memoryview(data)[off:]
-            self._big, self._bigview, self._bigpos = big, memoryview(big), have
+            # Receive the rest into pieces of its own, each taken only as bytes arrive.
+            first = data[off + _HEADER_LEN:]
+            self._parts = [first]
+            self._need = length - len(first)
             self._data, self._off = b"", 0
         return None
 
     def fill(self) -> None:
         """Read what the kernel has (one call); PeerGone at the end of the stream."""
         try:
-            if self._big is not None:
-                assert self._bigview is not None
-                n = self.sock.recv_into(self._bigview[self._bigpos:])
+            if self._parts is not None:
+                piece = self._piece
+                if piece is None:
+                    piece = self._piece = bytearray(min(self._need, _PIECE))
+                    self._pieceview = memoryview(piece)
+                    self._piecepos = 0
+                assert self._pieceview is not None
+                n = self.sock.recv_into(self._pieceview[self._piecepos:])
                 if n:
-                    self._bigpos += n
+                    self._piecepos += n
+                    self._need -= n
+                    if self._piecepos == len(piece):
+                        self._parts.append(piece)
+                        self._pieceview.release()
+                        self._piece = self._pieceview = None
                     return
             else:
                 chunk = self.sock.recv(_CHUNK)
@@ -299,15 +322,35 @@ class Connection:
 
         Bytes the peer sent right after its header (its first message) stay buffered."""
         self.send(connection_header(proto), b"", deadline)
-        while len(self._data) - self._off < 8:
+        while not self.take_peer_header(expect):
             self.wait_readable(deadline)
             self.fill()
+
+    def send_header_now(self, proto: int) -> None:
+        """Send our connection header without waiting (a listener must not wait on one
+        peer): 8 bytes always fit the empty buffer of a new connection."""
+        head = connection_header(proto)
+        try:
+            n = self.sock.send(head, _NOSIGNAL)
+        except BlockingIOError:
+            n = 0
+        except OSError as e:
+            raise PeerGone(f"send failed: {e}") from None
+        if n != len(head):
+            raise PeerGone("the connection header did not fit the socket buffer")
+
+    def take_peer_header(self, expect: int) -> bool:
+        """True once the peer's header has arrived (and matches ``expect``), False while
+        fewer than 8 bytes are buffered; ProtocolViolation for anything else."""
+        if len(self._data) - self._off < 8:
+            return False
         head = self._data[self._off:self._off + 8]
         self._off += 8
         self.peer = parse_connection_header(head)
         if self.peer != expect:
             raise ProtocolViolation(f"peer speaks SP protocol {proto_name(self.peer)}, "
                                     f"expected {proto_name(expect)}")
+        return True
 
     def peer_closed(self) -> bool:
         """Whether the peer has gone, without consuming anything (any thread)."""
@@ -340,7 +383,7 @@ class Connection:
 
 
 def dial(path: str, proto: int, expect: int, wake_fd: int,
-         timeout_s: float = NEGOTIATE_TIMEOUT_S) -> Connection:
+         timeout_s: float = NEGOTIATE_TIMEOUT_S, max_size: int = 0) -> Connection:
     """Connect to a listener and negotiate. Raises OSError, PeerGone, TransportClosed,
     TransportTimeout; the caller decides whether to retry."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -351,7 +394,7 @@ def dial(path: str, proto: int, expect: int, wake_fd: int,
     except BaseException:
         sock.close()
         raise
-    conn = Connection(sock, wake_fd)
+    conn = Connection(sock, wake_fd, max_size)
     try:
         conn.handshake(proto, expect, time.monotonic() + timeout_s)
     except BaseException:

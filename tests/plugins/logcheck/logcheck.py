@@ -1,6 +1,7 @@
 """A test plugin (official public API only) that reports what ``ctx.get_logger()`` returns.
 
-Its source ``logger`` logs one line through the logger and emits one record describing it.
+Its source ``logger`` logs one line through the logger with ``info`` and one with ``write``
+(the official SDK's idiom), and emits one record describing what happened.
 """
 
 import glob
@@ -28,8 +29,14 @@ class LoggerSource(Source):
             info = "ok"
         except Exception as e:
             info = f"{type(e).__name__}: {e}"
+        try:  # the official SDK's idiom: its get_logger() is sys.stdout
+            lg.write(f"written for rule {ctx.get_rule_id()}\n")
+            lg.flush()
+            write = "ok"
+        except Exception as e:
+            write = f"{type(e).__name__}: {e}"
         ctx.emit({"type": type(lg).__name__, "is_logger": isinstance(lg, logging.Logger),
-                  "name": str(getattr(lg, "name", "")), "info": info}, None)
+                  "name": str(getattr(lg, "name", "")), "info": info, "write": write}, None)
         self.stop.wait()
 
     def close(self, ctx):

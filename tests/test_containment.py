@@ -124,6 +124,10 @@ def test_launcher_sigkill_leaves_no_descendant(plugin_copy, tmp_path, kill_watch
                         == "RUNNING", timeout=20), proc.poll()
         plugin_pid = read_status(status)["plugins"][0]["pid"]
         ipc = read_status(status)["plugins"][0]["ipc_dir"]
+        if not kill_watchdog_first:  # the mode is on the table's last line
+            table = subprocess.run(ekl("status", "--status-file", str(status)),
+                                   capture_output=True, text=True, timeout=30)
+            assert f"containment: {containment.mode()})" in table.stdout, table.stdout
         pids = escapees(folder, plugin_pid)
         if kill_watchdog_first:
             def watchdogs():

@@ -65,6 +65,8 @@ class Pipeline:
         #: ``ekl supervise`` ends a served pipeline through this
         self.stopping: Callable[[], bool] = lambda: False
         self.watcher: Optional[Watcher] = None
+        #: restart a plugin whose call hangs (False: ``ekl run --no-restart`` stops instead)
+        self.supervise = True
         self.errors = 0
 
     def run(self, opts: LaunchOptions, settings: HostSettings, supervise: bool = True,

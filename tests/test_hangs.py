@@ -162,3 +162,33 @@ def test_validate_fails_on_a_source_whose_open_raises(plugin_copy):
     assert cp.returncode == 1
     assert "source broken stopped right after its start: open raised ConnectionError" \
         in cp.stderr + cp.stdout
+
+
+def test_a_served_pipeline_restarts_its_hung_plugin_and_flows_again(tmp_path, ipc_dir,
+                                                                    plugin_copy):
+    from test_supervise_config import Service, plugins_in
+
+    folder = plugin_copy("hostile")
+    name = folder.name
+    service = Service(tmp_path, ipc_dir)
+    flow = (f'[pipelines.flow]\nplugin = "{name}"\nsource = "counter"\n'
+            f'config = {{ interval = 0.05 }}\nfunction = "hangonce"\nfield = "n"\n'
+            f'sink = "null"\n')
+    service.write({name: folder}, flow, extra="call_timeout_s = 1")
+    service.start()
+    try:
+        def fn_live():
+            p = plugins_in(service.status).get(name) or {}
+            return {s["symbol"]: s for s in p.get("liveness") or []}.get("hangonce")
+
+        assert wait_for(lambda: (plugins_in(service.status).get(name) or {}).get("restarts")
+                        == 1, timeout=40), service.log.read_text()[-2000:]
+        reason = plugins_in(service.status)[name]["last_restarts"][-1]["reason"]
+        assert reason.startswith("hung: "), reason
+        # calls complete again in the new process: the function's last call is recent
+        assert wait_for(lambda: (f := fn_live()) and f["idle_s"] is not None
+                        and f["idle_s"] < 2 and f["busy_s"] is None, timeout=30)
+        assert plugins_in(service.status)[name]["restarts"] == 1
+    finally:
+        service.close()
+    assert "Traceback" not in service.log.read_text()

@@ -21,7 +21,13 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any, Dict, List, Optional, Tuple
 
-from .locate import RESERVED_NAMES, _looks_like_path, default_create_prefix, plugin_environment
+from .locate import (
+    RESERVED_NAMES,
+    _looks_like_path,
+    default_create_prefix,
+    find_environment,
+    plugin_environment,
+)
 from .lock import Lock, LockedPackage, compare, find_lock_file, read_lock
 from .model import LOCAL_ENV_DIR, EnvError, EnvFailed, Environment, PluginEnv
 from .probe import cache_dir, clean_env
@@ -339,6 +345,10 @@ def create(plugin: PluginEnv, tool: str = "auto", say: Optional[Progress] = None
                 raise EnvFailed(f"{method} finished but the env does not match the lock: "
                                f"{drift.counts()}")
             say(f"verified {len(lock.packages)} packages against {lock_path.name}")
+            if req is not None and has_requirements(req):  # the plugin's own, on top
+                pip_install(find_environment(None, prefix), req, say)
+            elif req is not None:
+                say(f"{req.name} lists nothing to install")
         else:
             assert yml is not None
             pip = _create_from_yml(method, yml, prefix, say)
@@ -389,33 +399,6 @@ def _create_from_yml(method: str, yml: Path, prefix: str, say: Progress) -> List
     return []
 
 
-# -- install.sh ----------------------------------------------------------------------------
-
-def run_install_script(plugin: PluginEnv, env: Optional[Environment] = None,
-                       say: Optional[Progress] = None) -> None:
-    """Run the plugin's install.sh the way eKuiper does (``/bin/sh`` in the plugin folder),
-    but inside the activated env, so its ``pip install`` lands where the plugin runs."""
-    say = say or Progress()
-    script = plugin.folder / "install.sh"
-    if not script.is_file():
-        raise EnvError(f"{plugin.folder} has no install.sh; nothing to install")
-    if env is None:
-        env = plugin_environment(plugin)
-        if env is None:
-            raise EnvError(f"{plugin.json_path} names no env, so install.sh would install "
-                           f"into whatever python is on PATH; set \"env\" first")
-    child_env = env.activation(clean_env())
-    argv = env.wrap_command(["/bin/sh", str(script)])
-    say(f"running install.sh in {env.prefix}")
-    try:
-        rc = subprocess.call(argv, env=child_env, cwd=str(plugin.folder))
-    except OSError as e:
-        raise EnvError(f"cannot run {script}: {e.strerror}") from None
-    if rc != 0:
-        raise EnvFailed(f"{script} failed with exit code {rc} (its output is above); fix it and "
-                       f"run `ekl env install {shlex.quote(str(plugin.folder))}` again")
-
-
 # -- pack ----------------------------------------------------------------------------------
 
 def pack(plugin: PluginEnv, output: str, say: Optional[Progress] = None) -> str:
@@ -441,3 +424,90 @@ def pack(plugin: PluginEnv, output: str, say: Optional[Progress] = None) -> str:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise EnvFailed(f"conda-pack refused {env.prefix}: {first}") from None
     return out
+
+
+# -- pip into an environment ---------------------------------------------------------------
+
+#: pip's output kept per environment; a runaway install is cut here (the terminal still sees it)
+MAX_PIP_LOG_BYTES = 16 * 1024 * 1024
+#: one line of pip's output read at a time, at most this long
+MAX_PIP_LINE = 64 * 1024
+
+
+def has_requirements(path: Path) -> bool:
+    """Whether a requirements file asks for anything (not only comments and blank lines)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return any(ln.strip() and not ln.lstrip().startswith("#") for ln in f)
+
+
+def pip_log_path(env: Environment) -> Path:
+    """Where pip's output for ``env`` is kept: one file per environment, the last install."""
+    tag = hashlib.sha256(str(env.prefix).encode()).hexdigest()[:10]
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in (env.name or env.prefix.name))
+    return cache_dir() / "logs" / f"pip-install-{name[:60]}-{tag}.log"
+
+
+def pip_install(env: Environment, requirements: Path, say: Optional[Progress] = None,
+                stream: Optional[IO[str]] = None) -> Optional[Path]:
+    """``pip install -r requirements`` with ``env`` activated, as a user would after
+    ``conda activate`` (activation hooks and ``env_vars`` included, no ``conda run``).
+
+    pip's own lines (Collecting, Downloading, Installing...) are shown as they come, so a
+    slow install shows life, and kept in a log file, because the terminal eKuiper ran
+    install.sh in is gone when someone asks why it failed. Returns the log's path, or None
+    when the file asks for nothing.
+    """
+    say = say or Progress()
+    out = stream or sys.stderr
+    req = Path(requirements)
+    if not req.is_file():
+        raise EnvError(f"{req}: no such requirements file; add requirements.txt beside the "
+                       f"plugin's JSON or give one with -r")
+    try:
+        wanted = has_requirements(req)
+    except OSError as e:
+        raise EnvError(f"cannot read {req}: {e.strerror}") from None
+    if not wanted:
+        say(f"{req.name} lists nothing to install")
+        return None
+    if not env.python.is_file():
+        raise EnvError(f"{env.prefix} has no {env.python}; install python into it first")
+    log = pip_log_path(env)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    child = env.activation(clean_env())
+    child["PYTHONUNBUFFERED"] = "1"
+    argv = env.wrap_command([str(env.python), "-m", "pip", "install",
+                             "--disable-pip-version-check", "-r", str(req.resolve())])
+    say(f"installing {req} into {env.prefix} (pip's output is also kept in {log})")
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=str(req.resolve().parent),
+                                env=child)
+    except OSError as e:
+        raise EnvError(f"cannot run {env.python}: {e.strerror}") from None
+    written = 0
+    try:
+        assert proc.stdout is not None
+        with open(log, "wb") as f:
+            f.write(("$ " + " ".join(shlex.quote(a) for a in argv) + "\n").encode())
+            while True:
+                line = proc.stdout.readline(MAX_PIP_LINE)
+                if not line:
+                    break
+                out.write(line.decode("utf-8", "replace"))
+                out.flush()
+                if written < MAX_PIP_LOG_BYTES:
+                    f.write(line)
+                    written += len(line)
+                    if written >= MAX_PIP_LOG_BYTES:
+                        f.write(b"\n[ekl: log cut at %d bytes]\n" % MAX_PIP_LOG_BYTES)
+        rc = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    if rc != 0:
+        raise EnvFailed(f"pip install -r {req} into {env.prefix} failed with exit code {rc}; "
+                        f"its output is above and in {log}")
+    say(f"installed {req.name} into {env.prefix}")
+    return log

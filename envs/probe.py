@@ -75,8 +75,17 @@ class InterpreterInfo:
 
 
 def cache_dir() -> Path:
+    """ekl's cache folder, created 0700 whatever the umask (it holds unpacked plugins and
+    copies of the SDK that interpreters import: nobody else may write there). The launcher
+    also refuses one owned by another user (``fsafe.ensure_private_dir``) before using it."""
     base = os.environ.get(CACHE_ENV) or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ekl")
+    if not os.path.isdir(base):
+        try:
+            os.makedirs(base, mode=0o700, exist_ok=True)
+            os.chmod(base, 0o700)  # makedirs' mode is filtered by the umask
+        except OSError:
+            pass  # the caller's own write reports the problem with its path
     return Path(base)
 
 

@@ -107,7 +107,8 @@ def _settings_classes():
 def test_every_per_plugin_setting_of_the_cli_and_the_json_is_a_key(tree):
     Sup, Host, Launch, section = _settings_classes()
     keys = set(config.PLUGIN_KEYS)
-    missing = ({f.name for f in dataclasses.fields(Sup)} | section) - keys
+    # vendor_sdk is read by `ekl package` only: nothing a running plugin is supervised with
+    missing = ({f.name for f in dataclasses.fields(Sup)} | (section - {"vendor_sdk"})) - keys
     missing |= {f.name for f in dataclasses.fields(Host)} - keys - {"plugin_send_timeout_ms"}
     missing |= {f.name for f in dataclasses.fields(Launch)} - keys
     assert not missing, f"config.PLUGIN_KEYS lacks {sorted(missing)}"

@@ -73,3 +73,32 @@ def test_status_folder_and_file_are_private_under_umask_000(tmp_path: Path, ipc_
         p.terminate()
         p.wait(30)
     assert not [f for f in status.parent.iterdir() if f.name != "status.json"]  # no temp files
+
+
+def test_cache_folder_is_private_under_umask_000(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    code = ("import os, sys; os.umask(0); from ekl.launcher.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    folder = make_plugin(tmp_path, "compat")
+    cp = subprocess.run([sys.executable, "-c", code, "-q", "call", str(folder), "echo", "1",
+                         "--python", sys.executable], env=dict(os.environ, EKL_CACHE_DIR=str(cache)),
+                        capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_a_cache_folder_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    """Plugins import ekl's SDK from the cache: a folder someone else controls is refused."""
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    os.chown(cache, NOBODY, NOBODY)
+    empty = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(empty)], check=True)
+    folder = make_plugin(tmp_path, "compat")  # a bare venv: ekl's SDK is lent from the cache
+    cp = subprocess.run([sys.executable, "-m", "ekl.launcher.cli", "call", str(folder), "echo",
+                         "1", "--python", str(empty / "bin" / "python")],
+                        env=dict(os.environ, EKL_CACHE_DIR=str(cache)), capture_output=True,
+                        text=True, timeout=60)
+    assert cp.returncode == 2 and "Traceback" not in cp.stderr, cp.stderr
+    assert str(cache) in cp.stderr and cp.stderr.count("\n") == 1

@@ -4,7 +4,9 @@ The skeleton is deliberately small but complete, so that every file eKuiper look
 there from the start and the author only edits: the plugin JSON, the main program, one
 source, one sink and one function, ``sources/{source}.yaml``, eKuiper's metadata JSON for
 each symbol (what its UI shows), ``requirements.txt`` with an ``install.sh`` that installs
-into the environment it runs in, and a pytest file using ekl's fixture.
+it into the environment the JSON names (found as conda finds it, with ``/bin/sh`` alone,
+because eKuiper runs it in its own unactivated environment), and a pytest file using
+ekl's fixture. ``--vendor-sdk`` records ``"ekl": {"vendor_sdk": true}`` in the JSON.
 
 Symbol names carry the plugin's name (``NAME_source``, ``NAME_sink``, ``NAME_upper``):
 eKuiper keeps one namespace per symbol kind across *all* installed plugins, so generic
@@ -173,35 +175,252 @@ fast:
 REQUIREMENTS = '''# The plugin's own Python dependencies, one per line (pip's format), e.g.:
 # requests>=2.31
 #
-# install.sh installs them into the environment it runs in. The eKuiper SDK (import name
-# "ekuiper") is installed by install.sh only when that environment has none: ekl's SDK
-# (ekl-sdk) or the official one (PyPI "ekuiper") both work; do not list it here.
+# install.sh installs them into the environment the plugin's JSON names (or, with none,
+# the one it runs in). Do not list the eKuiper SDK (import name "ekuiper") here: with
+# `ekl package --vendor-sdk` ekl's SDK travels inside the zip; otherwise install.sh
+# installs PyPI's "ekuiper" only when that environment has no SDK.
 '''
 
-INSTALL_SH = '''#!/bin/sh
-# eKuiper runs this with /bin/sh in the plugin folder after unpacking the zip (the REST
-# call's "shellParas" become its arguments). It installs requirements.txt into the Python
-# environment the plugin will run in, chosen as: $1, $PYTHON, the active virtualenv or
-# conda environment, then eKuiper's default pythonBin "python", then python3.
+#: The first line after the shebang marks an install.sh ekl wrote: ``ekl package`` refreshes
+#: such a file (in the zip) to the current version, and leaves any other install.sh alone.
+INSTALL_SH_MARK = "# ekl-install-sh "
+#: the second line of the install.sh ekl wrote before it had the marker
+OLD_INSTALL_SH_LINE = "# eKuiper runs this with /bin/sh in the plugin folder after unpacking the zip"
+INSTALL_SH = r'''#!/bin/sh
+# ekl-install-sh 2: written by ekl (init/package); `ekl package` refreshes this file while
+# this line is here. Delete the line to keep your own edits.
+#
+# eKuiper runs this with /bin/sh in the plugin folder after unpacking the zip, in its own
+# environment (nothing activated). It installs requirements.txt into the environment the
+# plugin's JSON names ("virtualEnvType"/"env", at the top level or in "ekl"):
+#   conda, mamba, micromamba, pixi: that environment, never activated: `ekl env install`
+#     when ekl is on PATH, else the environment's own python, found as conda finds it
+#     ($CONDA_EXE, `conda info --base`, envs_dirs in .condarc, ~/.conda/environments.txt);
+#   venv: that venv's python;
+#   none: $1, $PYTHON, the active virtualenv or conda env, `python`, then python3.
+# With ekl's SDK vendored (ekuiper/_vendored.json beside the main program) it never
+# installs an SDK; otherwise it installs PyPI's `ekuiper` only when the environment has none.
 set -eu
 cd "$(dirname "$0")"
-PY="${1:-${PYTHON:-}}"
-if [ -z "$PY" ]; then
-    if [ -n "${VIRTUAL_ENV:-}" ] && [ -x "$VIRTUAL_ENV/bin/python" ]; then
-        PY="$VIRTUAL_ENV/bin/python"
-    elif [ -n "${CONDA_PREFIX:-}" ] && [ -x "$CONDA_PREFIX/bin/python" ]; then
-        PY="$CONDA_PREFIX/bin/python"
-    elif command -v python >/dev/null 2>&1; then
-        PY=python
-    else
-        PY=python3
+here=$(pwd)
+NAME=@NAME@
+JSON="$NAME.json"
+say() { echo "$NAME: $*"; }
+die() { echo "$NAME: error: $*" >&2; exit 1; }
+
+[ -f "$JSON" ] || die "$JSON is not beside install.sh in $here; reinstall the plugin's zip"
+flat=$(tr '\n\r\t' '   ' < "$JSON")
+# A string field of the JSON (top level or "ekl" section), read with sed alone.
+field() {
+    v=$(printf '%s\n' "$flat" | sed -n 's/.*"'"$1"'"[[:space:]]*:[[:space:]]*"\([^"\\]*\)".*/\1/p')
+    if [ -z "$v" ] && printf '%s\n' "$flat" | grep -q '"'"$1"'"[[:space:]]*:[[:space:]]*"'; then
+        die "$JSON: field '$1' has characters install.sh cannot read (quotes or" \
+            "backslashes); use a plain name or path"
     fi
+    printf '%s' "$v"
+}
+vet=$(field virtualEnvType)
+envname=$(field env)
+exe=$(field executable)
+exedir=$(dirname "${exe:-x}")
+
+# "~/x" and relative paths (from the plugin folder, as ekl does) -> absolute
+abspath() {
+    case "$1" in
+        "~") printf '%s' "${HOME:-}" ;;
+        "~/"*) printf '%s/%s' "${HOME:-}" "${1#"~/"}" ;;
+        /*) printf '%s' "$1" ;;
+        *) printf '%s/%s' "$here" "$1" ;;
+    esac
+}
+
+# envs_dirs (or envs_path) entries of one .condarc, one per line: block or [flow] lists
+envs_dirs_of() {
+    awk '
+        function clean(x) { sub(/[[:space:]]+#.*$/, "", x); gsub(/#!(important|top|bottom)/, "", x);
+                            gsub(/^[[:space:]"\047]+|[[:space:]"\047]+$/, "", x); return x }
+        /^(envs_dirs|envs_path)[[:space:]]*:/ {
+            v = $0; sub(/^[^:]*:[[:space:]]*/, "", v)
+            if (v ~ /^\[/) { gsub(/[][]/, "", v); n = split(v, a, ",")
+                             for (i = 1; i <= n; i++) { x = clean(a[i]); if (x != "") print x }
+                             inlist = 0 }
+            else if (clean(v) != "") { print clean(v); inlist = 0 }
+            else inlist = 1
+            next }
+        inlist && /^[[:space:]]*-/ { x = $0; sub(/^[[:space:]]*-[[:space:]]*/, "", x); x = clean(x)
+                                     if (x != "") print x; next }
+        inlist && /^[[:space:]]*(#.*)?$/ { next }
+        { inlist = 0 }
+    ' "$1" 2>/dev/null || true
+}
+
+# The conda installation roots, most specific first: $CONDA_EXE, `conda info --base`,
+# $MAMBA_ROOT_PREFIX, then where installers put conda (a service's environment rarely says).
+conda_roots() {
+    if [ -n "${CONDA_EXE:-}" ]; then dirname "$(dirname "$CONDA_EXE")"; fi
+    if command -v conda >/dev/null 2>&1; then conda info --base 2>/dev/null || true; fi
+    if [ -n "${MAMBA_ROOT_PREFIX:-}" ]; then printf '%s\n' "$MAMBA_ROOT_PREFIX"; fi
+    for r in "${HOME:-/nonexistent}/miniforge3" "${HOME:-/nonexistent}/miniconda3" \
+             "${HOME:-/nonexistent}/anaconda3" "${HOME:-/nonexistent}/mambaforge" \
+             "${HOME:-/nonexistent}/micromamba" "${HOME:-/nonexistent}/.local/share/mamba" \
+             /opt/conda /opt/miniforge3 /opt/miniconda3 /opt/anaconda3; do
+        if [ -d "$r/conda-meta" ] || [ -d "$r/envs" ]; then printf '%s\n' "$r"; fi
+    done
+}
+
+# Folders that hold named environments, in conda's order of precedence.
+envs_dirs() {
+    roots=$(conda_roots)
+    if [ -n "${CONDA_ENVS_DIRS:-${CONDA_ENVS_PATH:-}}" ]; then
+        printf '%s\n' "${CONDA_ENVS_DIRS:-${CONDA_ENVS_PATH:-}}" | tr ':' '\n'
+    fi
+    files=""
+    [ -n "${CONDARC:-}" ] && files="$CONDARC"
+    h=${HOME:-/nonexistent}
+    files="$files
+$h/.condarc
+$h/.conda/condarc
+$h/.conda/.condarc
+$h/.config/conda/condarc
+$h/.config/conda/.condarc"
+    [ -n "${XDG_CONFIG_HOME:-}" ] && files="$files
+$XDG_CONFIG_HOME/conda/condarc
+$XDG_CONFIG_HOME/conda/.condarc"
+    first_root=$(printf '%s\n' "$roots" | sed -n 1p)
+    [ -n "$first_root" ] && files="$files
+$first_root/condarc
+$first_root/.condarc"
+    files="$files
+/var/lib/conda/condarc
+/var/lib/conda/.condarc
+/etc/conda/condarc
+/etc/conda/.condarc"
+    printf '%s\n' "$files" | while IFS= read -r f; do
+        if [ -n "$f" ] && [ -f "$f" ]; then envs_dirs_of "$f"; fi
+    done
+    printf '%s\n' "$roots" | while IFS= read -r r; do
+        if [ -n "$r" ]; then printf '%s/envs\n' "$r"; fi
+    done
+    printf '%s/.conda/envs\n' "$h"
+}
+
+# Sets $prefix to the prefix of conda environment $1 (a name or a path), or to "" with
+# $looked saying where it looked.
+find_conda_env() {
+    prefix=""
+    case "$1" in
+        */*|"~"*|.*)
+            p=$(abspath "$1"); looked=$p
+            if [ -d "$p/conda-meta" ]; then prefix=$p; fi
+            return 0 ;;
+    esac
+    if [ "$1" = base ] || [ "$1" = root ]; then
+        p=$(conda_roots | sed -n 1p); looked="the conda root prefix (none found)"
+        if [ -n "$p" ] && [ -d "$p/conda-meta" ]; then prefix=$p; fi
+        return 0
+    fi
+    dirs=$(envs_dirs)
+    prefix=$(printf '%s\n' "$dirs" | while IFS= read -r d; do
+        [ -n "$d" ] || continue
+        d=$(abspath "$d")
+        if [ -d "$d/$1/conda-meta" ]; then printf '%s/%s\n' "$d" "$1"; break; fi
+    done)
+    envtxt="${HOME:-/nonexistent}/.conda/environments.txt"
+    if [ -z "$prefix" ] && [ -f "$envtxt" ]; then
+        prefix=$(while IFS= read -r p; do
+            case "$p" in */envs/"$1") if [ -d "$p/conda-meta" ]; then printf '%s\n' "$p"; break; fi ;; esac
+        done < "$envtxt")
+    fi
+    looked=$(printf '%s\n' "$dirs" | awk 'NF && !seen[$0]++ { printf "%s%s", sep, $0; sep = ", " }')
+    if [ -f "$envtxt" ]; then looked="$looked, $envtxt"; fi
+}
+
+# Whether requirements.txt asks for anything (not only comments and blank lines).
+if grep -q '^[[:space:]]*[^#[:space:]]' requirements.txt 2>/dev/null; then
+    reqs=1
+else
+    reqs=""
 fi
-echo "@NAME@: installing into $("$PY" -c 'import sys; print(sys.prefix)')"
-if grep -qv '^[[:space:]]*\\(#.*\\)\\{0,1\\}$' requirements.txt; then
-    "$PY" -m pip install --disable-pip-version-check -r requirements.txt
+pip_install() {  # $1 = python
+    if [ -n "$reqs" ]; then
+        say "pip install -r requirements.txt with $1"
+        "$1" -m pip install --disable-pip-version-check -r requirements.txt
+    else
+        say "nothing to install (no requirements.txt, or it lists no package)"
+    fi
+}
+
+# ekl on PATH, with the `ekl env install` that runs pip (an older one ran install.sh)
+ekl_pip=""
+if command -v ekl >/dev/null 2>&1 && ekl env install --help 2>/dev/null | grep -q -- --requirements
+then
+    ekl_pip=1
 fi
-if ! "$PY" -c 'import ekuiper' >/dev/null 2>&1; then
+
+PY=""
+case "$vet" in
+    conda|mamba|micromamba|pixi)
+        [ -n "$envname" ] || [ "$vet" = pixi ] ||
+            die "$JSON: virtualEnvType is $vet but 'env' is missing; name the environment"
+        prefix=""
+        if [ "$vet" != pixi ]; then find_conda_env "$envname"; fi
+        if [ -n "$reqs" ] && [ -n "$ekl_pip" ]; then
+            say "installing with ekl into $vet environment ${envname:-default}"
+            ekl env install "$here"
+        elif [ -z "$reqs" ] && { [ -n "$prefix" ] || command -v ekl >/dev/null 2>&1; }; then
+            say "nothing to install (no requirements.txt, or it lists no package)"
+        elif [ -n "$prefix" ]; then
+            say "installing into $vet environment $envname at $prefix"
+            [ -x "$prefix/bin/python" ] ||
+                die "$vet environment $envname at $prefix has no bin/python; install python into it"
+            pip_install "$prefix/bin/python"
+        elif [ "$vet" = pixi ]; then
+            die "pixi environment ${envname:-default}: install.sh needs ekl on PATH to find it;" \
+                "run \`pixi install\` in the project"
+        else
+            die "$vet environment '$envname' not found (looked in: $looked); create it, or give" \
+                "its full path in $JSON's \"env\""
+        fi
+        if [ -n "$prefix" ] && [ -x "$prefix/bin/python" ]; then PY="$prefix/bin/python"; fi
+        ;;
+    venv)
+        [ -n "$envname" ] || die "$JSON: virtualEnvType is venv but 'env' is missing; give the venv's path"
+        prefix=$(abspath "$envname")
+        [ -x "$prefix/bin/python" ] ||
+            die "venv $prefix (\"env\" in $JSON) has no bin/python; create it with:" \
+                "python3 -m venv $prefix"
+        say "installing into venv $prefix"
+        PY="$prefix/bin/python"
+        pip_install "$PY"
+        ;;
+    "")
+        PY="${1:-${PYTHON:-}}"
+        if [ -z "$PY" ]; then
+            if [ -n "${VIRTUAL_ENV:-}" ] && [ -x "$VIRTUAL_ENV/bin/python" ]; then
+                PY="$VIRTUAL_ENV/bin/python"
+            elif [ -n "${CONDA_PREFIX:-}" ] && [ -x "$CONDA_PREFIX/bin/python" ]; then
+                PY="$CONDA_PREFIX/bin/python"
+            elif command -v python >/dev/null 2>&1; then
+                PY=python
+            else
+                PY=python3
+            fi
+        fi
+        say "installing into $("$PY" -c 'import sys; print(sys.prefix)')"
+        pip_install "$PY"
+        ;;
+    *)
+        die "$JSON: virtualEnvType '$vet' is not one install.sh knows (conda, mamba, micromamba, pixi, venv)"
+        ;;
+esac
+
+if [ -f "$exedir/ekuiper/_vendored.json" ]; then
+    say "ekl's SDK is vendored in $exedir/ekuiper/; no SDK installed"
+elif [ -z "$PY" ]; then
+    say "no SDK check: ekl found the environment, install.sh could not; under ekl-python ekl's SDK is used"
+elif ! (cd / && "$PY" -c 'import ekuiper') >/dev/null 2>&1; then
+    say "no eKuiper SDK in that environment: installing PyPI's ekuiper (package with" \
+        "\`ekl package --vendor-sdk\` to carry ekl's SDK instead)"
     "$PY" -m pip install --disable-pip-version-check ekuiper
 fi
 '''
@@ -246,7 +465,11 @@ ekl call . @FUNCTION@ '"hi"'
 python -m pytest           # the tests in test_@NAME@.py, with ekl's pytest plugin
 ekl validate .             # what eKuiper checks at install time, and at run time
 ekl package . -o @NAME@.zip  # the zip to install with POST /plugins/portables
+ekl package . -o @NAME@.zip --vendor-sdk  # with ekl's SDK inside: runs on a stock eKuiper
 ```
+
+eKuiper runs `install.sh` when it installs the zip: it installs `requirements.txt` into
+the environment `@NAME@.json` names (`virtualEnvType`/`env`), found without activating it.
 '''
 
 GITIGNORE = '''__pycache__/
@@ -257,11 +480,25 @@ GITIGNORE = '''__pycache__/
 '''
 
 
-def render(name: str) -> Dict[str, str]:
+def install_sh(name: str) -> str:
+    """The install.sh ekl writes for plugin ``name`` (``init``, and ``package`` refreshes it)."""
+    return INSTALL_SH.replace("@NAME@", name)
+
+
+def is_ekl_install_sh(text: str) -> bool:
+    """Whether an install.sh is one ekl wrote and may refresh (its marker line is intact)."""
+    lines = text.splitlines()
+    return len(lines) > 1 and lines[1].startswith((INSTALL_SH_MARK, OLD_INSTALL_SH_LINE))
+
+
+def render(name: str, vendor_sdk: bool = False) -> Dict[str, str]:
     """Every file of the skeleton, relative path -> text."""
     s = symbols_for(name)
-    manifest = {"version": "v0.1.0", "language": "python", "executable": f"{name}.py",
-                "sources": [s["source"]], "sinks": [s["sink"]], "functions": [s["function"]]}
+    manifest: Dict[str, object] = {
+        "version": "v0.1.0", "language": "python", "executable": f"{name}.py",
+        "sources": [s["source"]], "sinks": [s["sink"]], "functions": [s["function"]]}
+    if vendor_sdk:  # recorded, so every later `ekl package` vendors without being told
+        manifest["ekl"] = {"vendor_sdk": True}
     source_meta = {
         "about": _about("Emits a counting text record; the stream's DATASOURCE is its prefix."),
         "libs": [],
@@ -308,14 +545,15 @@ def render(name: str) -> Dict[str, str]:
         f"sinks/{s['sink']}.json": _json(sink_meta),
         f"functions/{s['function']}.json": _json(func_meta),
         "requirements.txt": REQUIREMENTS,
-        "install.sh": sub(INSTALL_SH),
+        "install.sh": install_sh(name),
         f"test_{name}.py": sub(TEST),
         "README.md": sub(README),
         ".gitignore": GITIGNORE,
     }
 
 
-def init_plugin(name: str, directory: Optional[str | os.PathLike[str]] = None) -> List[Path]:
+def init_plugin(name: str, directory: Optional[str | os.PathLike[str]] = None,
+                vendor_sdk: bool = False) -> List[Path]:
     """Write the skeleton into ``directory`` (default ``./NAME``); returns the files written.
 
     An existing non-empty folder is refused rather than merged into: overwriting an
@@ -328,7 +566,7 @@ def init_plugin(name: str, directory: Optional[str | os.PathLike[str]] = None) -
     if folder.is_dir() and any(folder.iterdir()):
         raise EklError(f"{folder} exists and is not empty; give a new or empty folder with "
                        f"--dir (ekl init never overwrites files)")
-    files = render(name)
+    files = render(name, vendor_sdk)
     written: List[Path] = []
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ekuiper.protocol import Meta
 
 from ..errors import EklError, HostTimeout, ManifestError
-from ..plugin import Plugin, load
+from ..plugin import Plugin, load, vendored
 from ..plugin.zips import inspect_zip, read_zip_json_limited
 from ..progress import Progress
 from ..settings import HostSettings, LaunchOptions
@@ -264,9 +264,41 @@ def check_folder(m: Plugin, report: Report) -> None:
         if b"\r\n" in raw:
             report.error("install.sh: has Windows line endings (CRLF); /bin/sh fails on them "
                          "when eKuiper runs it; convert it to LF")
-    elif any((m.folder / r).is_file() for r in ("requirements.txt", "environment.yml")):
-        report.warn("requirements.txt: eKuiper never reads it; only install.sh runs at install "
-                    "time: add an install.sh that installs it (`ekl init` writes one)")
+    elif (m.folder / "requirements.txt").is_file():
+        report.note("requirements.txt: eKuiper never reads it, only install.sh; `ekl package` "
+                    "adds ekl's install.sh, which installs it into the plugin's environment")
+    elif (m.folder / "environment.yml").is_file():
+        report.warn("environment.yml: eKuiper never reads it; only install.sh runs at install "
+                    "time: build the environment with `ekl env create` on the target machine")
+    check_vendored(m, report)
+
+
+def check_vendored(m: Plugin, report: Report) -> None:
+    """A vendored SDK (``ekuiper/`` beside the main program): intact, and not stale."""
+    folder = vendored.find(m.executable.parent)
+    if folder is None:
+        return
+    v = vendored.read(folder, m.folder)
+    for p in v.problems:
+        report.error(p)
+    if v.problems or not v.version:
+        return
+    rel = (folder / vendored.MANIFEST).relative_to(m.folder).as_posix()
+    import ekuiper
+
+    ours = str(getattr(ekuiper, "__version__", ""))
+    if not getattr(ekuiper, "EKL_SDK", False) or not ours:
+        return
+    fix = "rebuild the zip with `ekl package --vendor-sdk` to carry the installed one"
+    if vendored.version_key(v.version) < vendored.version_key(ours):
+        report.warn(f"{rel}: the vendored SDK is {v.version}, older than the installed ekl-sdk "
+                    f"{ours} (a stock eKuiper runs the older one; ekl-python uses {ours}); {fix}")
+    elif vendored.version_key(v.version) == vendored.version_key(ours):
+        here = vendored.make_manifest(Path(ekuiper.__file__).parent, ours)
+        if here["sha256"] != v.sha256:
+            report.note(f"{rel}: the vendored SDK {v.version} differs from the installed "
+                        f"ekl-sdk {ours} of the same version (a development build?); {fix}")
+    report.checked.append(f"vendored SDK {v.version} intact")
 
 
 def _check_metadata(f: Path, rel: str, kind: str, report: Report) -> None:

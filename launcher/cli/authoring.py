@@ -36,7 +36,7 @@ def _err(text: str) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     from ..authoring.scaffold import init_plugin, symbols_for
 
-    written = init_plugin(args.name, args.dir)
+    written = init_plugin(args.name, args.dir, vendor_sdk=args.vendor_sdk)
     folder = Path(args.dir) if args.dir else Path(args.name)
     rel = [p.relative_to(folder).as_posix() for p in written]
     if args.json:
@@ -89,7 +89,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_package(args: argparse.Namespace) -> int:
-    from ..authoring.package import check_output, default_output, write_zip
+    from ..authoring.package import check_output, check_vendoring, default_output, write_zip
     from ..authoring.validate import format_report
     from ..plugin import load
 
@@ -99,6 +99,8 @@ def cmd_package(args: argparse.Namespace) -> int:
     manifest = load(args.plugin)
     out = Path(args.output) if args.output else default_output(manifest)
     check_output(manifest, out)  # refuse a bad -o before spending time on validation
+    if args.vendor_sdk or manifest.ekl.vendor_sdk:
+        check_vendoring(manifest)
     report = _run_validation(args)
     lines, summary = format_report(report)
     if not report.ok:
@@ -112,7 +114,7 @@ def cmd_package(args: argparse.Namespace) -> int:
     if not args.json:
         for line in lines:  # warnings and notes
             print(line, file=sys.stderr)
-    result = write_zip(manifest, out, _progress(args))
+    result = write_zip(manifest, out, _progress(args), vendor_sdk=True if args.vendor_sdk else None)
     if args.json:
         doc = result.to_json()
         doc["validation"] = report.to_json()
@@ -123,6 +125,8 @@ def cmd_package(args: argparse.Namespace) -> int:
     if args.verbose:
         for path, reason in result.skipped:
             _err(f"left out {path}: {reason}")
+    for path, why in result.generated.items():
+        _err(f"wrote {path}: {why}")
     _err(f"wrote {result.zip} ({len(result.entries)} files, {result.size} bytes, "
          f"sha256 {result.sha256[:16]}…; {len(result.skipped)} paths left out, -v lists them)")
     _err(f"install it: curl -X POST http://127.0.0.1:9081/plugins/portables -d "
@@ -144,6 +148,9 @@ def register(sub: Any) -> None:
     i.add_argument("name", metavar="NAME", help="plugin name: letters, digits, underscores")
     i.add_argument("--dir", metavar="D", help="folder to create (default: ./NAME)")
     i.add_argument("--json", action="store_true", help="print the created files as JSON")
+    i.add_argument("--vendor-sdk", action="store_true",
+                   help="record \"ekl\": {\"vendor_sdk\": true} in the JSON, so every `ekl "
+                   "package` puts ekl's SDK into the zip")
     i.set_defaults(func=cmd_init)
 
     v = sub.add_parser("validate", help="check a plugin as eKuiper would, at install and run time",
@@ -164,10 +171,16 @@ def register(sub: Any) -> None:
                        "eKuiper installs: NAME.json at the root, no caches, virtual "
                        "environments, version control, editor files or tests, executables "
                        "keeping their mode, deterministic bytes. Prints mode, size and path of "
-                       "every file that went in. Extra exclusions: glob patterns in .eklignore.")
+                       "every file that went in. Extra exclusions: glob patterns in .eklignore. "
+                       "An install.sh ekl wrote is refreshed to the current one, and one is "
+                       "added when there is requirements.txt and no install.sh.")
     p.add_argument("plugin", metavar="PLUGIN", help="plugin folder or its NAME.json")
     p.add_argument("-o", "--output", metavar="FILE.zip", help="where to write (default: ./NAME.zip)")
     p.add_argument("--no-run", action="store_true", help="skip the run-time checks")
     p.add_argument("--json", action="store_true", help="print what went in as JSON")
+    p.add_argument("--vendor-sdk", action="store_true",
+                   help="put ekl's SDK into the zip as ekuiper/ beside the main program, so a "
+                   "stock eKuiper runs the plugin on it with nothing installed (default: the "
+                   "JSON's ekl.vendor_sdk)")
     add_launch_options(p)
     p.set_defaults(func=cmd_package)

@@ -222,9 +222,22 @@ def _cmd_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_install(args: argparse.Namespace) -> int:
-    from ekl.envs.build import run_install_script
+    """pip into the plugin's environment, found and activated as the launcher does; the
+    generated install.sh calls this when ekl is on PATH (it never runs install.sh itself,
+    which would call it again)."""
+    from pathlib import Path
 
-    run_install_script(_plugin_env(args.plugin))
+    from ekl.envs.build import Progress, pip_install
+    from ekl.envs.locate import plugin_environment
+
+    plugin = _plugin_env(args.plugin)
+    env = plugin_environment(plugin)
+    if env is None:
+        raise EnvError(f"{plugin.json_path} names no environment (\"virtualEnvType\" and "
+                       f"\"env\"), so there is nowhere to install into; set them, or run "
+                       f"pip with the interpreter the plugin runs on")
+    req = Path(args.requirements) if args.requirements else plugin.folder / "requirements.txt"
+    pip_install(env, req, Progress())
     return 0
 
 
@@ -274,8 +287,11 @@ def register(subparsers: Any) -> None:
                    help="installer to use (default: the first on PATH, else py-rattler)")
     s.set_defaults(func=_guard(_cmd_create))
 
-    s = sub.add_parser("install", help="run the plugin's install.sh inside its environment")
+    s = sub.add_parser("install", help="pip install the plugin's requirements.txt into its "
+                                       "environment (activated, no conda run)")
     s.add_argument("plugin", help=plugin_help)
+    s.add_argument("-r", "--requirements", metavar="FILE",
+                   help="requirements file (default: requirements.txt beside the JSON)")
     s.set_defaults(func=_guard(_cmd_install))
 
     s = sub.add_parser("pack", help="conda-pack the env for machines without conda")

@@ -30,7 +30,8 @@ SDK_CHOICES = ("ekl", "official")
 #: Supervisor settings by their SupervisorSettings names.
 SUPERVISOR_KEYS = frozenset(f.name for f in fields(SupervisorSettings))
 #: Every key the ``ekl`` section (ignored by eKuiper) may hold.
-EKL_SECTION_KEYS = SUPERVISOR_KEYS | {"lock", "lock_policy", "sdk", "virtualEnvType", "env"}
+EKL_SECTION_KEYS = SUPERVISOR_KEYS | {"lock", "lock_policy", "sdk", "virtualEnvType", "env",
+                                      "vendor_sdk"}
 
 
 def env_kinds() -> Tuple[str, ...]:
@@ -49,6 +50,8 @@ class EklSection:
     lock: Optional[str] = None
     lock_policy: Optional[str] = None
     sdk: str = "ekl"
+    #: ``ekl package`` puts ekl's SDK into the zip (``ekl init/package --vendor-sdk``)
+    vendor_sdk: bool = False
 
     def supervisor_settings(self, **defaults: Any) -> SupervisorSettings:
         """SupervisorSettings from ``defaults`` with this section's values on top."""
@@ -242,6 +245,8 @@ def _ekl_section(raw: Mapping[str, Any], fname: str, problems: Problems) -> EklS
                         f"{', '.join(LOCK_POLICIES)}")
     if sec.get("sdk", "ekl") not in SDK_CHOICES:
         problems.append(f"{fname}: field 'ekl.sdk' is {sec['sdk']!r}; use ekl or official")
+    if not isinstance(sec.get("vendor_sdk", False), bool):
+        problems.append(f"{fname}: field 'ekl.vendor_sdk' is {sec['vendor_sdk']!r}; use true or false")
     if "lock" in sec and (not isinstance(sec["lock"], str) or not sec["lock"]):
         problems.append(f"{fname}: field 'ekl.lock' must be the lock file's path relative to "
                         f"the plugin folder, not {sec['lock']!r}")
@@ -254,7 +259,8 @@ def _ekl_section(raw: Mapping[str, Any], fname: str, problems: Problems) -> EklS
         return EklSection()
     return EklSection(
         supervisor=MappingProxyType({k: v for k, v in sec.items() if k in SUPERVISOR_KEYS}),
-        lock=sec.get("lock"), lock_policy=sec.get("lock_policy"), sdk=sec.get("sdk", "ekl"))
+        lock=sec.get("lock"), lock_policy=sec.get("lock_policy"), sdk=sec.get("sdk", "ekl"),
+        vendor_sdk=sec.get("vendor_sdk", False))
 
 
 def _environment(raw: Mapping[str, Any], fname: str, language: str,

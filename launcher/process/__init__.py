@@ -74,7 +74,7 @@ class LaunchSpec:
     #: where the interpreter choice came from (for messages)
     origin: str = ""
     #: the SDK the plugin will run: "ekl" (installed), "hosted" (ekl's, lent by ekl),
-    #: "official", or None (a Go plugin or an unknown wrapper)
+    #: "vendored" (ekl's, inside the plugin), "official", or None (Go, unknown wrapper)
     sdk: Optional[str] = None
     log_file: Optional[str] = None
     log_max_bytes: int = 10 * 1024 * 1024
@@ -83,7 +83,7 @@ class LaunchSpec:
     @property
     def ekl_sdk(self) -> bool:
         """ekl's SDK honours EKUIPER_IPC_DIR and EKUIPER_CONTROL_URL; the official one does not."""
-        return self.sdk in ("ekl", "hosted")
+        return self.sdk in ("ekl", "hosted", "vendored")
 
 
 def is_gone(p: psutil.Process | int) -> bool:

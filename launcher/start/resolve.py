@@ -16,15 +16,17 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ekl.envs import LOCAL_ENV_DIR
-from ekl.envs.probe import ProbeError, cache_dir, clean_env, probe
+from ekl.envs.probe import CACHE_ENV, ProbeError, cache_dir, clean_env, probe
 from ekuiper import protocol
 from ekuiper.transport import TRANSPORT_ENV, transport_name
 
 from ..errors import EklError, EnvironmentDrift
-from ..plugin import Plugin
+from ..fsafe import ensure_private_dir
+from ..plugin import Plugin, vendored
+from ..plugin.vendored import Vendored
 from ..process import LaunchSpec
 from ..settings import LaunchOptions
 
@@ -68,7 +70,9 @@ def hosted_sdk_dir() -> Path:
     for f in sorted(src.rglob("*.py")):
         h.update(f.relative_to(src).as_posix().encode())
         h.update(f.read_bytes())
-    dest = cache_dir() / "sdk" / h.hexdigest()[:16]
+    # plugins import from here: the folder must be ours alone (refused with one line if not)
+    root = ensure_private_dir(cache_dir(), "cache folder", CACHE_ENV)
+    dest = root / "sdk" / h.hexdigest()[:16]
     if not (dest / "ekuiper" / "__init__.py").is_file():
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -219,12 +223,17 @@ def resolve(manifest: Plugin, opts: Optional[LaunchOptions] = None,
                        f"eKuiper plugins need Python 3.8 or newer")
     hosted = False
     will_host = info.ekuiper is None or (host_sdk == "always" and info.sdk_flavour != "ekl")
-    if info.pynng is None and needs_pynng("ekl" if will_host else info.sdk_flavour, env_vars):
-        why = ("the official ekuiper SDK needs it" if not will_host and info.sdk_flavour ==
+    sdk_flavour = info.sdk_flavour
+    vend, over_vendored = _vendored_choice(manifest, info.version)
+    if vend is not None:
+        will_host = over_vendored
+        sdk_flavour = "ekl" if over_vendored else "vendored"
+    if info.pynng is None and needs_pynng("ekl" if will_host or vend else sdk_flavour, env_vars):
+        why = ("the official ekuiper SDK needs it" if not will_host and sdk_flavour ==
                "official" else f"{TRANSPORT_ENV}=pynng asks for it")
         raise EklError(f"interpreter {python} (chosen by {source}) cannot import pynng, and "
                        f"{why}; install it with: {_pip_command(python, choice.env_desc)}")
-    if will_host and info.ekuiper is None and info.ekuiper_error and \
+    if will_host and not vend and info.ekuiper is None and info.ekuiper_error and \
             "No module named 'ekuiper'" not in info.ekuiper_error:
         log.warning("interpreter %s has an ekuiper SDK that cannot be imported (%s); ekl's SDK "
                     "is used in front of it", python, info.ekuiper_error)
@@ -232,6 +241,11 @@ def resolve(manifest: Plugin, opts: Optional[LaunchOptions] = None,
         sdk = str(hosted_sdk_dir())
         env_vars = dict(env_vars)
         env_vars["PYTHONPATH"] = sdk
+        if over_vendored:
+            # the script's folder (and its older ekuiper/) would come first on sys.path:
+            # PYTHONSAFEPATH (3.11+) leaves it out, and PYTHONPATH puts it after ours
+            env_vars["PYTHONSAFEPATH"] = "1"
+            env_vars["PYTHONPATH"] = os.pathsep.join([sdk, cwd])
         hosted = True
         log.info("hosting ekl's SDK for %s from %s", python, sdk)
     argv: List[str] = [python, "-u", str(manifest.executable), conf_arg]
@@ -239,7 +253,41 @@ def resolve(manifest: Plugin, opts: Optional[LaunchOptions] = None,
         argv = choice.wrap(argv)
     return LaunchSpec(manifest.name, tuple(argv), cwd, dict(env_vars), interpreter=python,
                       environment=choice.env_desc, origin=source,
-                      sdk="hosted" if hosted else info.sdk_flavour, log_file=opts.log_file)
+                      sdk="hosted" if hosted else sdk_flavour, log_file=opts.log_file)
+
+
+#: Python puts the script's folder first on sys.path unless PYTHONSAFEPATH is set (3.11+)
+SAFE_PATH_PYTHON = (3, 11)
+
+
+def _vendored_choice(manifest: Plugin, version: Any) -> Tuple[Optional[Vendored], bool]:
+    """The plugin's vendored SDK, if any, and whether ekl's newer copy goes in front of it.
+
+    Whichever copy is newer wins, and the log says which: a vendored copy at least as new
+    as ekl's runs as it is (the script's folder comes first); an older one is put behind
+    ekl's, which only Python 3.11+ allows (PYTHONSAFEPATH), so older interpreters keep it.
+    """
+    import ekuiper
+
+    folder = vendored.find(manifest.executable.parent)
+    if folder is None:
+        return None, False
+    vend = vendored.read(folder, manifest.folder, verify=False)
+    ours = str(getattr(ekuiper, "__version__", "0"))
+    name = manifest.name
+    if vendored.version_key(vend.version) >= vendored.version_key(ours):
+        log.info("%s: its vendored ekl SDK %s (%s) is used: ekl's own is %s, not newer",
+                 name, vend.version, folder, ours)
+        return vend, False
+    if tuple(version) < SAFE_PATH_PYTHON:
+        log.warning("%s: its vendored ekl SDK %s is older than ekl's %s, but Python %s always "
+                    "imports the script folder's copy first, so %s is used; rebuild the zip "
+                    "with `ekl package --vendor-sdk`", name, vend.version or "?", ours,
+                    ".".join(map(str, tuple(version)[:2])), vend.version or "it")
+        return vend, False
+    log.info("%s: ekl's SDK %s is used in front of its older vendored copy %s (%s)", name,
+             ours, vend.version or "?", folder)
+    return vend, True
 
 
 def _conda_run(manifest: Plugin, opts: LaunchOptions, python_bin: str, conf_arg: str,

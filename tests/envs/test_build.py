@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ekl.envs import EnvError, find_environment
-from ekl.envs.build import Progress, create, pack, run_install_script
+from ekl.envs.build import Progress, create, pack
 from ekl.envs.lock import compare, current_subdir, read_lock
 from ekl.envs.model import EnvFailed
 from ekl.launcher.plugin import load
@@ -137,25 +137,6 @@ def test_missing_extra_says_which(conda_root: Path, channel, tmp_path: Path,
         d2 = write_plugin(tmp_path / "p2", env="myenv")
         make_conda_prefix(conda_root / "envs" / "myenv", channel, cache=tmp_path / "rc")
         pack(load(str(d2)).env_request(), str(tmp_path / "x.tar.gz"))
-
-
-def test_install_sh_runs_in_the_env(conda_root: Path, channel, tmp_path: Path,
-                                    capfd: pytest.CaptureFixture) -> None:
-    # --system-site-packages lends the env the base interpreter's pip, as a conda env has its own
-    make_conda_prefix(conda_root / "envs" / "myenv", channel, system_site=True,
-                      cache=tmp_path / "rc")
-    d = write_plugin(tmp_path / "demo")
-    whl = make_wheel(d)
-    (d / "install.sh").write_text(
-        "set -e\necho \"installing into $CONDA_PREFIX\"\n"
-        f"python -m pip install -q --no-index --no-deps --disable-pip-version-check {whl.name}\n")
-    run_install_script(load(str(d)).env_request(), say=_say(tmp_path)[0])
-    site = next((conda_root / "envs/myenv").glob("lib/python*/site-packages"))
-    assert (site / "ekl_demo.py").is_file()
-    assert f"installing into {conda_root / 'envs/myenv'}" in capfd.readouterr().out
-    (d / "install.sh").write_text("echo failing; exit 7\n")
-    with pytest.raises(EnvFailed, match="exit code 7"):
-        run_install_script(load(str(d)).env_request(), say=_say(tmp_path)[0])
 
 
 def test_pack_unpack_and_run_without_conda(myenv: Path, conda_root: Path, tmp_path: Path,

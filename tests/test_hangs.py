@@ -187,7 +187,8 @@ def test_a_served_pipeline_restarts_its_hung_plugin_and_flows_again(tmp_path, ip
         assert reason.startswith("hung: "), reason
         # calls complete again in the new process: the function's last call is recent
         assert wait_for(lambda: (f := fn_live()) and f["idle_s"] is not None
-                        and f["idle_s"] < 2 and f["busy_s"] is None, timeout=30)
+                        and f["idle_s"] < 2 and f["busy_s"] is None, timeout=30), (
+            fn_live(), service.log.read_text()[-3000:])
         assert plugins_in(service.status)[name]["restarts"] == 1
     finally:
         service.close()

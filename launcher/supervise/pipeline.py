@@ -99,6 +99,7 @@ class Pipeline:
             try:
                 self._loop(watcher.instance)
             except EklError as e:
+                self._stop_symbols(watcher.instance)  # its sockets, or the retry cannot listen
                 if stopping():
                     break
                 log.error("pipeline %s: %s; starting it again in %.0f s", self.src_meta.rule_id,
@@ -108,31 +109,48 @@ class Pipeline:
                     time.sleep(0.1)
 
     def _recover(self, err: Exception) -> None:
-        """Wait for the supervisor to bring the plugin back (journal replayed)."""
+        """Wait for the supervisor to bring the plugin back (journal replayed).
+
+        "Back" means RUNNING in a live process other than the one that failed: right after
+        a death the watcher may still say RUNNING while it kills the tree.
+        """
         w = self.watcher
         assert w is not None
+        old = w.instance.process
         if isinstance(err, CallHung):
             if not self.supervise:
                 raise err
-            old = w.instance.pid
             log.warning("%s; restarting plugin %s", err, w.name)
             w.request_restart(f"hung: {err}")
-            deadline = time.monotonic() + RECOVERY_TIMEOUT_S
-            while time.monotonic() < deadline and w.state not in (
-                    State.EXITED, State.FATAL, State.STOPPED) and not (
-                    w.state == State.RUNNING and w.instance.pid not in (None, old)):
-                time.sleep(0.02)
         elif isinstance(err, HostTimeout) and w.state == State.RUNNING and w.instance.alive():
             return  # a plain timeout with a live plugin: just try again
+
+        def back() -> bool:
+            if w.state in (State.FATAL, State.EXITED, State.STOPPED):
+                return True
+            p = w.instance.process
+            return (w.state == State.RUNNING and p is not None and p.alive()
+                    and (p is not old or not isinstance(err, CallHung) and old.alive()))
+
         deadline = time.monotonic() + RECOVERY_TIMEOUT_S
-        if not w.wait_for(State.RUNNING, State.FATAL, State.EXITED,
-                          timeout=max(0.0, deadline - time.monotonic())):
-            raise EklError(f"plugin {w.name} did not come back within {RECOVERY_TIMEOUT_S:.0f} s")
-        time.sleep(0.05)
+        while not back():
+            if time.monotonic() >= deadline or self.stopping():
+                raise EklError(f"plugin {w.name} did not come back within "
+                               f"{RECOVERY_TIMEOUT_S:.0f} s")
+            time.sleep(0.02)
         if w.state != State.RUNNING:
             raise PluginStartError(f"plugin {w.name} is {w.state}: "
                                    f"{w.fatal_reason or w.last_exit}; last error: {err}")
         log.info("plugin %s is back; continuing", w.name)
+
+    def _stop_symbols(self, inst: PluginInstance) -> None:
+        """Stop this flow's source and sink (their sockets too), best effort."""
+        for stop in (lambda: inst.stop_source(self.source, self.src_meta),
+                     lambda: inst.stop_sink(self.sink, self.sink_meta) if self.sink else None):
+            try:
+                stop()
+            except EklError as e:
+                log.debug("%s", e)
 
     def _loop(self, inst: PluginInstance) -> int:
         stream = inst.start_source(self.source, self.src_meta, self.datasource, self.config)
@@ -206,10 +224,5 @@ class Pipeline:
                 if inst.alive() and self.watcher and self.watcher.state == State.RUNNING:
                     raise
                 self._recover(e)
-        for stop in (lambda: inst.stop_source(self.source, self.src_meta),
-                     lambda: inst.stop_sink(self.sink, self.sink_meta) if self.sink else None):
-            try:
-                stop()
-            except EklError as e:
-                log.debug("%s", e)
+        self._stop_symbols(inst)
         return 0

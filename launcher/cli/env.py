@@ -13,11 +13,12 @@ import json
 import logging
 import subprocess
 import sys
-from typing import Any, Callable, List, Optional
-
-from ekl.envs.model import EnvError, EnvFailed, PluginEnv
+from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 from ..errors import EklError, ManifestError
+
+if TYPE_CHECKING:  # ekl.envs loads when an env verb runs, not with every ekl command
+    from ekl.envs.model import PluginEnv
 
 
 def _fail(msg: str, code: int) -> int:
@@ -27,6 +28,8 @@ def _fail(msg: str, code: int) -> int:
 
 def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        from ekl.envs.model import EnvError, EnvFailed
+
         try:
             rc = fn(args)
         except EnvFailed as e:
@@ -53,6 +56,7 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from ekl.envs.locate import list_environments
+    from ekl.envs.model import EnvError
     from ekl.envs.probe import ProbeError, probe
 
     rows = []
@@ -97,6 +101,7 @@ def launcher_verdict(plugin: PluginEnv) -> List[Any]:
     (``start.resolve``): the interpreter, the SDK it hosts or finds, the transport, and
     a real start of that argv (hooks, exec, imports) up to the plugin's own first line."""
     from ekl.envs.doctor import Check
+    from ekl.envs.model import EnvError
     from ekl.envs.probe import run_bounded
     from ekuiper.transport import DEFAULT_TRANSPORT, TRANSPORT_ENV
 
@@ -154,6 +159,8 @@ def launcher_verdict(plugin: PluginEnv) -> List[Any]:
 def launcher_python(plugin: PluginEnv) -> Optional[str]:
     """The interpreter the launcher picks for a plugin that names no env (its precedence:
     ``$EKL_PYTHON_BIN``, else the interpreter ekl runs on), or None when it cannot say."""
+    from ekl.envs.model import EnvError
+
     from ..errors import EklError
     from ..plugin import load
     from ..settings import LaunchOptions
@@ -191,6 +198,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from ekl.envs.locate import plugin_environment
     from ekl.envs.lock import check_environment, lock_candidates
+    from ekl.envs.model import EnvError
 
     plugin = _plugin_env(args.plugin)
     env = plugin_environment(plugin, quiet=True)
@@ -229,6 +237,7 @@ def _cmd_install(args: argparse.Namespace) -> int:
 
     from ekl.envs.build import Progress, pip_install
     from ekl.envs.locate import plugin_environment
+    from ekl.envs.model import EnvError
 
     plugin = _plugin_env(args.plugin)
     env = plugin_environment(plugin)

@@ -277,9 +277,8 @@ def _environment(raw: Mapping[str, Any], fname: str, language: str,
         elif (vet, env) != (sec.get("virtualEnvType"), sec.get("env")):
             problems.append(f"{fname}: fields 'virtualEnvType'/'env' and 'ekl.virtualEnvType'/"
                             f"'ekl.env' disagree; keep the environment in one place")
-    kinds = env_kinds()
-    if vet is not None and vet not in kinds:
-        bad("virtualEnvType", f"is {vet!r}; use one of {', '.join(kinds)} or leave it out")
+    if vet is not None and vet not in env_kinds():  # no env, no ekl.envs import (issue 16)
+        bad("virtualEnvType", f"is {vet!r}; use one of {', '.join(env_kinds())} or leave it out")
         return None, None
     if vet is not None and (not isinstance(env, str) or not env) and vet != "pixi":
         bad("env", f"is missing; with virtualEnvType {vet!r} name the environment "

@@ -15,14 +15,15 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import IO, Callable, Deque, Dict, List, Mapping, Optional, Tuple
-
-import psutil
+from typing import IO, TYPE_CHECKING, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import EklError, PluginStartError
 from ..settings import ERROR_TEXT_MAX_CHARS, OUTPUT_LINE_MAX_BYTES
 from . import containment
 from .lifeline import Lifeline
+
+if TYPE_CHECKING:  # psutil is imported where used: a start does not need it (issue 16)
+    import psutil
 
 log = logging.getLogger("ekl")
 
@@ -88,6 +89,8 @@ class LaunchSpec:
 
 def is_gone(p: psutil.Process | int) -> bool:
     """Dead, or a zombie waiting for a parent that is not us (PID 1 may never reap it)."""
+    import psutil
+
     try:
         proc = p if isinstance(p, psutil.Process) else psutil.Process(p)
         return proc.status() == psutil.STATUS_ZOMBIE
@@ -231,6 +234,8 @@ class PluginProcess:
         its process group (orphans re-parented to init). The group scan reads every process
         on the machine, so health checks skip it and only the final kill pays for it.
         """
+        import psutil
+
         if self.popen is None:
             return []
         procs: Dict[int, psutil.Process] = {}
@@ -258,6 +263,8 @@ class PluginProcess:
         eKuiper SIGKILLs only the process it started, which orphans a ``conda run``
         wrapper's python child; here every descendant gets the signal.
         """
+        import psutil
+
         if self.popen is None:
             return []
         pgid = self.popen.pid

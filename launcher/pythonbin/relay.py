@@ -55,18 +55,28 @@ class Relay:
         self.stop_event = threading.Event()
         self.exit_code = 0
         self.upstream: Optional[ReqSocket] = None
-        folder = str(ensure_private_dir(default_status_dir(), "status folder", STATUS_DIR_ENV))
-        self.control = ControlServer(lambda: [self.name],
-                                     lambda op, _name, t: self.watcher.operate(op, t))
+        #: checked now (bad input stops us before anything starts), used in ``run``
+        self.status_folder = str(ensure_private_dir(default_status_dir(), "status folder",
+                                                    STATUS_DIR_ENV))
+        #: opened in ``run`` once the plugin is starting: bookkeeping waits, eKuiper does not
+        self.status: Optional[StatusWriter] = None
+        self.control: Optional[ControlServer] = None
+
+    def _open_bookkeeping(self) -> None:
+        """The status file and the operator's control socket (``ekl operate``)."""
+        folder = self.status_folder
+        control = ControlServer(lambda: [self.name],
+                                lambda op, _name, t: self.watcher.operate(op, t))
         try:
             self.status = StatusWriter.open(
                 os.path.join(folder, f"{self.name}.json"),
                 lambda: status_document([self.watcher.status()], MODE_EKL_PYTHON,
-                                        self.control.path),
+                                        control.path),
                 option=f"status folder (${STATUS_DIR_ENV})")
         except BaseException:
-            self.control.close()
+            control.close()
             raise
+        self.control = control
 
     # --- eKuiper's commands ------------------------------------------------------------
 
@@ -97,7 +107,8 @@ class Relay:
     # --- lifecycle ---------------------------------------------------------------------
 
     def write_status(self) -> None:
-        self.status.changed()
+        if self.status is not None:
+            self.status.changed()
 
     def _start_plugin(self) -> None:
         try:
@@ -111,24 +122,31 @@ class Relay:
 
         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # SIGHUP stops too
             signal.signal(s, on_signal)
-        t = get_transport()
+        # What eKuiper waits for is the plugin's own start (its first command waits for
+        # RUNNING), so the plugin is spawned first and everything else overlaps its boot:
+        # the dial (eKuiper listens before it starts us) and then the bookkeeping.
+        starter = threading.Thread(target=self._start_plugin, daemon=True, name="starter")
+        starter.start()
         try:
-            # eKuiper is waiting for the handshake: dial first, start the plugin meanwhile.
-            self.upstream = t.dial_req(self.upstream_url, recv_timeout_ms=protocol.KEEPALIVE_MS,
-                                       send_timeout_ms=self.instance.settings.plugin_send_timeout_ms,
-                                       retries=protocol.DIAL_RETRIES,
-                                       interval_s=protocol.DIAL_INTERVAL_S)
+            self.upstream = get_transport().dial_req(
+                self.upstream_url, recv_timeout_ms=protocol.KEEPALIVE_MS,
+                send_timeout_ms=self.instance.settings.plugin_send_timeout_ms,
+                retries=protocol.DIAL_RETRIES, interval_s=protocol.DIAL_INTERVAL_S)
         except TransportError as e:
             log.error("ekl-python: no eKuiper listening on %s (%s); the plugin name must equal "
                       "%s", self.upstream_url, e, self.plugin.path.name)
             self._cleanup()
+            starter.join(timeout=self.instance.settings.init_timeout_s + 1)
             return 1
-        starter = threading.Thread(target=self._start_plugin, daemon=True)
-        starter.start()
         up = self.upstream
         loop = threading.Thread(target=serve_inverted, daemon=True, name="relay",
                                 args=(up, self.handle, "relay", self.stop_event.is_set))
         loop.start()
+        try:
+            self._open_bookkeeping()
+        except BaseException:  # a status folder that cannot be used: stop what started
+            self._cleanup()
+            raise
         host = PeerWatch(up, HOST_LOST_GRACE_S)
         next_status = 0.0
         while not self.stop_event.wait(0.2):
@@ -152,5 +170,7 @@ class Relay:
         self.watcher.stop()  # closes the instance: its private control folder goes too
         if self.upstream is not None:
             self.upstream.close()
-        self.status.remove()
-        self.control.close()
+        if self.status is not None:
+            self.status.remove()
+        if self.control is not None:
+            self.control.close()

@@ -16,18 +16,19 @@ import sys
 import threading
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Iterator, Optional, Tuple
 
 from ekuiper import protocol
 
-from ..host.instance import PluginInstance
-from ..host.ipc import private_ipc_dir
 from ..plugin import Plugin, load
 from ..process import LaunchSpec
 from ..process.lifeline import Lifeline, shared
 from ..progress import Progress
 from ..settings import HostSettings, LaunchOptions
 from .resolve import resolve
+
+if TYPE_CHECKING:  # the host (and pynng) load when a plugin starts, not with the CLI
+    from ..host.instance import PluginInstance
 
 log = logging.getLogger("ekl")
 
@@ -74,6 +75,8 @@ def socket_dirs(spec: LaunchSpec, host: HostSettings, relay: bool = False) -> So
     - ekl's SDK (installed or hosted): a fresh private 0700 folder, so runs never collide.
     - otherwise (the official SDK, Go, ``conda run``): ``/tmp``, as eKuiper uses.
     """
+    from ..host.ipc import private_ipc_dir
+
     if relay:
         private = private_ipc_dir()
         return SocketDirs(protocol.ipc_dir(), private, (private,))
@@ -95,6 +98,8 @@ def prepare(plugin: Plugin, opts: Optional[LaunchOptions] = None,
     ``spec``: an already resolved interpreter (``ekl-python`` resolves before deciding
     whether to relay at all); otherwise it is resolved here.
     """
+    from ..host.instance import PluginInstance
+
     host = host or HostSettings()
     progress = progress or Progress(quiet=True)
     if spec is None:

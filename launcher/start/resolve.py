@@ -3,12 +3,15 @@
 Precedence for Python plugins: ``--python``, then ``$EKL_PYTHON_BIN``, then
 ``portable.pythonBin`` from an eKuiper ``kuiper.yaml`` (``--ekuiper-conf``), then the
 plugin's own environment (``virtualEnvType``/``env``), then the interpreter ekl runs on.
+
+``resolve`` answers from the launch cache (``cache.py``) while nothing it depends on
+changed; ``ekl.envs`` and the probe are imported only when it does not, so a cached start
+pays neither.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import shutil
@@ -18,17 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ekl.envs import LOCAL_ENV_DIR
-from ekl.envs.probe import CACHE_ENV, ProbeError, cache_dir, clean_env, probe
 from ekuiper import protocol
 from ekuiper.transport import TRANSPORT_ENV, transport_name
 
 from ..errors import EklError, EnvironmentDrift
-from ..fsafe import ensure_private_dir
 from ..plugin import Plugin, vendored
 from ..plugin.vendored import Vendored
 from ..process import LaunchSpec
 from ..settings import LaunchOptions
+from .cache import LogCapture, clock_ns, dependencies
+from .cache import lookup as cache_lookup
+from .cache import store as cache_store
+from .cache import usable as cache_usable
 
 log = logging.getLogger("ekl")
 PYTHON_BIN_ENV = "EKL_PYTHON_BIN"
@@ -58,11 +62,10 @@ def read_kuiper_yaml(path: str) -> Dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=None)
-def hosted_sdk_dir() -> Path:
-    """A cached copy of our ``ekuiper`` package folder alone, to put on PYTHONPATH.
+def _sdk_digest() -> str:
+    """The SDK's content hash, once per process (it reads every file of the SDK)."""
+    import hashlib
 
-    Only the SDK is exposed to the plugin's interpreter, never ekl's own site-packages.
-    """
     import ekuiper
 
     src = Path(ekuiper.__file__).parent
@@ -70,9 +73,25 @@ def hosted_sdk_dir() -> Path:
     for f in sorted(src.rglob("*.py")):
         h.update(f.relative_to(src).as_posix().encode())
         h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def hosted_sdk_dir() -> Path:
+    """A cached copy of our ``ekuiper`` package folder alone, to put on PYTHONPATH.
+
+    Only the SDK is exposed to the plugin's interpreter, never ekl's own site-packages.
+    The copy is checked on every call (a cleaned cache must not hand a plugin a folder
+    that is gone); only the hash is computed once per process.
+    """
+    import ekuiper
+    from ekl.envs.probe import CACHE_ENV, cache_dir
+
+    from ..fsafe import ensure_private_dir
+
+    src = Path(ekuiper.__file__).parent
     # plugins import from here: the folder must be ours alone (refused with one line if not)
     root = ensure_private_dir(cache_dir(), "cache folder", CACHE_ENV)
-    dest = root / "sdk" / h.hexdigest()[:16]
+    dest = root / "sdk" / _sdk_digest()
     if not (dest / "ekuiper" / "__init__.py").is_file():
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -107,15 +126,19 @@ class Choice:
     source: str
     wrap: Optional[Callable[[List[str]], List[str]]] = None
     env_desc: Optional[str] = None
+    #: the environment's prefix, when one was chosen (the launch cache watches it)
+    prefix: Optional[str] = None
 
 
-def local_environment(manifest: Plugin, opts: LaunchOptions) -> Optional[str]:
+def local_environment(manifest: Plugin, opts: LaunchOptions,
+                      notes: Optional[Dict[str, Optional[str]]] = None) -> Optional[str]:
     """The plugin-local environment (``.ekl-env``) when a lock file beside the JSON says so.
 
     Used when the JSON names no environment. ekl-python builds it on first start (through
     ``ekl env create`` in a child process, so the heavy tooling stays out of this one);
     the local verbs say how to build it and carry on with the default interpreter.
     """
+    from ekl.envs import LOCAL_ENV_DIR
     from ekl.envs.lock import find_lock_file
 
     lock = find_lock_file(manifest.folder, manifest.ekl.lock)
@@ -131,6 +154,8 @@ def local_environment(manifest: Plugin, opts: LaunchOptions) -> Optional[str]:
                     lock.name, manifest.path.name, fix)
         return None
     log.info("building %s from %s (first start)", prefix, lock.name)
+    if notes is not None:
+        notes["built"] = str(prefix)
     cp = subprocess.run([sys.executable, "-m", "ekl.launcher.cli", "env", "create",
                          str(manifest.folder)], stdout=subprocess.PIPE,
                         stderr=subprocess.STDOUT, text=True)
@@ -142,8 +167,15 @@ def local_environment(manifest: Plugin, opts: LaunchOptions) -> Optional[str]:
     return str(prefix)
 
 
-def choose_interpreter(manifest: Optional[Plugin], opts: LaunchOptions) -> Choice:
-    """Apply the precedence rules (no probing); ``manifest`` may be None (no plugin)."""
+def choose_interpreter(manifest: Optional[Plugin], opts: LaunchOptions,
+                       notes: Optional[Dict[str, Optional[str]]] = None) -> Choice:
+    """Apply the precedence rules (no probing); ``manifest`` may be None (no plugin).
+
+    ``notes`` receives ``built`` when the plugin-local environment was built just now.
+    """
+    from ekl.envs import LOCAL_ENV_DIR
+    from ekl.envs.probe import clean_env
+
     base_env = clean_env()
     base_env.update(opts.extra_env)
     if opts.python:
@@ -156,7 +188,7 @@ def choose_interpreter(manifest: Optional[Plugin], opts: LaunchOptions) -> Choic
                       f"portable.pythonBin in {opts.ekuiper_conf}")
     kind, name = (manifest.env_kind, manifest.env) if manifest else (None, None)
     if manifest is not None and kind is None:
-        local = local_environment(manifest, opts)
+        local = local_environment(manifest, opts, notes)
         if local is not None:
             kind, name = "conda", local
     if manifest is not None and kind:
@@ -183,19 +215,55 @@ def choose_interpreter(manifest: Optional[Plugin], opts: LaunchOptions) -> Choic
                       else f"{LOCAL_ENV_DIR} built from the lock file beside {manifest.path.name}",
                       # base_env: conda runs an active env's deactivate.d hooks first
                       wrap=functools.partial(environment.wrap_command, base_env=base_env),
-                      env_desc=f"{environment.kind} {environment.prefix}")
+                      env_desc=f"{environment.kind} {environment.prefix}",
+                      prefix=str(environment.prefix))
     return Choice(sys.executable, base_env, "the interpreter ekl runs on")
 
 
 def resolve(manifest: Plugin, opts: Optional[LaunchOptions] = None,
-            host_sdk: str = "missing") -> LaunchSpec:
+            host_sdk: str = "missing", use_cache: bool = True) -> LaunchSpec:
     """Everything needed to start ``manifest``'s plugin.
 
     ``host_sdk``: ``"missing"`` puts ekl's SDK on PYTHONPATH only when the interpreter has
     none; ``"always"`` puts it in front of any installed one (``ekl-python`` needs ekl's SDK
     for its relay; the official SDK's API is the same, so the plugin does not notice).
+
+    Python plugins are answered from the launch cache when its entry is still valid (see
+    ``cache.py``); a miss resolves and stores. Go plugins and ``--conda-run`` cost nothing
+    to resolve and are not cached.
     """
     opts = opts or LaunchOptions()
+    if not use_cache or manifest.language == "go" or opts.conda_run or not cache_usable():
+        return _resolve(manifest, opts, host_sdk, {})
+    spec = cache_lookup(manifest, opts, host_sdk)
+    if spec is not None:
+        return spec
+    seen: Dict[str, Optional[str]] = {}
+    started = clock_ns()
+    with LogCapture() as logs:
+        spec = _resolve(manifest, opts, host_sdk, seen)
+    if seen.get("built"):
+        return spec  # the first start built the environment: the next one stores
+    lock_file = None
+    try:
+        from ekl.envs.lock import find_lock_file
+
+        found = find_lock_file(manifest.folder, manifest.ekl.lock)
+        lock_file = str(found) if found else None
+    except Exception:  # a bad lock reference was reported by resolution itself
+        pass
+    cache_store(manifest, opts, host_sdk, spec,
+                dependencies(manifest, opts, spec, seen.get("prefix"), lock_file,
+                                   seen.get("hosted")),
+                logs.records, started)
+    return spec
+
+
+def _resolve(manifest: Plugin, opts: LaunchOptions, host_sdk: str,
+             seen: Dict[str, Optional[str]]) -> LaunchSpec:
+    """``resolve`` without the cache; notes in ``seen`` what the cache must watch."""
+    from ekl.envs.probe import ProbeError, clean_env, probe
+
     conf_arg = protocol.encode_portable_config(opts.send_timeout_ms)
     cwd = str(manifest.executable.parent)
     if manifest.language == "go":
@@ -212,7 +280,8 @@ def resolve(manifest: Plugin, opts: Optional[LaunchOptions] = None,
         base_env.update(opts.extra_env)
         return _conda_run(manifest, opts, python_bin, conf_arg, base_env, cwd)
 
-    choice = choose_interpreter(manifest, opts)
+    choice = choose_interpreter(manifest, opts, seen)
+    seen["prefix"] = choice.prefix
     python, source, env_vars = choice.python, choice.source, choice.env
     try:
         info = probe(python, env_vars)
@@ -239,6 +308,7 @@ def resolve(manifest: Plugin, opts: Optional[LaunchOptions] = None,
                     "is used in front of it", python, info.ekuiper_error)
     if will_host:
         sdk = str(hosted_sdk_dir())
+        seen["hosted"] = sdk
         env_vars = dict(env_vars)
         env_vars["PYTHONPATH"] = sdk
         if over_vendored:

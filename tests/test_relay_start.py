@@ -1,0 +1,83 @@
+"""``ekl-python``'s start order: the plugin is spawned first, the dial to eKuiper and the
+bookkeeping (status file) follow while it boots, and a failure in either still leaves no
+process and no file behind. Real processes, real sockets, real signals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from ekuiper import protocol
+
+EKL_PYTHON = str(Path(sys.executable).with_name("ekl-python"))
+
+
+def relay_argv(folder: Path) -> list:
+    exe = json.loads(next(folder.glob("*.json")).read_text())["executable"]
+    return [EKL_PYTHON, "-u", str(folder / exe), protocol.encode_portable_config(1000)]
+
+
+def plugin_procs(folder: Path) -> list:
+    """Processes running the plugin's executable (the real plugin, not ekl-python)."""
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if any(str(folder) in c for c in cmd) and not any("ekl-python" in c for c in cmd):
+            out.append(p)
+    return out
+
+
+def test_the_plugin_is_spawned_before_the_dial_to_ekuiper_ends(plugin_copy, ipc_dir, tmp_path):
+    """No eKuiper listens: the relay dials for its retry window (5 s); the plugin is already
+    running meanwhile, and when the dial gives up both exit and nothing is left."""
+    folder = plugin_copy("compat")
+    status = tmp_path / "status"
+    env = dict(os.environ, EKUIPER_IPC_DIR=ipc_dir, EKL_STATUS_DIR=str(status))
+    proc = subprocess.Popen(relay_argv(folder), cwd=folder, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        seen_running = False
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            if plugin_procs(folder):
+                seen_running = True
+            time.sleep(0.05)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert seen_running, "the plugin was not started while ekl-python dialed eKuiper"
+    assert proc.returncode == 1
+    assert "no eKuiper listening on" in err and "Traceback" not in err
+    assert not plugin_procs(folder)
+    assert not (status.exists() and list(status.glob("*.json")))  # no status file left
+
+
+def test_a_status_folder_that_cannot_be_made_stops_before_the_plugin_starts(plugin_copy,
+                                                                            ipc_dir):
+    """Bad input is found before anything is spawned, eKuiper listening or not."""
+    folder = plugin_copy("compat")
+    env = dict(os.environ, EKUIPER_IPC_DIR=ipc_dir, EKL_STATUS_DIR="/dev/null/status")
+    proc = subprocess.Popen(relay_argv(folder), cwd=folder, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    seen_running = False
+    try:
+        while proc.poll() is None:
+            seen_running = seen_running or bool(plugin_procs(folder))
+            time.sleep(0.02)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2
+    assert "status folder /dev/null/status: cannot create it" in err and "Traceback" not in err
+    assert not seen_running and not plugin_procs(folder)

@@ -13,6 +13,14 @@ from typing import Mapping, Optional
 from ekuiper import protocol
 
 RESTART_POLICIES = ("always", "on-failure", "never")
+
+#: A plugin output line longer than this is cut (with a marker) and the rest of it skipped:
+#: a 300 MB line without a newline must not become 300 MB of launcher memory.
+OUTPUT_LINE_MAX_BYTES = 64 * 1024
+#: Error texts kept in the status file (last exit, fatal reason, restart reasons) are cut here.
+ERROR_TEXT_MAX_CHARS = 4096
+#: eKuiper's ``portable.recvTimeout``: a function call or sink record busy longer is a hang.
+DEFAULT_CALL_TIMEOUT_S = 5.0
 LOCK_POLICIES = ("strict", "warn", "off")
 
 
@@ -39,8 +47,8 @@ class HostSettings:
     command_timeout_s: float = 15.0
     #: handed to the plugin in argv[1] (eKuiper ``PortbleConf.SendTimeout``)
     plugin_send_timeout_ms: int = protocol.DEFAULT_SEND_TIMEOUT_MS
-    #: wait for a function's answer (eKuiper ``portable.recvTimeout``)
-    function_timeout_s: float = 5.0
+    #: wait for a function's answer (eKuiper ``portable.recvTimeout``; ``--call-timeout``)
+    function_timeout_s: float = DEFAULT_CALL_TIMEOUT_S
     #: wait for the plugin to take a sink message (eKuiper ``portable.sendTimeout``)
     sink_send_timeout_s: float = 5.0
     #: wait for a sink's ack when the rule sets requireAck
@@ -67,3 +75,12 @@ class SupervisorSettings:
     #: restart when RSS stays above this for rss_strikes consecutive checks (None: no limit)
     max_rss_mb: Optional[float] = None
     rss_strikes: int = 3
+    #: with max_rss, memory is sampled as often as a plugin growing this fast needs to be
+    #: caught before it crosses the limit by much (half the time its headroom would last,
+    #: between rss_fast_interval_s and the health interval): 100 MB/s is caught before it
+    #: doubles the limit, and an idle plugin far below it costs nothing extra
+    rss_growth_mb_s: float = 100.0
+    rss_fast_interval_s: float = 0.1
+    #: a function call or sink record busy longer than this (reported in the ping answer of
+    #: ekl's SDK) is a hang: restart and replay (eKuiper's recvTimeout)
+    call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S

@@ -104,7 +104,7 @@ def test_feed_without_acks_loses_nothing_at_the_end(plugin_copy, tmp_path):
     assert got[0] == "open" and got[-1] == "closed" and len(got) == n + 2
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 130)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_stops_the_plugin_and_removes_every_socket(ipc_dir, sig, code):
     proc = subprocess.Popen([sys.executable, "-m", "ekl.launcher.cli", "tail", PYSAM, "pyjson",
                              "--ipc-dir", ipc_dir], stdout=subprocess.PIPE,

@@ -289,3 +289,94 @@ def test_sink_socket_of_a_killed_official_plugin_is_removed(host, plugin_copy, o
     os.kill(inst.pid, signal.SIGKILL)
     inst.close()
     assert not os.path.exists(path)
+
+
+# --- supervision never stops silently (issue 11) -----------------------------------------
+
+
+def test_twenty_plugins_sigkilled_at_once_all_restart_and_status_never_lies(plugin_copy,
+                                                                            tmp_path):
+    """The status-file race: one writer per file, so no watcher dies and none is lost."""
+    status = tmp_path / "status.json"
+    folders = [plugin_copy("compat") for _ in range(20)]
+    proc = subprocess.Popen(ekl("supervise", *map(str, folders), "--status-file", str(status),
+                                "--health-interval", "0.5", "--start-limit", "10"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def all_running(restarts):
+        s = read_status(status)
+        return s and len(s["plugins"]) == 20 and all(
+            p["state"] == "RUNNING" and p["restarts"] == restarts for p in s["plugins"])
+
+    try:
+        for rnd in (1, 2):  # a second round proves every watcher survived the first
+            assert wait_for(lambda r=rnd: all_running(r - 1), timeout=90), proc.poll()
+            pids = [p["pid"] for p in read_status(status)["plugins"]]
+            killed_at = time.time()
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            lies = []
+            end = time.monotonic() + 90
+            while time.monotonic() < end and not all_running(rnd):
+                s = read_status(status)
+                if s and s["written_at"] > killed_at + 0.2:
+                    lies += [p for p in s["plugins"]
+                             if p["state"] == "RUNNING" and p["pid"] in pids]
+                time.sleep(0.02)
+            assert all_running(rnd), read_status(status)
+            assert not lies, lies[:2]
+            assert all(is_gone(p) for p in pids)
+        s = read_status(status)
+        assert all(p["internal_errors"] == 0 for p in s["plugins"])
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert all(p["state"] == "STOPPED" for p in read_status(status)["plugins"])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_an_exception_in_the_watcher_loop_restarts_the_plugin_and_supervision_goes_on(
+        host, plugin_copy, caplog):
+    w, inst = watch(host, plugin_copy("compat"))
+    old = inst.pid
+    real = w._check
+    calls = []
+
+    def broken():
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("injected")
+        return real()
+
+    w._check = broken
+    with caplog.at_level("ERROR", logger="ekl"):
+        assert wait_restarted(w, old)
+    assert w.internal_errors == 1 and w.restart_count == 1
+    assert w.restarts[-1].reason == "supervisor error: KeyError: 'injected'"
+    assert any(r.exc_info and "injected" in r.getMessage() for r in caplog.records)
+    assert w._thread.is_alive()
+    # and it still supervises: a crash afterwards is restarted too
+    old = inst.pid
+    os.kill(old, signal.SIGKILL)
+    assert wait_restarted(w, old)
+    assert w.restart_count == 2 and w.status()["restarts"] == 2
+
+
+def test_restarts_before_the_handshake_are_counted(host, plugin_copy):
+    w, inst = watch(host, plugin_copy("crashloop"), fail_fast=False, start_limit=3,
+                    start_limit_window_s=60)
+    assert wait_for(lambda: w.state == State.FATAL, timeout=15)
+    assert len(w._starts) == 3 and w.status()["restarts"] == 2
+    assert w.restarts[-1].reason.startswith("start failed: plugin")
+
+
+def test_a_killed_watchdog_is_respawned_at_the_next_health_check(host, plugin_copy):
+    w, inst = watch(host, plugin_copy("compat"))
+    lifeline = inst.lifeline
+    first = lifeline.watchdog_pid
+    os.kill(first, signal.SIGKILL)
+    assert wait_for(lambda: lifeline.watchdog_pid not in (None, first)
+                    and psutil.pid_exists(lifeline.watchdog_pid), timeout=5)

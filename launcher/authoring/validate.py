@@ -43,6 +43,8 @@ log = logging.getLogger("ekl")
 #: eKuiper's plugin and symbol names (letters, digits, underscores)
 SYMBOL_RE = re.compile(r"^[A-Za-z0-9_]+$")
 KIND_OF = {"sources": "source", "sinks": "sink", "functions": "function"}
+#: How long a started source is watched for an ``open`` that raises (ekl's SDK reports it).
+SOURCE_OPEN_GRACE_S = 0.3
 #: the one-line answer of ekl's SDK to a start for a symbol it does not register
 UNKNOWN_RE = re.compile(r"unknown (source|sink|function) symbol '([^']*)': plugin (\S+) "
                         r"registers (sources|sinks|functions): (.*)$")
@@ -424,8 +426,14 @@ def _start_each(m: Plugin, inst: Any, report: Report, rule: str, exe: str, j: st
             continue  # already reported by the static checks
         try:
             inst.start_source(s, meta, "", config)
+            failed = inst.source_failure(s, within_s=SOURCE_OPEN_GRACE_S)
             inst.stop_source(s, meta)
-            report.checked.append(f"source {s} started with sources/{s}.yaml default and stopped")
+            if failed:
+                report.error(f"{exe}: source {s} stopped right after its start: {failed}; "
+                             f"an eKuiper rule on it would get no data. Fix its open()")
+            else:
+                report.checked.append(f"source {s} started with sources/{s}.yaml default "
+                                      f"and stopped")
         except HostTimeout:
             raise _Wedged(f"the start of source {s!r}") from None
         except EklError as e:

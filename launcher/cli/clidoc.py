@@ -22,7 +22,8 @@ PLUGIN is a plugin folder, its `NAME.json`, or (where noted) a plugin zip.
 **Exit codes** (every verb): `0` success; `1` the plugin failed or has problems (an error
 reply, a crash, an ack error, environment drift, `validate` findings); `2` bad input (the
 plugin's JSON, an option, a missing file or environment, an existing folder for `init`);
-`130` interrupted (Ctrl-C or SIGTERM; the plugin and its sockets are cleaned up).
+`130` interrupted by Ctrl-C (SIGINT), `143` terminated by SIGTERM (either way the plugin,
+its descendants and its sockets are cleaned up first).
 
 Data goes to stdout (JSON lines, or one JSON document with `--json`); messages, progress
 and errors go to stderr, one line each. Error messages are explained in

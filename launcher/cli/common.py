@@ -14,6 +14,8 @@ from ..plugin import Plugin
 from ..settings import HostSettings, LaunchOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: 128 + SIGTERM, the shell's convention for a process ended by SIGTERM
+EXIT_TERMINATED = 143
 
 
 def _json_arg(text: str, what: str) -> Any:

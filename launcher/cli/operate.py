@@ -95,7 +95,11 @@ def render_table(status: Dict[str, Any], width: Optional[int] = None,
                              "", "", f"rule {rule or '-'}{'; ' + counts if counts else ''}{err}"])
     lines = _table(rows, width)
     age = time.time() - (status.get("written_at") or time.time())
-    lines.append(f"(status written {age:.0f} s ago by pid {status.get('launcher_pid')})")
+    modes = sorted({str(p["containment"]) for p in status.get("plugins", [])
+                    if p.get("containment")})
+    contained = f"; containment: {', '.join(modes)}" if modes else ""
+    lines.append(f"(status written {age:.0f} s ago by pid {status.get('launcher_pid')}"
+                 f"{contained})")
     return "\n".join(lines)
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from typing import Any
 
 from ekuiper.protocol import FuncMeta, Meta
 
 from ..errors import EklError, FunctionError, HostTimeout
 from ..plugin import load
+from ..process import check_writable_file
 from ..progress import Progress
+from ..settings import DEFAULT_CALL_TIMEOUT_S, HostSettings
 from ..start import RULE, open_plugin
 from .common import (
     EXIT_FAILED,
@@ -27,6 +30,29 @@ from .common import (
 )
 
 
+def add_call_timeout(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--call-timeout", type=float, default=DEFAULT_CALL_TIMEOUT_S, metavar="S",
+                   help="a function call or sink write unanswered this long is a hang "
+                        "(eKuiper's recvTimeout; default: 5)")
+
+
+def _host(args: argparse.Namespace) -> HostSettings:
+    """The host settings of a verb, with its --call-timeout and checked --log-file."""
+    if args.log_file:
+        check_writable_file(args.log_file, "--log-file")
+    h = host_settings(args)
+    t = getattr(args, "call_timeout", None)
+    if t is not None:
+        if not t > 0:
+            raise EklError(f"--call-timeout {t}: give a number of seconds above 0, e.g. 5")
+        h = replace(h, function_timeout_s=t, ack_timeout_s=t)
+    return h
+
+
+#: ``ekl tail`` asks the plugin whether its source failed after this much silence.
+TAIL_CHECK_S = 1.0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ..supervise.pipeline import Pipeline
 
@@ -40,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipe = Pipeline(manifest, source=source, datasource=args.datasource or "", config=config,
                     function=function, field=args.field, sink=sink, sink_config=sink_config,
                     count=args.count, out=_emit)
-    return pipe.run(launch_options(args), host_settings(args), supervise=not args.no_restart,
+    return pipe.run(launch_options(args), _host(args), supervise=not args.no_restart,
                     progress=Progress(quiet=args.quiet))
 
 
@@ -48,7 +74,8 @@ def cmd_call(args: argparse.Namespace) -> int:
     manifest = load(args.plugin)
     _pick(manifest, "functions", args.function, required=True)
     values = [_json_arg(a, f"argument {i + 1}") for i, a in enumerate(args.args)]
-    with open_plugin(manifest, launch_options(args), host_settings(args),
+    host = _host(args)
+    with open_plugin(manifest, launch_options(args), host,
                      Progress(quiet=args.quiet)) as inst:
         fn = inst.start_function(args.function)
         if args.validate:
@@ -61,6 +88,14 @@ def cmd_call(args: argparse.Namespace) -> int:
         except FunctionError as e:
             print(f"ekl: {e}", file=sys.stderr)
             return EXIT_FAILED
+        except HostTimeout:
+            if not inst.alive():
+                raise
+            from ..supervise.pipeline import hung_message
+
+            print(f"ekl: {hung_message(f'function {args.function}', host.function_timeout_s)}",
+                  file=sys.stderr)
+            return EXIT_FAILED
         _emit(result)
     return EXIT_OK
 
@@ -71,17 +106,35 @@ def cmd_tail(args: argparse.Namespace) -> int:
     assert source is not None
     config = _source_config(manifest, source, args)
     errors = 0
-    with open_plugin(manifest, launch_options(args), host_settings(args),
+    with open_plugin(manifest, launch_options(args), _host(args),
                      Progress(quiet=args.quiet)) as inst:
         meta = Meta(RULE, f"tail_{source}", 0)
         stream = inst.start_source(source, meta, args.datasource or "", config)
         n = 0
+        silent = 0.0
         while args.n is None or n < args.n:
+            # wait in short steps: a source whose open() raised is reported, not waited on
+            step = TAIL_CHECK_S if args.timeout is None else min(TAIL_CHECK_S,
+                                                                 args.timeout - silent)
             try:
-                msg = stream.recv(args.timeout)
-            except HostTimeout as e:
-                print(f"ekl: {e}", file=sys.stderr)
-                return EXIT_FAILED
+                msg = stream.recv(max(step, 0.001))
+            except HostTimeout:
+                silent += step
+                failed = inst.source_failure(source)
+                if failed:
+                    print(f"ekl: source {source} stopped: {failed}", file=sys.stderr)
+                    return EXIT_FAILED
+                proc = inst.process
+                if proc is not None and not proc.alive():
+                    print(f"ekl: plugin {inst.name} {proc.exit_description()}: {proc.tail()}",
+                          file=sys.stderr)
+                    return EXIT_FAILED
+                if args.timeout is not None and silent >= args.timeout:
+                    print(f"ekl: source {source}: no data within {args.timeout:.1f} s",
+                          file=sys.stderr)
+                    return EXIT_FAILED
+                continue
+            silent = 0.0
             if msg.error is not None:
                 errors += 1
                 print(f"ekl: source {source}: error: {msg.error}", file=sys.stderr)
@@ -100,7 +153,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
     if args.require_ack:
         config["requireAck"] = True
     failures = 0
-    with open_plugin(manifest, launch_options(args), host_settings(args),
+    with open_plugin(manifest, launch_options(args), _host(args),
                      Progress(quiet=args.quiet)) as inst:
         meta = Meta(RULE, f"feed_{sink}", 0)
         writer = inst.start_sink(sink, meta, config)
@@ -145,7 +198,8 @@ def register(sub: Any) -> None:
     r.add_argument("--sink-config", metavar="JSON", help="sink properties")
     r.add_argument("--count", type=int, metavar="N", help="stop after N records")
     r.add_argument("--no-restart", action="store_true",
-                   help="do not restart the plugin if it dies mid-run")
+                   help="do not restart the plugin if it dies or hangs mid-run; exit 1")
+    add_call_timeout(r)
     add_launch_options(r)
     r.set_defaults(func=cmd_run)
 
@@ -154,6 +208,7 @@ def register(sub: Any) -> None:
     c.add_argument("function", metavar="FUNCTION")
     c.add_argument("args", nargs="*", metavar="ARG_JSON", help="arguments, each a JSON value")
     c.add_argument("--validate", action="store_true", help="call Validate first")
+    add_call_timeout(c)
     add_launch_options(c)
     c.set_defaults(func=cmd_call)
 
@@ -176,5 +231,6 @@ def register(sub: Any) -> None:
     f.add_argument("--config", metavar="JSON", help="sink properties")
     f.add_argument("--require-ack", action="store_true",
                    help="set requireAck and report every ack error")
+    add_call_timeout(f)
     add_launch_options(f)
     f.set_defaults(func=cmd_feed)

@@ -8,7 +8,8 @@ from typing import Any, List, Optional, Tuple
 from ..errors import EklError
 from ..ops.cli import add_supervise_options
 from ..settings import RESTART_POLICIES, HostSettings, LaunchOptions, SupervisorSettings
-from .common import add_launch_options, host_settings, launch_options
+from .common import add_launch_options, launch_options
+from .run import _host, add_call_timeout
 
 
 def entries_from_config(cfg: Any) -> List[Any]:
@@ -50,11 +51,13 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     else:
         if not args.plugins:
             raise EklError("ekl supervise: give PLUGIN... or --config FILE.toml")
+        host = _host(args)
         sup = SupervisorSettings(restart=args.restart, health_interval_s=args.health_interval,
                                  max_rss_mb=args.max_rss, probe_timeout_s=args.probe_timeout,
                                  start_limit=args.start_limit,
-                                 start_limit_window_s=args.start_limit_window)
-        opts, host = launch_options(args), host_settings(args)
+                                 start_limit_window_s=args.start_limit_window,
+                                 call_timeout_s=host.function_timeout_s)
+        opts = launch_options(args)
         entries, flows = [PluginEntry(t, opts, host, sup) for t in args.plugins], []
     configure_logs(log_format, log_dir)
     arbiter = Arbiter(entries, status_file=status_file, reload=reload,
@@ -77,9 +80,10 @@ def configure_logs(log_format: Optional[str], log_dir: Optional[str]) -> None:
 
 def register(sub: Any) -> None:
     s = sub.add_parser("supervise", help="run plugins under supervision until SIGTERM/Ctrl-C",
-                       description="Start every PLUGIN, restart it when it dies, hangs or "
-                       "outgrows --max-rss (with back-off and a start limit), and write their "
-                       "status to --status-file at every health check.")
+                       description="Start every PLUGIN, restart it when it dies, hangs, "
+                       "outgrows --max-rss, or a function call or sink record of it stays busy "
+                       "longer than --call-timeout (with back-off and a start limit), and "
+                       "write their status to --status-file at every health check.")
     s.add_argument("plugins", nargs="*", metavar="PLUGIN")
     s.add_argument("--status-file", metavar="F", help="write JSON status here (atomically)")
     s.add_argument("--health-interval", type=float, default=SupervisorSettings.health_interval_s,
@@ -94,6 +98,7 @@ def register(sub: Any) -> None:
                    help="more than N starts within --start-limit-window makes a plugin FATAL")
     s.add_argument("--start-limit-window", type=float,
                    default=SupervisorSettings.start_limit_window_s, metavar="S")
+    add_call_timeout(s)
     add_supervise_options(s)
     add_launch_options(s)
     s.set_defaults(func=cmd_supervise)

@@ -2,13 +2,62 @@
 
 from __future__ import annotations
 
+import json
 import time
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
 
 from ekuiper import protocol
 
 from ..errors import CommandError
 from .channels import Alive, RepChannel
+
+#: A ping answer larger than this is not read as liveness (a hostile plugin stays bounded).
+MAX_PING_REPLY = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One answered ping: the round trip and, from ekl's SDK, each symbol's liveness.
+
+    ``symbols`` is None for the official SDK (it answers a plain ``ok``); otherwise one
+    dict per running symbol with at least ``kind``, ``symbol``, ``rule``, ``busy_s`` (how
+    long its current call or record has run, None when idle) and ``failed``.
+    """
+
+    rtt_s: float
+    symbols: Optional[List[Dict[str, Any]]] = field(default=None)
+
+    def hung(self, call_timeout_s: float) -> Optional[Dict[str, Any]]:
+        """The first function or sink whose current call/record outlived the timeout."""
+        for s in self.symbols or ():
+            busy = s.get("busy_s")
+            if isinstance(busy, (int, float)) and busy > call_timeout_s:
+                return s
+        return None
+
+    def failed(self, kind: str, symbol: str) -> Optional[str]:
+        """Why ``symbol`` stopped by itself (a source whose open raised), if it did."""
+        for s in self.symbols or ():
+            if s.get("kind") == kind and s.get("symbol") == symbol and s.get("failed"):
+                return str(s["failed"])
+        return None
+
+
+def parse_ping_reply(result: bytes, plugin_name: str) -> Optional[List[Dict[str, Any]]]:
+    """None for the official SDK's ``ok``; the symbol list for ekl's JSON answer."""
+    if result == protocol.REPLY_OK:
+        return None
+    if result[:1] == b"{" and len(result) <= MAX_PING_REPLY:
+        try:
+            d = json.loads(result)
+        except ValueError:
+            d = None
+        if isinstance(d, dict) and d.get("ok") is True:
+            syms = d.get("symbols")
+            return [s for s in syms if isinstance(s, dict)] if isinstance(syms, list) else []
+    raise CommandError(f"plugin {plugin_name}: ping failed: "
+                       f"{result[:200].decode('utf-8', 'replace').strip()}")
 
 
 def check_result(result: bytes, plugin_name: str, what: str) -> None:
@@ -40,7 +89,12 @@ class ControlChannel(RepChannel):
         check_result(self.request(command, timeout_s, alive, what), self.plugin_name, what)
 
     def ping(self, timeout_s: float, alive: Alive = None) -> Optional[float]:
-        """The liveness probe; the round trip in seconds, or None when a command is in flight.
+        """The liveness probe; the round trip in seconds, or None when a command is in flight."""
+        p = self.probe(timeout_s, alive)
+        return None if p is None else p.rtt_s
+
+    def probe(self, timeout_s: float, alive: Alive = None) -> Optional[Probe]:
+        """Ping; the answer with per-symbol liveness, or None when a command is in flight.
 
         A command in flight (a source start may take seconds) holds the channel; probing
         behind it would time out on a healthy plugin, so the probe is skipped instead.
@@ -48,5 +102,5 @@ class ControlChannel(RepChannel):
         if self.busy():
             return None
         t0 = time.monotonic()
-        self.send_command(protocol.PING_COMMAND, timeout_s, alive, "ping")
-        return time.monotonic() - t0
+        result = self.request(protocol.PING_COMMAND, timeout_s, alive, "ping")
+        return Probe(time.monotonic() - t0, parse_ping_reply(result, self.plugin_name))

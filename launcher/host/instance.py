@@ -11,6 +11,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from typing import Dict, List, Optional, Sequence
 
 from ekuiper import protocol
@@ -20,7 +21,7 @@ from ..errors import CommandError, EklError, HostTimeout, PluginStartError
 from ..process import LaunchSpec, PluginProcess
 from ..process.lifeline import Lifeline
 from ..settings import HostSettings
-from .control import ControlChannel, check_result
+from .control import ControlChannel, Probe, check_result
 from .functions import FunctionClient
 from .ipc import PluginDied, remove_ipc_dir
 from .journal import Journal, ReplayResult, journal_key
@@ -28,6 +29,8 @@ from .sinks import SinkWriter
 from .sources import SourceStream
 
 log = logging.getLogger("ekl")
+#: SIGTERM to SIGKILL of the plugin tree when the user interrupted ekl (Ctrl-C, SIGTERM).
+INTERRUPT_GRACE_S = 0.25
 
 
 class PluginInstance:
@@ -141,13 +144,36 @@ class PluginInstance:
                                f"{proc.tail()}") from None
 
     def ping(self, timeout_s: float) -> Optional[float]:
+        p = self.probe(timeout_s)
+        return None if p is None else p.rtt_s
+
+    def probe(self, timeout_s: float) -> Optional[Probe]:
+        """Ping with per-symbol liveness (None while a command holds the channel)."""
         control, proc = self.control, self.process
         if control is None or proc is None:
             raise EklError(f"plugin {self.name} is not running")
         try:
-            return control.ping(timeout_s, alive=proc.alive)
+            return control.probe(timeout_s, alive=proc.alive)
         except PluginDied:
             raise CommandError(f"plugin {self.name} {proc.exit_description()}") from None
+
+    def source_failure(self, symbol: str, within_s: float = 0.0) -> Optional[str]:
+        """Why source ``symbol`` stopped by itself (its ``open`` raised), or None.
+
+        Asked over ``ping``: only ekl's SDK reports it (the official SDK's plain ``ok``
+        says nothing, so None). ``within_s``: keep asking that long (an ``open`` that
+        fails at once is seen by ``ekl validate`` right after the start).
+        """
+        end = time.monotonic() + within_s
+        while True:
+            try:
+                probe = self.probe(min(2.0, self.settings.command_timeout_s))
+            except EklError:
+                return None
+            failed = probe.failed(protocol.TYPE_SOURCE, symbol) if probe else None
+            if failed or probe is None or probe.symbols is None or time.monotonic() >= end:
+                return failed
+            time.sleep(0.05)
 
     def _start(self, ctrl: Control) -> None:
         cmd = protocol.encode_command(protocol.CMD_START, ctrl)
@@ -232,15 +258,19 @@ class PluginInstance:
 
     # --- the end -----------------------------------------------------------------------
 
-    def close(self) -> List[int]:
-        """Stop symbols (best effort), the process and every socket; remove private files."""
+    def close(self, interrupted: bool = False) -> List[int]:
+        """Stop symbols (best effort), the process and every socket; remove private files.
+
+        ``interrupted`` (Ctrl-C, SIGTERM): the user wants the shell back within 0.5 s, so
+        no per-symbol stop round trips and only INTERRUPT_GRACE_S before SIGKILL.
+        """
         for key, stream in list(self.sources.items()):
             stream.close()
             self.sources.pop(key, None)
         for key, writer in list(self.sinks.items()):
             writer.close()
             self.sinks.pop(key, None)
-        if self.alive():
+        if self.alive() and not interrupted:
             for ctrl, _ in reversed(self.journal.entries()):
                 if ctrl.plugin_type == protocol.TYPE_FUNC:
                     continue  # eKuiper never stops functions; they end with the process
@@ -249,7 +279,7 @@ class PluginInstance:
                                  f"stop {ctrl.describe}", timeout_s=2.0)
                 except EklError as e:
                     log.debug("%s", e)
-        survivors = self.stop_process()
+        survivors = self.stop_process(INTERRUPT_GRACE_S if interrupted else None)
         for client in self.functions.values():
             client.close()
         self.functions.clear()

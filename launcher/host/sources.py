@@ -13,6 +13,9 @@ from ekuiper.protocol import Meta, SourceMessage
 from ..errors import HostTimeout
 from .ipc import listen
 
+#: The longest single wait in ``recv``: the bound on how late a signal is handled.
+RECV_SLICE_S = 0.1
+
 
 class SourceStream:
     """PULL listener for one rule instance; yields decoded tuples and errors.
@@ -30,11 +33,19 @@ class SourceStream:
         self.errors = 0
 
     def recv(self, timeout_s: Optional[float] = None) -> SourceMessage:
-        self.sock.recv_timeout = -1 if timeout_s is None else max(1, int(timeout_s * 1000))
-        try:
-            data = self.sock.recv_msg().bytes  # recv() raises on a 0-byte message
-        except pynng.Timeout:
-            raise HostTimeout(f"source {self.symbol}: no data within {timeout_s:.1f} s") from None
+        """The next message; waits in slices so Ctrl-C and SIGTERM are handled at once
+        (a signal handler runs only when the wait returns to Python)."""
+        end = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            left = RECV_SLICE_S if end is None else min(RECV_SLICE_S, end - time.monotonic())
+            if left <= 0:
+                raise HostTimeout(f"source {self.symbol}: no data within {timeout_s:.1f} s")
+            self.sock.recv_timeout = max(1, int(left * 1000))
+            try:
+                data = self.sock.recv_msg().bytes  # recv() raises on a 0-byte message
+                break
+            except pynng.Timeout:
+                continue
         msg = protocol.decode_source_message(data)
         if msg.error is not None:
             self.errors += 1

@@ -122,6 +122,8 @@ PLUGIN_KEYS: Dict[str, Tuple[str, Check, str]] = {
     "probe_timeout_s": (SUPERVISOR, _number(0, strict=True), "ping deadline"),
     "max_rss_mb": (SUPERVISOR, _number(0, strict=True), "memory limit of the process tree"),
     "rss_strikes": (SUPERVISOR, _number(1, integer=True), "checks above max_rss_mb before restart"),
+    "rss_growth_mb_s": (SUPERVISOR, _number(0, strict=True), "growth rate memory sampling assumes"),
+    "rss_fast_interval_s": (SUPERVISOR, _number(0, strict=True), "fastest memory sampling near max_rss_mb"),
     "call_timeout_s": (SUPERVISOR, _number(0, strict=True), "a call or sink write busy longer is a hang"),
     # HostSettings (--init-timeout, --ipc-dir, ...)
     "init_timeout_s": (HOST, _number(0, strict=True), "handshake deadline"),

@@ -17,7 +17,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
-from ..errors import PluginStartError
+from ..errors import EklError, PluginStartError
+from ..settings import ERROR_TEXT_MAX_CHARS, OUTPUT_LINE_MAX_BYTES
+from . import containment
 from .lifeline import Lifeline
 
 if TYPE_CHECKING:  # psutil is imported where used: a start does not need it (issue 16)
@@ -27,6 +29,32 @@ log = logging.getLogger("ekl")
 
 #: How many of the plugin's last stderr lines an error message may quote.
 TAIL_LINES = 20
+#: Appended to an output line cut at OUTPUT_LINE_MAX_BYTES.
+CUT_MARKER = " [ekl: line cut at {limit} bytes; {skipped} more bytes skipped]"
+
+
+def cap_text(text: Optional[str], limit: int = ERROR_TEXT_MAX_CHARS) -> Optional[str]:
+    """An error text at most ``limit`` characters long (status files stay small)."""
+    if text is None or len(text) <= limit:
+        return text
+    mark = " [ekl: text cut]"
+    return text[:limit - len(mark)] + mark
+
+
+def check_writable_file(path: str, option: str) -> None:
+    """A file option the launcher will write to: one line now instead of a traceback later."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise EklError(f"{option} {path}: folder {folder} does not exist; create it or give "
+                       f"another path")
+    if os.path.isdir(path):
+        raise EklError(f"{option} {path}: is a folder; give a file path")
+    try:
+        with open(path, "a"):  # the file is written soon anyway; root passes os.access
+            pass
+    except OSError as e:
+        raise EklError(f"{option} {path}: cannot write it ({e.strerror}); give a path you "
+                       f"can write") from None
 
 
 @dataclass(frozen=True)
@@ -85,6 +113,8 @@ class PluginProcess:
         self.exited = threading.Event()
         self._on_exit: List[Callable[[], None]] = []
         self._file_handler: Optional[logging.Handler] = None
+        #: unique per start; every descendant inherits it (containment.py says why)
+        self.token = containment.new_token()
 
     @property
     def pid(self) -> Optional[int]:
@@ -95,14 +125,21 @@ class PluginProcess:
         if spec.log_file and self._file_handler is None:
             import logging.handlers  # only with --log-file: it pulls in pickle and socket
 
-            h = logging.handlers.RotatingFileHandler(spec.log_file, maxBytes=spec.log_max_bytes,
-                                                     backupCount=spec.log_backups)
+            try:
+                h = logging.handlers.RotatingFileHandler(
+                    spec.log_file, maxBytes=spec.log_max_bytes, backupCount=spec.log_backups)
+            except OSError as e:
+                raise PluginStartError(f"--log-file {spec.log_file}: cannot write it "
+                                       f"({e.strerror}); give a path you can write") from None
             h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
             self._out.addHandler(h)
             self._file_handler = h
+        containment.become_subreaper()  # orphans of the plugin come back to us, not to init
+        env = dict(spec.env)
+        env[containment.TOKEN_ENV] = self.token
         try:
             self.popen = subprocess.Popen(
-                list(spec.argv), cwd=spec.cwd, env=dict(spec.env), stdin=subprocess.DEVNULL,
+                list(spec.argv), cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                 close_fds=True)
         except OSError as e:
@@ -110,7 +147,7 @@ class PluginProcess:
                                    f"{e.strerror}") from None
         self.started_at = time.time()
         if self.lifeline is not None:
-            self.lifeline.register(self.popen.pid)
+            self.lifeline.register(self.popen.pid, self.token)
         threading.Thread(target=self._wait, daemon=True, name=f"{spec.name}-wait").start()
         for stream, is_err in ((self.popen.stdout, False), (self.popen.stderr, True)):
             t = threading.Thread(target=self._pump, args=(stream, is_err), daemon=True,
@@ -133,13 +170,32 @@ class PluginProcess:
             fn()
 
     def _pump(self, stream: IO[bytes], is_err: bool) -> None:
+        """Log each output line; a line longer than OUTPUT_LINE_MAX_BYTES is cut with a
+        marker and the rest of it read in bounded chunks and dropped, never buffered."""
         prefix = f"[{self.spec.name}] "
-        for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            if is_err:
-                self.stderr_tail.append(line)
-            self._out.info("%s%s", prefix, line)
-        stream.close()
+        limit = OUTPUT_LINE_MAX_BYTES
+        try:
+            while True:
+                raw = stream.readline(limit)
+                if not raw:
+                    break
+                cut = ""
+                if not raw.endswith(b"\n") and len(raw) >= limit:
+                    skipped = 0
+                    while True:  # skip to the end of this line, a chunk at a time
+                        more = stream.readline(limit)
+                        skipped += len(more)
+                        if not more or more.endswith(b"\n"):
+                            break
+                    cut = CUT_MARKER.format(limit=limit, skipped=skipped)
+                line = raw.decode("utf-8", "replace").rstrip("\n") + cut
+                if is_err:
+                    self.stderr_tail.append(line)
+                self._out.info("%s%s", prefix, line)
+        except (OSError, ValueError):
+            pass  # the pipe was closed under us: nothing more to read
+        finally:
+            stream.close()
 
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -163,7 +219,7 @@ class PluginProcess:
         """The last stderr lines, joined on one line, for error messages."""
         self.flush_output()
         lines = [ln.strip() for ln in self.stderr_tail if ln.strip()][-n:]
-        return " | ".join(lines) if lines else "(no output on stderr)"
+        return cap_text(" | ".join(lines)) if lines else "(no output on stderr)"
 
     def flush_output(self, timeout: float = 1.0) -> None:
         """Wait for the output readers once the process is gone, so nothing is lost."""
@@ -212,7 +268,15 @@ class PluginProcess:
         if self.popen is None:
             return []
         pgid = self.popen.pid
-        procs = [p for p in self.tree(whole_group=True) if p.pid != self.popen.pid]
+        procs = [p for p in self.tree() if p.pid != self.popen.pid]
+        known = {p.pid for p in procs}
+        for pid in containment.members(self.token, pgid):  # setsid children, daemons
+            if pid not in known and pid != pgid:
+                try:
+                    procs.append(psutil.Process(pid))
+                    known.add(pid)
+                except psutil.Error:
+                    pass
         for p in [*procs]:
             try:
                 p.send_signal(sig)
@@ -243,10 +307,25 @@ class PluginProcess:
         except (ProcessLookupError, PermissionError):
             pass
         self.popen.wait()
+        for _ in range(3):  # a daemon may have forked while we killed: until none is left
+            late = [pid for pid in containment.members(self.token) if not is_gone(pid)]
+            if not late:
+                break
+            for pid in late:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                try:
+                    rest.append(psutil.Process(pid))
+                except psutil.Error:
+                    pass
+                known.add(pid)
         _, survivors = psutil.wait_procs(rest, timeout=1.0)
         survivors = [p for p in survivors if not is_gone(p)]
+        containment.reap(known)  # orphans the subreaper adopted leave no zombie behind
         if self.lifeline is not None:
-            self.lifeline.unregister(pgid)
+            self.lifeline.unregister(pgid, self.token)
         self.flush_output()
         return [p.pid for p in survivors]
 

@@ -22,6 +22,7 @@ class Lifeline:
         self._proc: Optional[subprocess.Popen] = None
         self._lock = threading.Lock()
         self._groups: Set[int] = set()
+        self._tokens: Set[str] = set()
         self._paths: Set[str] = set()
 
     def _spawn(self) -> subprocess.Popen:
@@ -34,6 +35,8 @@ class Lifeline:
         # a new watchdog learns everything the dead one knew
         for g in sorted(self._groups):
             proc.stdin.write(f"+{g}\n")
+        for t in sorted(self._tokens):
+            proc.stdin.write(f"+={t}\n")
         for p in sorted(self._paths):
             proc.stdin.write(f"+{p}\n")
         proc.stdin.flush()
@@ -68,16 +71,25 @@ class Lifeline:
     def watchdog_pid(self) -> Optional[int]:
         return self._proc.pid if self._proc is not None else None
 
-    def register(self, pgid: int) -> None:
+    def register(self, pgid: int, token: Optional[str] = None) -> None:
+        """A plugin's process group, and its containment token (process/containment.py):
+        the watchdog kills both when the launcher dies."""
         with self._lock:
             self._groups.add(pgid)
             self._write(f"+{pgid}")
+            if token:
+                self._tokens.add(token)
+                self._write(f"+={token}")
 
-    def unregister(self, pgid: int) -> None:
+    def unregister(self, pgid: int, token: Optional[str] = None) -> None:
         with self._lock:
             self._groups.discard(pgid)
+            if token:
+                self._tokens.discard(token)
             if self._proc is not None:
                 self._write(f"-{pgid}")
+                if token:
+                    self._write(f"-={token}")
 
     def remove_on_death(self, path: str) -> None:
         """Have the watchdog remove ``path`` (a file, or a folder of files) if ekl dies."""
@@ -91,6 +103,7 @@ class Lifeline:
         with self._lock:
             p, self._proc = self._proc, None
             self._groups.clear()
+            self._tokens.clear()
             self._paths.clear()
         if p is not None:
             try:

@@ -2,20 +2,67 @@
 
 The launcher starts this file as a separate process (not a child of any plugin) with a
 pipe on its stdin, and writes ``+PGID`` / ``-PGID`` lines as plugins start and stop, and
-``+/path`` / ``-/path`` lines for files and private folders to remove if it dies. When the
-pipe reaches EOF the launcher is gone: every registered process group gets SIGTERM, then
-SIGKILL after a short grace, so nothing outlives the launcher by more than ~1 s; then the
-registered paths are removed, so a SIGKILLed launcher leaves no socket files behind.
+``+/path`` / ``-/path`` lines for files and private folders to remove if it dies, and
+``+=TOKEN`` / ``-=TOKEN`` lines for each plugin start's containment token. When the pipe
+reaches EOF the launcher is gone: every registered process group and every process whose
+environment carries a registered token (``setsid`` children, double-forked daemons) gets
+SIGTERM, then SIGKILL after a short grace, so nothing outlives the launcher by more than
+~1 s; then the registered paths are removed, so a SIGKILLed launcher leaves no socket
+files behind. It makes itself a child subreaper too, so orphans of anything it starts
+come back to it.
 
 This file must stay runnable on its own (no package imports): it starts on every launch.
 """
 
+import ctypes
 import os
 import signal
 import sys
 import time
 
 GRACE_S = 0.8
+TOKEN_ENV = "EKL_CONTAINMENT"  # process/containment.py's TOKEN_ENV
+
+
+def _subreaper():
+    try:
+        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def _tagged(tokens):
+    """Pids whose environment carries one of ``tokens`` (read from /proc)."""
+    if not tokens:
+        return []
+    needles = [f"{TOKEN_ENV}={t}\0".encode() for t in tokens]
+    me = os.getpid()
+    out = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in names:
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read(1 << 20)
+        except OSError:
+            continue
+        if any(n in env for n in needles):
+            out.append(int(name))
+    return out
+
+
+def _kill_tagged(tokens, sig):
+    pids = _tagged(tokens)
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    return pids
 
 
 def _alive(pgid):
@@ -28,7 +75,9 @@ def _alive(pgid):
 
 def main():
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the launcher's
+    _subreaper()
     groups = set()
+    tokens = set()
     paths = set()
     for line in sys.stdin:
         line = line.rstrip("\n")
@@ -36,6 +85,8 @@ def main():
             continue
         if line[1] == "/":
             (paths.add if line[0] == "+" else paths.discard)(line[1:])
+        elif line[1] == "=":
+            (tokens.add if line[0] == "+" else tokens.discard)(line[2:])
         elif line[1:].isdigit():
             (groups.add if line[0] == "+" else groups.discard)(int(line[1:]))
     live = [g for g in groups if _alive(g)]
@@ -44,17 +95,32 @@ def main():
             os.killpg(g, signal.SIGTERM)
         except OSError:
             pass
+    tagged = _kill_tagged(tokens, signal.SIGTERM)
     end = time.monotonic() + GRACE_S
-    while live and time.monotonic() < end:
+    while (live or tagged) and time.monotonic() < end:
         time.sleep(0.05)
         live = [g for g in live if _alive(g)]
+        tagged = [p for p in tagged if _pid_alive(p)]
     for g in live:
         try:
             os.killpg(g, signal.SIGKILL)
         except OSError:
             pass
+    for _ in range(3):  # a daemon may fork while it is being killed
+        if not _kill_tagged(tokens, signal.SIGKILL):
+            break
+        time.sleep(0.05)
     for path in paths:
         _remove(path)
+
+
+def _pid_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rindex(b")") + 2:][:1] != b"Z"
+    except (OSError, ValueError):
+        return False
 
 
 def _remove(path):

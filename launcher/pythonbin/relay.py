@@ -120,7 +120,7 @@ class Relay:
         def on_signal(signum: int, _f: object) -> None:
             self.stop_event.set()
 
-        for s in (signal.SIGTERM, signal.SIGINT):
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # SIGHUP stops too
             signal.signal(s, on_signal)
         # What eKuiper waits for is the plugin's own start (its first command waits for
         # RUNNING), so the plugin is spawned first and everything else overlaps its boot:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import threading
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -135,7 +136,8 @@ def open_plugin(target: str | Plugin, opts: Optional[LaunchOptions] = None,
             inst.start_process()
         yield inst
     finally:
-        survivors = inst.close()
+        # Ctrl-C or SIGTERM (Interrupted is a KeyboardInterrupt): back to the shell fast
+        survivors = inst.close(interrupted=isinstance(sys.exc_info()[1], KeyboardInterrupt))
         if survivors:
             log.error("plugin %s: processes %s survived the stop", plugin.name, survivors)
 

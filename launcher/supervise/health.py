@@ -72,3 +72,21 @@ class TreeSampler:
                 continue
         self._procs = seen
         return h
+
+
+def tree_rss(sampler: TreeSampler, proc: PluginProcess) -> int:
+    """Resident memory of the tree as the last full sample knew it: cheap enough to run
+    every 0.1 s near ``max_rss`` (no process-table scan, one read per process)."""
+    total = 0
+    procs = dict(sampler._procs)
+    if proc.pid is not None and proc.pid not in procs:
+        try:
+            procs[proc.pid] = psutil.Process(proc.pid)
+        except psutil.Error:
+            return 0
+    for p in procs.values():
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            continue
+    return total

@@ -3,17 +3,23 @@
 If the plugin dies mid-run, the watcher restarts it and replays the journal; the pipeline
 waits for that and carries on from the record it was handling, so ``--count`` is reached.
 Records are at-least-once: one that was in flight during a crash is sent again.
+
+A function call or sink write that outlives the call timeout (``--call-timeout``,
+eKuiper's recvTimeout) is a hang: the watcher restarts the plugin and the record is tried
+again, or, with ``--no-restart``, the run stops with one line naming the symbol and the
+deadline. A source whose ``open`` raised ends the run with its error (exit 1).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Any, Callable, Dict, Optional
 
 from ekuiper.protocol import FuncMeta, Meta
 
-from ..errors import EklError, HostTimeout, PluginStartError
+from ..errors import CommandError, EklError, HostTimeout, PluginStartError
 from ..host.instance import PluginInstance
 from ..plugin import Plugin
 from ..progress import Progress
@@ -27,6 +33,19 @@ log = logging.getLogger("ekl")
 RECOVERY_TIMEOUT_S = 60.0
 #: Records in a row the function may refuse before the run stops.
 MAX_CONSECUTIVE_ERRORS = 10
+#: Silence from the source this long: ask the plugin whether the source failed.
+SOURCE_CHECK_S = 1.0
+
+
+class CallHung(EklError):
+    """A function call or sink write got no answer within the call timeout."""
+
+    exit_code = 1
+
+
+def hung_message(what: str, timeout_s: float) -> str:
+    return (f"{what}: no answer within {timeout_s:.1f} s (--call-timeout); the call hangs. "
+            f"Fix the plugin, or give a longer --call-timeout")
 
 
 class Pipeline:
@@ -46,6 +65,8 @@ class Pipeline:
         #: ``ekl supervise`` ends a served pipeline through this
         self.stopping: Callable[[], bool] = lambda: False
         self.watcher: Optional[Watcher] = None
+        #: restart a plugin whose call hangs (False: ``ekl run --no-restart`` stops instead)
+        self.supervise = True
         self.errors = 0
 
     def run(self, opts: LaunchOptions, settings: HostSettings, supervise: bool = True,
@@ -53,14 +74,16 @@ class Pipeline:
         progress = progress or Progress(quiet=True)
         inst = prepare(self.manifest, opts, settings, progress=progress)
         sup = SupervisorSettings(restart="on-failure" if supervise else "never",
-                                 health_interval_s=1.0)
+                                 health_interval_s=1.0,
+                                 call_timeout_s=settings.function_timeout_s)
+        self.supervise = supervise
         self.watcher = Watcher(inst, sup)
         try:
             with progress.step(f"starting plugin {self.manifest.name} on {inst.spec.interpreter}"):
                 self.watcher.start(fail_fast=True)
             return self._loop(inst)
         finally:
-            self.watcher.stop()
+            self.watcher.stop(interrupted=isinstance(sys.exc_info()[1], KeyboardInterrupt))
 
     def serve(self, watcher: Watcher, stopping: Callable[[], bool],
               retry_s: float = 5.0) -> None:
@@ -76,6 +99,7 @@ class Pipeline:
             try:
                 self._loop(watcher.instance)
             except EklError as e:
+                self._stop_symbols(watcher.instance)  # its sockets, or the retry cannot listen
                 if stopping():
                     break
                 log.error("pipeline %s: %s; starting it again in %.0f s", self.src_meta.rule_id,
@@ -85,20 +109,48 @@ class Pipeline:
                     time.sleep(0.1)
 
     def _recover(self, err: Exception) -> None:
-        """Wait for the supervisor to bring the plugin back (journal replayed)."""
+        """Wait for the supervisor to bring the plugin back (journal replayed).
+
+        "Back" means RUNNING in a live process other than the one that failed: right after
+        a death the watcher may still say RUNNING while it kills the tree.
+        """
         w = self.watcher
         assert w is not None
-        if isinstance(err, HostTimeout) and w.state == State.RUNNING and w.instance.alive():
+        old = w.instance.process
+        if isinstance(err, CallHung):
+            if not self.supervise:
+                raise err
+            log.warning("%s; restarting plugin %s", err, w.name)
+            w.request_restart(f"hung: {err}")
+        elif isinstance(err, HostTimeout) and w.state == State.RUNNING and w.instance.alive():
             return  # a plain timeout with a live plugin: just try again
+
+        def back() -> bool:
+            if w.state in (State.FATAL, State.EXITED, State.STOPPED):
+                return True
+            p = w.instance.process
+            return (w.state == State.RUNNING and p is not None and p.alive()
+                    and (p is not old or not isinstance(err, CallHung) and old.alive()))
+
         deadline = time.monotonic() + RECOVERY_TIMEOUT_S
-        if not w.wait_for(State.RUNNING, State.FATAL, State.EXITED,
-                          timeout=max(0.0, deadline - time.monotonic())):
-            raise EklError(f"plugin {w.name} did not come back within {RECOVERY_TIMEOUT_S:.0f} s")
-        time.sleep(0.05)
+        while not back():
+            if time.monotonic() >= deadline or self.stopping():
+                raise EklError(f"plugin {w.name} did not come back within "
+                               f"{RECOVERY_TIMEOUT_S:.0f} s")
+            time.sleep(0.02)
         if w.state != State.RUNNING:
             raise PluginStartError(f"plugin {w.name} is {w.state}: "
                                    f"{w.fatal_reason or w.last_exit}; last error: {err}")
         log.info("plugin %s is back; continuing", w.name)
+
+    def _stop_symbols(self, inst: PluginInstance) -> None:
+        """Stop this flow's source and sink (their sockets too), best effort."""
+        for stop in (lambda: inst.stop_source(self.source, self.src_meta),
+                     lambda: inst.stop_sink(self.sink, self.sink_meta) if self.sink else None):
+            try:
+                stop()
+            except EklError as e:
+                log.debug("%s", e)
 
     def _loop(self, inst: PluginInstance) -> int:
         stream = inst.start_source(self.source, self.src_meta, self.datasource, self.config)
@@ -110,7 +162,14 @@ class Pipeline:
         while (self.count is None or produced < self.count) and not self.stopping():
             try:
                 if pending is None:
-                    msg = stream.recv(1.0)
+                    try:
+                        msg = stream.recv(SOURCE_CHECK_S)
+                    except HostTimeout:
+                        failed = inst.source_failure(self.source)
+                        if failed:
+                            raise CommandError(f"source {self.source} stopped: {failed}") \
+                                from None
+                        raise
                     if msg.error is not None:
                         log.warning("source %s: error: %s", self.source, msg.error)
                         continue
@@ -125,6 +184,11 @@ class Pipeline:
                     try:
                         record[self.function] = fn.exec([record[key]],  # type: ignore[index]
                                                         FuncMeta(RULE, "fn", 0, 0))
+                    except HostTimeout:
+                        if not inst.alive():
+                            raise
+                        raise CallHung(hung_message(f"function {self.function}",
+                                                    fn.timeout_s)) from None
                     except EklError as e:
                         if not inst.alive() or isinstance(e, HostTimeout):
                             raise
@@ -136,11 +200,19 @@ class Pipeline:
                                            f"{self.function}; last: {e}") from None
                         continue
                 if writer is not None:
-                    writer.write(record)
+                    try:
+                        writer.write(record)
+                    except HostTimeout:
+                        if not inst.alive():
+                            raise
+                        raise CallHung(hung_message(f"sink {self.sink}",
+                                                    writer.ack_timeout_s)) from None
                 consecutive = 0
                 pending = None
                 produced += 1
                 self.out(record)
+            except CallHung as e:
+                self._recover(e)
             except HostTimeout as e:
                 if self.watcher and self.watcher.state in (State.FATAL, State.EXITED):
                     raise PluginStartError(f"plugin {inst.name} is {self.watcher.state}: "
@@ -152,10 +224,5 @@ class Pipeline:
                 if inst.alive() and self.watcher and self.watcher.state == State.RUNNING:
                     raise
                 self._recover(e)
-        for stop in (lambda: inst.stop_source(self.source, self.src_meta),
-                     lambda: inst.stop_sink(self.sink, self.sink_meta) if self.sink else None):
-            try:
-                stop()
-            except EklError as e:
-                log.debug("%s", e)
+        self._stop_symbols(inst)
         return 0

@@ -3,6 +3,10 @@
 One ``Watcher`` per plugin, one monitor thread each. The plugin's host-side channels live
 in its ``PluginInstance`` and survive restarts; a restart starts a new process, then
 replays the journal so sources, sinks and functions come back without anyone asking.
+
+The monitor loop cannot die: an unexpected exception in one step is logged with its
+traceback, the plugin is stopped and restarted (counted, the reason recorded), and the
+loop goes on. Supervision that stops silently is worse than none.
 """
 
 from __future__ import annotations
@@ -16,13 +20,22 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from ..errors import EklError, PluginStartError
 from ..host.instance import PluginInstance
+from ..process import cap_text
+from ..process.containment import mode as containment_mode
 from ..settings import SupervisorSettings
-from .health import Health, TreeSampler
+from .health import Health, TreeSampler, tree_rss
 from .states import State, check_transition
 
 log = logging.getLogger("ekl")
 #: How often the monitor looks again while no process exists (between restarts).
 EXIT_POLL_S = 0.05
+#: Restart records kept in memory (the count is kept separately and never drops).
+MAX_RESTART_RECORDS = 100
+#: SIGTERM grace when a plugin is restarted for memory: it keeps growing meanwhile.
+MEMORY_KILL_GRACE_S = 0.2
+#: SIGTERM grace when a plugin is restarted because it hangs: its other symbols may still
+#: close cleanly, but data should flow again soon.
+HUNG_KILL_GRACE_S = 0.5
 
 
 @dataclass
@@ -33,7 +46,8 @@ class RestartRecord:
     replay: List[Dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"at": self.at, "reason": self.reason, "exit": self.exit, "replay": self.replay}
+        return {"at": self.at, "reason": cap_text(self.reason), "exit": cap_text(self.exit),
+                "replay": self.replay}
 
 
 class _Op:
@@ -52,6 +66,12 @@ class Watcher:
         self.on_state = on_state
         self.state = State.STOPPED
         self.restarts: List[RestartRecord] = []
+        #: every restart ever counted (``restarts`` keeps only the last records)
+        self.restart_count = 0
+        #: unexpected exceptions the monitor survived (each one restarted the plugin)
+        self.internal_errors = 0
+        #: per-symbol liveness from the last ping (None: the official SDK's plain ``ok``)
+        self.liveness: Optional[List[Dict[str, Any]]] = None
         self.last_exit: Optional[str] = None
         self.fatal_reason: Optional[str] = None
         self.started_at: Optional[float] = None
@@ -59,6 +79,14 @@ class Watcher:
         self._starts: Deque[float] = deque()
         self._failures = 0          # consecutive, for the back-off
         self._rss_strikes = 0
+        self._next_rss = 0.0
+        self._rss_fast = False
+        #: a start failed and no restart was counted for it yet
+        self._pending_restart: Optional[str] = None
+        #: the last start's error (``start(fail_fast=True)`` raises it as it came)
+        self._start_error: Optional[EklError] = None
+        #: a restart asked for from outside (a hung call seen by ``ekl run``)
+        self._restart_request: Optional[str] = None
         self._sampler = TreeSampler()
         self._running_since = 0.0
         self._stop = threading.Event()
@@ -94,8 +122,12 @@ class Watcher:
     def start(self, fail_fast: bool = False) -> None:
         """Start the plugin and the monitor. ``fail_fast`` raises if the first start fails."""
         self._stop.clear()
+        self._start_error = None
         ok = self._start_once("start")
         if not ok and fail_fast:
+            if self._start_error is not None and not isinstance(self._start_error,
+                                                                PluginStartError):
+                raise self._start_error  # bad input (a socket in use): its own exit code
             raise PluginStartError(self.fatal_reason or self.last_exit or "start failed")
         self._thread = threading.Thread(target=self._monitor, name=f"watch-{self.name}",
                                         daemon=True)
@@ -114,13 +146,18 @@ class Watcher:
             self._set(State.FATAL)
             return False
         self._starts.append(now)
+        if self._pending_restart is not None:  # the last start failed before its handshake
+            self._count_restart(self._pending_restart, self.last_exit)
+            self._pending_restart = None
         self._set(State.STARTING)
         try:
             self.instance.start_process()
-        except PluginStartError as e:
-            self.last_exit = str(e)
+        except EklError as e:  # PluginStartError, or a socket that cannot be listened on
+            self._start_error = e
+            self.last_exit = cap_text(str(e))
             log.error("%s", e)
             self._failures += 1
+            self._pending_restart = f"start failed: {self.last_exit}"
             self._set(State.BACKOFF)
             return False
         self.started_at = time.time()
@@ -128,6 +165,9 @@ class Watcher:
         if self.instance.process is not None:
             self.instance.process.on_exit(self._wake.set)
         self._rss_strikes = 0
+        self._rss_fast = False
+        self._next_rss = 0.0
+        self.liveness = None
         self._set(State.RUNNING)
         if why != "start" and len(self.instance.journal):
             results = self.instance.replay()
@@ -137,18 +177,19 @@ class Watcher:
             log.info("plugin %s: replayed %d/%d started symbols", self.name, ok, len(results))
         return True
 
-    def stop(self) -> List[int]:
-        """Stop supervising and stop the plugin; returns surviving pids (none expected)."""
+    def stop(self, interrupted: bool = False) -> List[int]:
+        """Stop supervising and stop the plugin; returns surviving pids (none expected).
+        ``interrupted``: the user pressed Ctrl-C; stop fast (``PluginInstance.close``)."""
         with self._stopping:
-            return self._stop_locked()
+            return self._stop_locked(interrupted)
 
-    def _stop_locked(self) -> List[int]:
+    def _stop_locked(self, interrupted: bool = False) -> List[int]:
         self._stop.set()
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=self.settings.probe_timeout_s + 2)
         self._set(State.STOPPING)
-        survivors = self.instance.close()
+        survivors = self.instance.close(interrupted)
         self._set(State.STOPPED)
         return survivors
 
@@ -157,84 +198,161 @@ class Watcher:
     def _monitor(self) -> None:
         next_check = time.monotonic() + self.settings.health_interval_s
         while not self._stop.is_set():
-            if self._serve_ops():
+            try:
+                next_check = self._step(next_check)
+            except Exception as e:  # noqa: BLE001 - the loop others rely on must not die
+                self._internal_error(e)
                 next_check = time.monotonic() + self.settings.health_interval_s
-                continue
-            st = self.state
-            if self._held or st in (State.FATAL, State.EXITED, State.STOPPED):
-                self._wake.wait(0.2)
-                self._wake.clear()
-                continue
-            if st == State.BACKOFF:
-                self._backoff_and_restart()
-                next_check = time.monotonic() + self.settings.health_interval_s
-                continue
+
+    def _internal_error(self, err: Exception) -> None:
+        """A bug in a monitor step: log it in full, restart the plugin, keep supervising."""
+        self.internal_errors += 1
+        log.exception("plugin %s: supervisor error (%s: %s); restarting the plugin",
+                      self.name, type(err).__name__, err)
+        reason = cap_text(f"supervisor error: {type(err).__name__}: {err}")
+        try:
             proc = self.instance.process
-            if proc is None or proc.popen is None:
-                self._stop.wait(EXIT_POLL_S)
-                continue
-            # Sleep until the next health check, waking at once if the plugin dies.
-            self._wake.wait(max(0.0, next_check - time.monotonic()))
+            self.instance.stop_process(timeout_s=1.0)
+            self.last_exit = proc.exit_description() if proc else self.last_exit
+            if self.state in (State.STARTING, State.RUNNING) and not self._stop.is_set():
+                self._count_restart(reason, self.last_exit)
+                self._failures += 1
+                self._set(State.BACKOFF)
+        except Exception:  # noqa: BLE001 - even the recovery failed: log, wait, go on
+            log.exception("plugin %s: recovering from a supervisor error failed", self.name)
+        self._stop.wait(0.1)  # a bug that repeats at once must not spin
+
+    def _step(self, next_check: float) -> float:
+        """One pass of the monitor; returns when the next health check is due."""
+        if self._serve_ops():
+            return time.monotonic() + self.settings.health_interval_s
+        st = self.state
+        if self._held or st in (State.FATAL, State.EXITED, State.STOPPED):
+            self._wake.wait(0.2)
             self._wake.clear()
-            if self._stop.is_set():
-                break
-            if not proc.alive():
-                self._died(proc.exit_description(), crashed=proc.returncode != 0)
-                continue
-            if (self._failures and time.monotonic() - self._running_since
-                    >= self.settings.startsecs):
-                self._failures = 0  # healthy long enough: the back-off starts over
-            if time.monotonic() >= next_check:
-                next_check = time.monotonic() + self.settings.health_interval_s
-                problem = self._check()
-                if problem and not self._stop.is_set():
-                    self._restart_unhealthy(problem)
+            return next_check
+        if st == State.BACKOFF:
+            self._backoff_and_restart()
+            return time.monotonic() + self.settings.health_interval_s
+        proc = self.instance.process
+        if proc is None or proc.popen is None:
+            self._stop.wait(EXIT_POLL_S)
+            return next_check
+        # Sleep until the next check (health, or memory near its limit), waking at once if
+        # the plugin dies or a restart is asked for.
+        due = min(next_check, self._next_rss) if self._rss_fast else next_check
+        self._wake.wait(max(0.0, due - time.monotonic()))
+        self._wake.clear()
+        if self._stop.is_set():
+            return next_check
+        if not proc.alive():
+            self._died(proc.exit_description(), crashed=proc.returncode != 0)
+            return next_check
+        request, self._restart_request = self._restart_request, None
+        if request:
+            self._restart_unhealthy(request, grace_s=HUNG_KILL_GRACE_S)
+            return time.monotonic() + self.settings.health_interval_s
+        now = time.monotonic()
+        if self._failures and now - self._running_since >= self.settings.startsecs:
+            self._failures = 0  # healthy long enough: the back-off starts over
+        if self._rss_fast and now >= self._next_rss and now < next_check:
+            problem = self._memory(tree_rss(self._sampler, proc))
+            if problem:
+                self._restart_unhealthy(problem, grace_s=MEMORY_KILL_GRACE_S)
+                return time.monotonic() + self.settings.health_interval_s
+        if now >= next_check:
+            next_check = now + self.settings.health_interval_s
+            problem = self._check()
+            if problem and not self._stop.is_set():
+                grace = (MEMORY_KILL_GRACE_S if problem.startswith("memory:") else
+                         HUNG_KILL_GRACE_S if problem.startswith("hung:") else 1.0)
+                self._restart_unhealthy(problem, grace_s=grace)
+        return next_check
+
+    def request_restart(self, reason: str) -> None:
+        """Restart the plugin from the monitor thread (``ekl run`` saw a hung call)."""
+        self._restart_request = reason
+        self._wake.set()
+
+    def _memory(self, rss: int) -> Optional[str]:
+        """Strike counting against ``max_rss``; switches to fast sampling near the limit."""
+        limit = self.settings.max_rss_mb
+        if limit is None:
+            return None
+        limit_b = limit * 1024 * 1024
+        st = self.settings
+        # Sample again in half the time the headroom lasts at rss_growth_mb_s.
+        headroom_s = max(0.0, limit_b - rss) / (st.rss_growth_mb_s * 1048576)
+        interval = min(st.health_interval_s, max(st.rss_fast_interval_s, headroom_s / 2))
+        self._rss_fast = interval < st.health_interval_s
+        self._next_rss = time.monotonic() + interval
+        if rss > limit_b:
+            self._rss_strikes += 1
+            if self._rss_strikes >= self.settings.rss_strikes:
+                return (f"memory: rss {rss / 1048576:.0f} MB above max_rss "
+                        f"{limit:.0f} MB for {self._rss_strikes} checks")
+        else:
+            self._rss_strikes = 0
+        return None
 
     def _check(self) -> Optional[str]:
         proc = self.instance.process
         if proc is None:
             return None
+        if self.instance.lifeline is not None:
+            self.instance.lifeline.ensure()  # a killed watchdog comes back with the registry
         h = self._sampler.sample(proc)
         self.health = h
         if h.problem:
             return h.problem
-        limit = self.settings.max_rss_mb
-        if limit is not None and h.rss_bytes > limit * 1024 * 1024:
-            self._rss_strikes += 1
-            if self._rss_strikes >= self.settings.rss_strikes:
-                return (f"memory: rss {h.rss_bytes / 1048576:.0f} MB above max_rss "
-                        f"{limit:.0f} MB for {self._rss_strikes} checks")
-        else:
-            self._rss_strikes = 0
+        problem = self._memory(h.rss_bytes)
+        if problem:
+            return problem
         try:
-            self.instance.ping(self.settings.probe_timeout_s)
+            probe = self.instance.probe(self.settings.probe_timeout_s)
         except EklError as e:
             if not self.instance.alive():
                 return None  # it died; the exit path reports it
             return f"hung: no answer to ping within {self.settings.probe_timeout_s:.1f} s ({e})"
+        if probe is not None:
+            self.liveness = probe.symbols
+            stuck = probe.hung(self.settings.call_timeout_s)
+            if stuck is not None:
+                what = "call" if stuck.get("kind") == "func" else "record"
+                return (f"hung: {stuck.get('kind')} {stuck.get('symbol')} busy with one "
+                        f"{what} for {stuck.get('busy_s'):.1f} s (call timeout "
+                        f"{self.settings.call_timeout_s:.1f} s)")
         return None
 
+    def _count_restart(self, reason: str, exit_desc: Optional[str]) -> None:
+        self.restart_count += 1
+        self.restarts.append(RestartRecord(time.time(), cap_text(reason) or "",
+                                           cap_text(exit_desc)))
+        if len(self.restarts) > MAX_RESTART_RECORDS:
+            del self.restarts[:len(self.restarts) - MAX_RESTART_RECORDS]
+
     def _died(self, exit_desc: str, crashed: bool) -> None:
-        self.last_exit = exit_desc
+        self.last_exit = cap_text(exit_desc)
         self.instance.stop_process(timeout_s=1.0)  # reap, and kill any leftover descendants
         policy = self.settings.restart
         log.warning("plugin %s %s", self.name, exit_desc)
         if policy == "never" or (policy == "on-failure" and not crashed):
             self._set(State.EXITED)
             return
-        self.restarts.append(RestartRecord(time.time(), f"process {exit_desc}", exit_desc))
+        self._count_restart(f"process {exit_desc}", exit_desc)
         self._failures += 1
         self._set(State.BACKOFF)
 
-    def _restart_unhealthy(self, problem: str) -> None:
+    def _restart_unhealthy(self, problem: str, grace_s: float = 1.0) -> None:
         log.warning("plugin %s: %s; restarting", self.name, problem)
         proc = self.instance.process
-        self.instance.stop_process(timeout_s=1.0)
+        self.instance.stop_process(timeout_s=grace_s)
         self.last_exit = proc.exit_description() if proc else None
         if self.settings.restart == "never":
+            self.fatal_reason = cap_text(problem)
             self._set(State.EXITED)
             return
-        self.restarts.append(RestartRecord(time.time(), problem, self.last_exit))
+        self._count_restart(problem, self.last_exit)
         self._failures += 1
         self._set(State.BACKOFF)
 
@@ -317,8 +435,8 @@ class Watcher:
             self._failures = 0
             self.fatal_reason = None
         if op == "restart":
-            self.restarts.append(RestartRecord(time.time(), "restart requested (ekl restart)",
-                                               self.last_exit))
+            self._pending_restart = None  # this restart is counted here, once
+            self._count_restart("restart requested (ekl restart)", self.last_exit)
         if self.state in (State.STOPPED, State.EXITED, State.FATAL):
             self._start_once("restart")
 
@@ -326,18 +444,25 @@ class Watcher:
 
     def status(self) -> Dict[str, Any]:
         inst = self.instance
-        running = self.state == State.RUNNING
+        state = self.state
+        # Never RUNNING for a dead pid: between the death and the monitor's news, say BACKOFF.
+        if state == State.RUNNING and not inst.alive():
+            state = State.BACKOFF
+        running = state == State.RUNNING
         h = self.health
         return {
             "name": self.name,
-            "state": str(self.state),
+            "state": str(state),
             "pid": inst.pid if running else None,
             "started_at": self.started_at,
             "uptime": (time.time() - self.started_at) if running and self.started_at else 0.0,
-            "restarts": len(self.restarts),
+            "restarts": self.restart_count,
             "last_restarts": [r.to_dict() for r in self.restarts[-5:]],
-            "last_exit": self.last_exit,
-            "fatal_reason": self.fatal_reason,
+            "last_exit": cap_text(self.last_exit),
+            "fatal_reason": cap_text(self.fatal_reason),
+            "internal_errors": self.internal_errors,
+            "containment": containment_mode(),
+            "liveness": self.liveness if running else None,
             "rss": h.rss_bytes if running else 0,
             "cpu_percent": round(h.cpu_percent, 1) if running else 0.0,
             "threads": h.threads if running else 0,

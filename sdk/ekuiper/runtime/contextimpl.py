@@ -24,6 +24,8 @@ class ContextImpl(Context):
         self.acked = False
         self._logger: Optional[logging.Logger] = None
         self._warned_ack = False
+        #: the symbol's liveness.Beat (set by its runtime); emits touch it
+        self.beat: Optional[Any] = None
 
     # Names kept from the official SDK's ContextImpl.
     def set_emitter(self, emitter: PushSocket) -> None:
@@ -54,6 +56,8 @@ class ContextImpl(Context):
             self.emit_error(f"{self.symbol}: emit needs a dict message, got {type(message).__name__}")
             return
         self.emitter.send(protocol.encode_source_message(message, meta))
+        if self.beat is not None:
+            self.beat.emitted()
 
     def emit_error(self, error: str) -> None:
         if self.emitter is None:

@@ -22,6 +22,7 @@ from ..protocol import Control
 from ..sink import Sink
 from ..source import Source
 from ..transport import ReqSocket, Transport, TransportError, get_transport
+from .liveness import ping_reply
 from .logs import log, one_line, setup_logging
 from .reqloop import PeerWatch, serve_inverted
 from .symbols import RUNTIMES, Settings, StartError, SymbolRuntime
@@ -83,7 +84,7 @@ class PluginRuntime:
             log.warning("rejected command: %s", text)
             return _reply(text)
         if cmd == protocol.CMD_PING or ctrl is None:
-            return protocol.REPLY_OK
+            return self.ping_reply()
         try:
             if cmd == protocol.CMD_START:
                 self.start_symbol(ctrl)
@@ -96,6 +97,12 @@ class PluginRuntime:
             log.exception("%s %s failed", cmd, ctrl.describe)
             return _reply(one_line(f"{cmd} {ctrl.describe}: {type(e).__name__}: {e}"))
         return protocol.REPLY_OK
+
+    def ping_reply(self) -> bytes:
+        """``ok`` with each running symbol's liveness (liveness.py says why)."""
+        with self.lock:
+            running = list(self.symbols.values())
+        return ping_reply(rt.liveness() for rt in running)
 
     @staticmethod
     def runtime_key(ctrl: Control) -> str:

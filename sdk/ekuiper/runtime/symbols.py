@@ -19,6 +19,7 @@ from ..transport import (
     TransportTimeout,
 )
 from .contextimpl import ContextImpl
+from .liveness import Beat, entry
 from .logs import log, one_line
 from .reqloop import serve_inverted
 
@@ -80,6 +81,13 @@ class SymbolRuntime:
         self.running = False
         self.thread: Optional[threading.Thread] = None
         self.ctx = ContextImpl(ctrl.meta, ctrl.symbol_name)
+        #: liveness for the host's ping (see liveness.py)
+        self.beat = Beat()
+        self.ctx.beat = self.beat
+
+    def liveness(self) -> dict:
+        return entry(self.kind, self.ctrl.key, self.ctrl.symbol_name, self.ctrl.meta.rule_id,
+                     self.beat)
 
     @property
     def name(self) -> str:
@@ -135,6 +143,7 @@ class SourceRuntime(SymbolRuntime):
             pass  # stopped while emitting
         except Exception as e:
             if self.running:
+                self.beat.fail(f"open raised {type(e).__name__}: {one_line(e)}")
                 log.error("%s: open raised %s: %s", self.name, type(e).__name__, one_line(e),
                           exc_info=log.isEnabledFor(10))
         finally:
@@ -210,6 +219,7 @@ class SinkRuntime(SymbolRuntime):
                 time.sleep(0.05)  # a socket that fails at once must not spin
                 continue
             self.ctx.acked = False
+            self.beat.begin()
             try:
                 self.s.collect(self.ctx, data)
             except BaseException as e:  # noqa: B036 -- one record must not end the sink
@@ -221,6 +231,8 @@ class SinkRuntime(SymbolRuntime):
                         self.ctx.ack_error(text)
                     except Exception as e2:
                         log.warning("%s: ack not sent: %s", self.name, _safe_line(e2))
+            finally:
+                self.beat.end()
 
     def _close_sockets(self) -> None:
         for s in (self.pull, self.ack):
@@ -336,6 +348,8 @@ class FunctionRuntime(SymbolRuntime):
 
     def _exec(self, name: str, args: Any, ctx: ContextImpl) -> bytes:
         """``exec`` and its reply (both paths): never raises an Exception."""
+        beat = self.beat  # the one place every call begins and ends (liveness, counters)
+        beat.begin()
         try:
             result = self.s.exec(args, ctx)
         except protocol.ProtocolError as e:
@@ -346,6 +360,8 @@ class FunctionRuntime(SymbolRuntime):
                         _safe_line(e), exc_info=log.isEnabledFor(10))
             return _func_error(f"{name}: {protocol.FUNC_EXEC} raised {type(e).__name__}: "
                                f"{_safe_line(e)}")
+        finally:
+            beat.end()
         try:
             return protocol.encode_func_reply(True, result)
         except Exception as e:  # TypeError, ValueError (NaN), RecursionError (too deep), ...

@@ -1,0 +1,161 @@
+"""Containment: no process a plugin started survives its death (crash, stop, restart,
+launcher SIGKILL, launcher SIGKILL after the watchdog was killed), and none pile up.
+
+The hostile plugin starts a ``setsid`` child and a double-forked daemon (which leave the
+process group and the process tree); everything here is real processes and signals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import wait_for
+from ekl.launcher.process import containment, is_gone
+from ekl.launcher.settings import SupervisorSettings
+from ekl.launcher.supervise.states import State
+from ekl.launcher.supervise.watcher import Watcher
+
+FAST = dict(backoff_initial_s=0.05, backoff_max_s=0.5, health_interval_s=0.3,
+            probe_timeout_s=1.0, startsecs=0.5)
+
+
+def escapees(folder: Path, plugin_pid: int) -> list:
+    f = folder / f"pids-{plugin_pid}.txt"
+    assert wait_for(f.exists, timeout=10), f"{f} not written"
+    return [int(x) for x in f.read_text().split()]
+
+
+def all_escapees(folder: Path) -> list:
+    return [int(x) for f in folder.glob("pids-*.txt") for x in f.read_text().split()]
+
+
+def leaves_group_and_tree(plugin_pid: int, pids: list) -> None:
+    """The escapees really escaped: other session, not in the plugin's tree."""
+    tree = {c.pid for c in psutil.Process(plugin_pid).children(recursive=True)}
+    child, daemon = pids
+    assert os.getsid(child) != os.getsid(plugin_pid)
+    assert os.getsid(daemon) != os.getsid(plugin_pid) and daemon not in tree
+
+
+def test_mode_is_detected_and_reported(host, plugin_copy):
+    assert containment.mode() == ("subreaper" if sys.platform == "linux" else "token")
+    assert isinstance(containment.cgroup_v2_writable(), bool)  # detected, not used yet
+    inst = host.start(plugin_copy("hostile"), start=False)
+    w = Watcher(inst, SupervisorSettings(**FAST))
+    w.start(fail_fast=True)
+    try:
+        assert w.status()["containment"] == containment.mode()
+    finally:
+        w.stop()
+
+
+def test_stop_kills_setsid_child_and_double_forked_daemon(host, plugin_copy):
+    folder = plugin_copy("hostile")
+    (folder / "escape").touch()
+    inst = host.start(folder, start=False)
+    w = Watcher(inst, SupervisorSettings(**FAST))
+    w.start(fail_fast=True)
+    pids = escapees(folder, inst.pid)
+    leaves_group_and_tree(inst.pid, pids)
+    assert w.stop() == []
+    assert wait_for(lambda: all(is_gone(p) for p in pids), timeout=3), pids
+
+
+def test_three_crash_restarts_leave_nothing_behind(host, plugin_copy):
+    folder = plugin_copy("hostile")
+    (folder / "escape").touch()
+    inst = host.start(folder, start=False)
+    w = Watcher(inst, SupervisorSettings(**FAST))
+    w.start(fail_fast=True)
+    try:
+        for _ in range(3):
+            old = inst.pid
+            current = escapees(folder, old)
+            os.kill(old, signal.SIGKILL)
+            assert wait_for(lambda o=old: w.state == State.RUNNING
+                            and inst.pid not in (None, o), timeout=15)
+            assert wait_for(lambda c=current: all(is_gone(p) for p in c), timeout=3), current
+        live = escapees(folder, inst.pid)
+        old = [p for p in all_escapees(folder) if p not in live]
+        assert len(old) == 6 and all(is_gone(p) for p in old)  # no pile-up
+        assert w.restart_count == 3
+    finally:
+        w.stop()
+    assert wait_for(lambda: all(is_gone(p) for p in all_escapees(folder)), timeout=3)
+
+
+def test_daemon_started_by_a_call_dies_with_the_plugin(host, plugin_copy):
+    inst = host.start(plugin_copy("hostile"))
+    pids = inst.start_function("spawn").exec([])
+    assert all(not is_gone(p) for p in pids)
+    assert inst.close() == []
+    assert wait_for(lambda: all(is_gone(p) for p in pids), timeout=3)
+
+
+def ekl(*args):
+    return [sys.executable, "-m", "ekl.launcher.cli", *args]
+
+
+def read_status(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.mark.parametrize("kill_watchdog_first", [False, True])
+def test_launcher_sigkill_leaves_no_descendant(plugin_copy, tmp_path, kill_watchdog_first):
+    folder = plugin_copy("hostile")
+    (folder / "escape").touch()
+    status = tmp_path / "status.json"
+    proc = subprocess.Popen(ekl("supervise", str(folder), "--status-file", str(status),
+                                "--health-interval", "0.2"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: (s := read_status(status)) and s["plugins"] and s["plugins"][0]["state"]
+                        == "RUNNING", timeout=20), proc.poll()
+        plugin_pid = read_status(status)["plugins"][0]["pid"]
+        ipc = read_status(status)["plugins"][0]["ipc_dir"]
+        if not kill_watchdog_first:  # the mode is on the table's last line
+            table = subprocess.run(ekl("status", "--status-file", str(status)),
+                                   capture_output=True, text=True, timeout=30)
+            assert f"containment: {containment.mode()})" in table.stdout, table.stdout
+        pids = escapees(folder, plugin_pid)
+        if kill_watchdog_first:
+            def watchdogs():
+                out = []
+                for c in psutil.Process(proc.pid).children():
+                    try:
+                        if c.status() != psutil.STATUS_ZOMBIE and any(
+                                "watchdog.py" in a for a in c.cmdline()):
+                            out.append(c)
+                    except psutil.Error:
+                        pass
+                return out
+            assert wait_for(lambda: len(watchdogs()) == 1, timeout=5)
+            first = watchdogs()[0].pid
+            os.kill(first, signal.SIGKILL)
+            # the next health check respawns it with the whole registry
+            assert wait_for(lambda: [w.pid for w in watchdogs()] not in ([], [first]),
+                            timeout=5)
+        proc.kill()
+        proc.wait()
+        assert wait_for(lambda: all(is_gone(p) for p in [plugin_pid, *pids]), timeout=3)
+        assert wait_for(lambda: not os.path.exists(ipc), timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for p in all_escapees(folder):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass

@@ -179,7 +179,7 @@ def test_a_served_pipeline_restarts_its_hung_plugin_and_flows_again(tmp_path, ip
     try:
         def fn_live():
             p = plugins_in(service.status).get(name) or {}
-            return {s["symbol"]: s for s in p.get("liveness") or []}.get("hangonce")
+            return {s["symbol"]: s for s in p.get("symbol_stats") or []}.get("hangonce")
 
         assert wait_for(lambda: (plugins_in(service.status).get(name) or {}).get("restarts")
                         == 1, timeout=40), service.log.read_text()[-2000:]

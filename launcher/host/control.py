@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional
 from ekuiper import protocol
 
 from ..errors import CommandError
+from ..settings import ERROR_TEXT_MAX_CHARS
 from .channels import Alive, RepChannel
 
 #: A ping answer larger than this is not read as liveness (a hostile plugin stays bounded).
@@ -44,6 +45,24 @@ class Probe:
         return None
 
 
+#: Per-symbol entries of a ping answer kept (more are dropped: a status file stays small).
+MAX_PING_SYMBOLS = 512
+
+
+def _clean_symbol(s: Dict[str, Any]) -> Dict[str, Any]:
+    """Scalars only, texts cut: the entry lands in the status file and the metrics."""
+    out: Dict[str, Any] = {}
+    for k, v in list(s.items())[:32]:
+        if not isinstance(k, str) or len(k) > 64:
+            continue
+        if isinstance(v, str):
+            v = v[:ERROR_TEXT_MAX_CHARS]
+        elif not (v is None or isinstance(v, (bool, int, float))):
+            continue
+        out[k] = v
+    return out
+
+
 def parse_ping_reply(result: bytes, plugin_name: str) -> Optional[List[Dict[str, Any]]]:
     """None for the official SDK's ``ok``; the symbol list for ekl's JSON answer."""
     if result == protocol.REPLY_OK:
@@ -51,11 +70,13 @@ def parse_ping_reply(result: bytes, plugin_name: str) -> Optional[List[Dict[str,
     if result[:1] == b"{" and len(result) <= MAX_PING_REPLY:
         try:
             d = json.loads(result)
-        except ValueError:
+        except (ValueError, RecursionError):
             d = None
         if isinstance(d, dict) and d.get("ok") is True:
             syms = d.get("symbols")
-            return [s for s in syms if isinstance(s, dict)] if isinstance(syms, list) else []
+            if not isinstance(syms, list):
+                return []
+            return [_clean_symbol(x) for x in syms[:MAX_PING_SYMBOLS] if isinstance(x, dict)]
     raise CommandError(f"plugin {plugin_name}: ping failed: "
                        f"{result[:200].decode('utf-8', 'replace').strip()}")
 

@@ -462,7 +462,8 @@ class Watcher:
             "fatal_reason": cap_text(self.fatal_reason),
             "internal_errors": self.internal_errors,
             "containment": containment_mode(),
-            "liveness": self.liveness if running else None,
+            # each running symbol: liveness and counters, as the SDK's ping answer has them
+            "symbol_stats": self.liveness if running else None,
             "rss": h.rss_bytes if running else 0,
             "cpu_percent": round(h.cpu_percent, 1) if running else 0.0,
             "threads": h.threads if running else 0,

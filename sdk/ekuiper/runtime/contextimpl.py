@@ -63,11 +63,15 @@ class ContextImpl(Context):
         if self.emitter is None:
             raise RuntimeError("emit_error is only available to sources")
         self.emitter.send(protocol.encode_source_error(one_line(error)))
+        if self.beat is not None:
+            self.beat.error(one_line(error))
 
     def ack_ok(self) -> None:
         self._ack(protocol.ACK_OK)
 
     def ack_error(self, error: str) -> None:
+        if self.beat is not None:
+            self.beat.error(one_line(error))
         self._ack(protocol.encode_ack_error(one_line(error)))
 
     def _ack(self, data: bytes) -> None:
@@ -81,6 +85,8 @@ class ContextImpl(Context):
             return
         try:
             self.ack_emitter.send(data)
+            if self.beat is not None:
+                self.beat.acked()
         except TransportClosed:
             pass
         except TransportError as e:

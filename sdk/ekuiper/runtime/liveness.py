@@ -21,6 +21,8 @@ from typing import Any, Dict, Iterable, List, Optional
 
 #: Version of the reply's shape; readers accept any version >= 1 and ignore unknown keys.
 LIVENESS_VERSION = 1
+#: The name of each kind's main counter in the ping answer (and the status file).
+COUNTER_OF = {"source": "messages", "sink": "records", "func": "calls"}
 #: The failure text kept per symbol is cut here (a ping answer stays small).
 MAX_FAILURE_CHARS = 1024
 
@@ -32,7 +34,8 @@ class Beat:
     function call or sink record must stay a few hundred nanoseconds.
     """
 
-    __slots__ = ("busy_since", "last", "failed")
+    __slots__ = ("busy_since", "last", "failed", "count", "acks", "errors", "last_error",
+                 "last_error_at")
 
     def __init__(self) -> None:
         #: monotonic time the current call/record began; None when idle
@@ -41,8 +44,18 @@ class Beat:
         self.last: Optional[float] = None
         #: why the symbol stopped by itself (a source whose open raised); None while fine
         self.failed: Optional[str] = None
+        #: calls served (function), records received (sink) or messages emitted (source)
+        self.count = 0
+        #: acks sent (sink)
+        self.acks = 0
+        #: calls that failed, records whose collect failed or were nacked, errors emitted
+        self.errors = 0
+        self.last_error: Optional[str] = None
+        #: wall-clock time of the last error (seconds since the epoch)
+        self.last_error_at: Optional[float] = None
 
     def begin(self) -> None:
+        self.count += 1
         self.busy_since = time.monotonic()
 
     def end(self) -> None:
@@ -50,7 +63,16 @@ class Beat:
         self.busy_since = None
 
     def emitted(self) -> None:
+        self.count += 1
         self.last = time.monotonic()
+
+    def acked(self) -> None:
+        self.acks += 1
+
+    def error(self, text: str) -> None:
+        self.errors += 1
+        self.last_error = text[:MAX_FAILURE_CHARS]
+        self.last_error_at = time.time()
 
     def fail(self, text: str) -> None:
         self.failed = text[:MAX_FAILURE_CHARS]
@@ -64,9 +86,14 @@ def entry(kind: str, key: str, symbol: str, rule: str, beat: Beat,
           now: Optional[float] = None) -> Dict[str, Any]:
     """One symbol's liveness as the ping answer carries it."""
     now = time.monotonic() if now is None else now
-    return {"key": key, "kind": kind, "symbol": symbol, "rule": rule,
-            "busy_s": _age(now, beat.busy_since), "idle_s": _age(now, beat.last),
-            "failed": beat.failed}
+    out = {"key": key, "kind": kind, "symbol": symbol, "rule": rule,
+           "busy_s": _age(now, beat.busy_since), "idle_s": _age(now, beat.last),
+           "failed": beat.failed, COUNTER_OF.get(kind, "count"): beat.count,
+           "errors": beat.errors, "last_error": beat.last_error,
+           "last_error_at": beat.last_error_at}
+    if kind == "sink":
+        out["acks"] = beat.acks
+    return out
 
 
 def ping_reply(entries: Iterable[Dict[str, Any]]) -> bytes:

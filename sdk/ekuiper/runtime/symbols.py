@@ -228,9 +228,11 @@ class SinkRuntime(SymbolRuntime):
                 if not self.ctx.acked:
                     # The host waits for an ack per message when requireAck is set.
                     try:
-                        self.ctx.ack_error(text)
+                        self.ctx.ack_error(text)  # counts the error too
                     except Exception as e2:
                         log.warning("%s: ack not sent: %s", self.name, _safe_line(e2))
+                else:
+                    self.beat.error(text)
             finally:
                 self.beat.end()
 
@@ -354,20 +356,25 @@ class FunctionRuntime(SymbolRuntime):
             result = self.s.exec(args, ctx)
         except protocol.ProtocolError as e:
             log.warning("%s: rejected %s: %s", name, protocol.FUNC_EXEC, e)
-            return _func_error(f"{name}: {e}")
+            return self._failed(f"{name}: {e}")
         except Exception as e:
             log.warning("%s: %s raised %s: %s", name, protocol.FUNC_EXEC, type(e).__name__,
                         _safe_line(e), exc_info=log.isEnabledFor(10))
-            return _func_error(f"{name}: {protocol.FUNC_EXEC} raised {type(e).__name__}: "
-                               f"{_safe_line(e)}")
+            return self._failed(f"{name}: {protocol.FUNC_EXEC} raised {type(e).__name__}: "
+                                f"{_safe_line(e)}")
         finally:
             beat.end()
         try:
             return protocol.encode_func_reply(True, result)
         except Exception as e:  # TypeError, ValueError (NaN), RecursionError (too deep), ...
-            return _func_error(
+            return self._failed(
                 f"{name}: {protocol.FUNC_EXEC} returned a {type(result).__name__}, which is "
                 f"not JSON-encodable: {type(e).__name__}: {_safe_line(e)}")
+
+    def _failed(self, text: str) -> bytes:
+        """A failed call: counted (errors, last error) and answered ``state: false``."""
+        self.beat.error(text)
+        return _func_error(text)
 
     def _learn_literal(self, literal: bytes) -> bool:
         """Parse a function context's string literal once and remember its context;

@@ -155,6 +155,19 @@ def atomic_write(path: StrPath, data: bytes, mode: int = 0o600, fsync: bool = Fa
         raise
 
 
+def check_output_path(path: StrPath, option: str) -> None:
+    """An option naming a file ekl will write: its folder exists and it is not a folder.
+
+    One line now (naming the option) instead of a traceback at the first write.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise EklError(f"{option} {path}: folder {folder} does not exist; create it or give "
+                       f"another path")
+    if os.path.isdir(path):
+        raise EklError(f"{option} {path}: is a folder; give a file path")
+
+
 def default_status_dir() -> str:
     """Where ``ekl-python`` writes status: per user, so nobody else can own or read it.
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import EklError, PluginStartError
+from ..fsafe import check_output_path
 from ..settings import ERROR_TEXT_MAX_CHARS, OUTPUT_LINE_MAX_BYTES
 from . import containment
 from .lifeline import Lifeline
@@ -43,12 +44,7 @@ def cap_text(text: Optional[str], limit: int = ERROR_TEXT_MAX_CHARS) -> Optional
 
 def check_writable_file(path: str, option: str) -> None:
     """A file option the launcher will write to: one line now instead of a traceback later."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise EklError(f"{option} {path}: folder {folder} does not exist; create it or give "
-                       f"another path")
-    if os.path.isdir(path):
-        raise EklError(f"{option} {path}: is a folder; give a file path")
+    check_output_path(path, option)
     try:
         with open(path, "a"):  # the file is written soon anyway; root passes os.access
             pass

@@ -22,6 +22,7 @@ from ..errors import EklError
 from ..fsafe import (  # noqa: F401 - the status folder's rules live there
     STATUS_DIR_ENV,
     atomic_write,
+    check_output_path,
     default_status_dir,
     status_dir_candidates,
 )
@@ -68,12 +69,7 @@ class StatusWriter:
     def open(cls, path: str, snapshot: Callable[[], Dict[str, Any]],
              option: str = "--status-file") -> StatusWriter:
         """A writer whose first write succeeded: an unwritable path is bad input, said once."""
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise EklError(f"{option} {path}: folder {folder} does not exist; create it or "
-                           f"give another path")
-        if os.path.isdir(path):
-            raise EklError(f"{option} {path}: is a folder; give a file path")
+        check_output_path(path, option)
         try:
             atomic_write(path, json.dumps(snapshot(), default=str).encode())
         except OSError as e:

@@ -125,8 +125,13 @@ def test_restart_of_an_ekl_python_plugin_is_transparent_to_ekuiper(ipc_dir, plug
         assert all(g.message["ds"] == "ds" for g in got) and inst.alive()
         cp = ekl("status", "--check", inst.name, env=env)
         assert cp.returncode == 0 and cp.stdout == ""
+        doc = json.loads(next((tmp_path / "st").glob("*.json")).read_text())
+        private = [os.path.dirname(doc["control"]), doc["plugins"][0]["control_dir"]]
+        assert all(os.path.isdir(d) for d in private)
     finally:
         k.close()
+    # the relay's tree was stopped by its host: its watchdog still removed its folders
+    assert wait_for(lambda: not any(os.path.exists(d) for d in private), timeout=5), private
 
 
 def test_table_wraps_long_reasons_instead_of_cutting_them() -> None:

@@ -73,22 +73,39 @@ def _alive(pgid):
         return False
 
 
+class _Terminated(Exception):
+    pass
+
+
+def _on_term(_signum, _frame):
+    raise _Terminated()
+
+
 def main():
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the launcher's
+    # SIGTERM (an outer launcher stopping the tree this launcher runs in) means the same as
+    # the launcher's death: clean up now, before a SIGKILL can follow
+    signal.signal(signal.SIGTERM, _on_term)
     _subreaper()
     groups = set()
     tokens = set()
     paths = set()
-    for line in sys.stdin:
-        line = line.rstrip("\n")
-        if len(line) < 2 or line[0] not in "+-":
-            continue
-        if line[1] == "/":
-            (paths.add if line[0] == "+" else paths.discard)(line[1:])
-        elif line[1] == "=":
-            (tokens.add if line[0] == "+" else tokens.discard)(line[2:])
-        elif line[1:].isdigit():
-            (groups.add if line[0] == "+" else groups.discard)(int(line[1:]))
+    try:
+        for line in sys.stdin:
+            line = line.rstrip("\n")
+            if len(line) < 2 or line[0] not in "+-":
+                continue
+            if line[1] == "/":
+                (paths.add if line[0] == "+" else paths.discard)(line[1:])
+            elif line[1] == "=":
+                (tokens.add if line[0] == "+" else tokens.discard)(line[2:])
+            elif line[1:].isdigit():
+                (groups.add if line[0] == "+" else groups.discard)(int(line[1:]))
+    except _Terminated:
+        pass
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for path in paths:  # first: a SIGKILL may end the watchdog during the grace below
+        _remove(path)
     live = [g for g in groups if _alive(g)]
     for g in live:
         try:
@@ -110,7 +127,7 @@ def main():
         if not _kill_tagged(tokens, signal.SIGKILL):
             break
         time.sleep(0.05)
-    for path in paths:
+    for path in paths:  # again: a dying plugin may have left a socket file since
         _remove(path)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import textwrap
@@ -19,17 +20,17 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import EklError
-from ..supervise.status import collect_status_dirs, read_status_file, status_dir_candidates
+from ..supervise.status import (
+    NoStatus,
+    collect_status_dirs,
+    read_status,
+    read_status_file,
+    status_dir_candidates,
+    status_entries,
+)
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 EXIT_NOT_RUNNING = 3
-EXIT_NO_STATUS = 4
-
-
-class NoStatus(EklError):
-    """No status file, or no plugin by that name in any of them."""
-
-    exit_code = EXIT_NO_STATUS
 
 
 def _fmt_uptime(s: float) -> str:
@@ -105,12 +106,7 @@ def render_table(status: Dict[str, Any], width: Optional[int] = None,
 
 def load_status(status_file: Optional[str]) -> Dict[str, Any]:
     if status_file:
-        try:
-            return read_status_file(status_file)
-        except EklError as e:
-            if "no such file" in str(e):
-                raise NoStatus(str(e)) from None
-            raise
+        return read_status_file(status_file)  # NoStatus (exit 4) when there is none
     return collect_status_dirs(status_dir_candidates())
 
 
@@ -162,16 +158,10 @@ def _launchers(args: argparse.Namespace) -> List[Tuple[str, Dict[str, Any]]]:
     """(control socket, status document) of every launcher the status files name."""
     if args.status_file:
         docs = [load_status(args.status_file)]
-    else:
-        from pathlib import Path
-
-        docs = []
-        for d in status_dir_candidates():
-            for f in sorted(Path(d).glob("*.json")) if Path(d).is_dir() else []:
-                try:
-                    docs.append(read_status_file(str(f)))
-                except EklError:
-                    continue
+    else:  # the one folder walk (bounded, links in folders not followed)
+        found = [read_status(f, follow) for f, follow in status_entries(
+            [d for d in status_dir_candidates() if os.path.isdir(d)])]
+        docs = [d for d in found if "error" not in d]
     out = []
     for doc in docs:
         path = doc.get("control")

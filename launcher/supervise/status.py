@@ -202,12 +202,18 @@ def status_files(sources: Sequence[str]) -> List[str]:
     return [p for p, _ in status_entries(sources)]
 
 
+class NoStatus(EklError):
+    """No status where one was asked for (exit 4, the LSB "no status" code)."""
+
+    exit_code = 4
+
+
 def read_status_file(path: str) -> Dict[str, Any]:
     """``read_status`` for a file the user named: a problem is a one-line EklError."""
     doc = read_status(path)
     if "error" in doc:
         if not os.path.lexists(path):
-            raise EklError(f"--status-file {path}: no such file; is `ekl supervise --status-file "
+            raise NoStatus(f"--status-file {path}: no such file; is `ekl supervise --status-file "
                            f"{path}` running?")
         raise EklError(f"--status-file {path}: not a status file written by ekl")
     return doc

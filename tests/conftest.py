@@ -83,6 +83,7 @@ class Host:
 
     def __init__(self, ipc_dir: str) -> None:
         self.ipc_dir = ipc_dir
+        self.watchers: list = []
         self.instances: List[PluginInstance] = []
 
     def start(self, folder: Path, python: Optional[str] = None, private_ipc: bool = True,
@@ -99,7 +100,22 @@ class Host:
             inst.start_process()
         return inst
 
+    def watch(self, folder: Path, settings: dict, fail_fast: bool = True,
+              **host_settings: object) -> tuple:
+        """The plugin under a Watcher with ``settings`` (SupervisorSettings fields); the
+        watcher is stopped when the host closes."""
+        from ekl.launcher.settings import SupervisorSettings
+        from ekl.launcher.supervise.watcher import Watcher
+
+        inst = self.start(folder, start=False, **host_settings)
+        w = Watcher(inst, SupervisorSettings(**settings))
+        self.watchers.append(w)
+        w.start(fail_fast=fail_fast)
+        return w, inst
+
     def close(self) -> None:
+        for w in self.watchers:
+            w.stop()
         pids = []
         for inst in self.instances:
             if inst.process and inst.process.popen:

@@ -13,9 +13,7 @@ import pytest
 from conftest import short_id, wait_for
 from ekl.launcher.errors import CommandError, EklError
 from ekl.launcher.host.control import MAX_PING_REPLY, Probe, parse_ping_reply
-from ekl.launcher.settings import SupervisorSettings
 from ekl.launcher.supervise.states import State
-from ekl.launcher.supervise.watcher import Watcher
 from ekuiper.protocol import Meta
 
 FAST = dict(backoff_initial_s=0.05, backoff_max_s=0.5, health_interval_s=0.3,
@@ -23,18 +21,7 @@ FAST = dict(backoff_initial_s=0.05, backoff_max_s=0.5, health_interval_s=0.3,
 
 
 def watched(host, folder, **kw):
-    inst = host.start(folder, start=False, function_timeout_s=30)
-    w = Watcher(inst, SupervisorSettings(**{**FAST, **kw}))
-    w.start(fail_fast=True)
-    host.watchers = getattr(host, "watchers", []) + [w]
-    return w, inst
-
-
-@pytest.fixture(autouse=True)
-def _stop_watchers(host):
-    yield
-    for w in getattr(host, "watchers", []):
-        w.stop()
+    return host.watch(folder, {**FAST, **kw}, function_timeout_s=30)
 
 
 def in_thread(fn):

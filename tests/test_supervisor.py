@@ -14,11 +14,9 @@ import psutil
 import pytest
 
 from conftest import short_id, wait_for
-from ekl.launcher.errors import CommandError, HostTimeout, PluginExited, PluginStartError
+from ekl.launcher.errors import CommandError, EklError, HostTimeout, PluginExited, PluginStartError
 from ekl.launcher.process import is_gone
-from ekl.launcher.settings import SupervisorSettings
 from ekl.launcher.supervise.states import State
-from ekl.launcher.supervise.watcher import Watcher
 from ekuiper.protocol import Meta
 
 FAST = dict(backoff_initial_s=0.1, backoff_factor=2.0, backoff_max_s=1.0,
@@ -26,19 +24,7 @@ FAST = dict(backoff_initial_s=0.1, backoff_factor=2.0, backoff_max_s=1.0,
 
 
 def watch(host, folder, fail_fast=True, **kw):
-    inst = host.start(folder, start=False, init_timeout_s=10)
-    settings = SupervisorSettings(**{**FAST, **kw})
-    w = Watcher(inst, settings)
-    w.start(fail_fast=fail_fast)
-    host.watchers = getattr(host, "watchers", []) + [w]
-    return w, inst
-
-
-@pytest.fixture(autouse=True)
-def _stop_watchers(host):
-    yield
-    for w in getattr(host, "watchers", []):
-        w.stop()
+    return host.watch(folder, {**FAST, **kw}, fail_fast, init_timeout_s=10)
 
 
 
@@ -109,7 +95,10 @@ def test_memory_hog_is_restarted_after_staying_over_max_rss(host, plugin_copy):
     w, inst = watch(host, plugin_copy("compat"), max_rss_mb=150, rss_strikes=2)
     old = inst.pid
     grow = inst.start_function("grow")
-    grow.exec([200])
+    try:
+        grow.exec([200])
+    except EklError:
+        pass  # sampling near the limit may restart the plugin before grow answers
     assert wait_restarted(w, old, timeout=15)
     assert w.restarts[-1].reason.startswith("memory: rss")
     assert "max_rss 150 MB" in w.restarts[-1].reason

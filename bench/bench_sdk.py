@@ -57,6 +57,17 @@ METRICS = (  # key, label, higher is better
 )
 
 
+def print_results(title: str, values: Dict[str, Dict[str, float]],
+                  ratio: Dict[str, float]) -> None:
+    """The official/ekl table every SDK bench prints (bench_sdk_c.py uses it too)."""
+    print(title)
+    print(f"{'':24}{'official':>12}{'ekl':>12}{'ekl/official':>14}")
+    for k, label, higher in METRICS:
+        better = "higher is better" if higher else "lower is better"
+        print(f"{label:24}{values['official'][k]:>12,.1f}{values['ekl'][k]:>12,.1f}"
+              f"{ratio[k]:>13.2f}x  ({better})")
+
+
 def cpu_s(pid: int) -> float:
     t = psutil.Process(pid).cpu_times()
     return t.user + t.system
@@ -188,13 +199,8 @@ def main(argv: List[str]) -> int:
     t0 = time.monotonic()
     res = run(a.calls, a.messages, a.rounds, a.transport, a.host)
     med, ratio = res["median"], res["ratio"]  # type: ignore[index]
-    print(f"\n{a.rounds} rounds of {a.calls} calls and {a.messages} messages per SDK; rates: median "
-          f"round, CPU: all rounds:")
-    print(f"{'':24}{'official':>12}{'ekl':>12}{'ekl/official':>14}")
-    for k, label, higher in METRICS:
-        better = "higher is better" if higher else "lower is better"
-        print(f"{label:24}{med['official'][k]:>12,.1f}{med['ekl'][k]:>12,.1f}"  # type: ignore[index]
-              f"{ratio[k]:>13.2f}x  ({better})")  # type: ignore[index]
+    print_results(f"\n{a.rounds} rounds of {a.calls} calls and {a.messages} messages per SDK; "
+                  f"rates: median round, CPU: all rounds:", med, ratio)  # type: ignore[arg-type]
     print(f"took {time.monotonic() - t0:.1f} s")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))

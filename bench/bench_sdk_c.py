@@ -49,6 +49,8 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from bench_sdk import METRICS, print_results  # noqa: E402  (one table for both benches)
+
 from conftest import official_sdk_python  # noqa: E402  (the test suite's venv helper)
 from ekl.launcher.host.instance import PluginInstance  # noqa: E402
 from ekl.launcher.settings import LaunchOptions  # noqa: E402
@@ -57,10 +59,6 @@ from ekuiper import protocol  # noqa: E402
 from ekuiper.protocol import Control, FuncMeta, Meta  # noqa: E402
 
 SIDES = ("official", "ekl")
-METRICS = (("calls_per_s", "function calls/s", True),
-           ("messages_per_s", "source messages/s", True),
-           ("cpu_us_per_call", "plugin CPU us/call", False),
-           ("cpu_us_per_message", "plugin CPU us/message", False))
 
 PLUGIN = textwrap.dedent('''\
     """Bench plugin (official SDK public API only): one function, one source."""
@@ -341,13 +339,9 @@ def main(argv: List[str]) -> int:
     t0 = time.monotonic()
     res = run(a.rounds, a.seconds, a.transport, not a.no_orjson, a.source_host)
     tot, ratio = res["total"], res["ratio"]  # type: ignore[index]
-    print(f"\n{a.rounds} rounds of {a.seconds} s per SDK and kind, all rounds together "
-          f"(function host: nngcat, source host: {a.source_host}):")
-    print(f"{'':24}{'official':>12}{'ekl':>12}{'ekl/official':>14}")
-    for k, label, higher in METRICS:
-        better = "higher is better" if higher else "lower is better"
-        print(f"{label:24}{tot['official'][k]:>12,.1f}{tot['ekl'][k]:>12,.1f}"  # type: ignore[index]
-              f"{ratio[k]:>13.2f}x  ({better})")  # type: ignore[index]
+    print_results(f"\n{a.rounds} rounds of {a.seconds} s per SDK and kind, all rounds together "
+                  f"(function host: nngcat, source host: {a.source_host}):", tot,
+                  ratio)  # type: ignore[arg-type]
     print(f"took {time.monotonic() - t0:.1f} s")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))

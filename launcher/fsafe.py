@@ -14,9 +14,7 @@ Standard library only: the launcher, ``ekl-python`` and the cache all use it.
 from __future__ import annotations
 
 import os
-import secrets
 import stat
-import tempfile
 from pathlib import Path
 from typing import List, Optional, Union
 
@@ -110,7 +108,7 @@ def ensure_private_dir(path: StrPath, what: str, env: Optional[str] = None) -> P
 
 def _temp_name(path: Path) -> Path:
     """An unguessable sibling name (64 random bits), so nobody can plant a link there first."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    return path.with_name(f".{path.name}.{os.urandom(8).hex()}.tmp")
 
 
 def atomic_write(path: StrPath, data: bytes, mode: int = 0o600, fsync: bool = False) -> None:
@@ -202,6 +200,14 @@ def status_dir_candidates() -> List[str]:
 
 def private_tmp_dir(prefix: str = "ekl-") -> str:
     """A new folder in ``/tmp`` (not ``$TMPDIR``: socket paths must stay under 107 bytes), 0700."""
-    d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
-    os.chmod(d, 0o700)  # mkdtemp's 0700 is still subject to an odd umask such as 0277
-    return d
+    # As tempfile.mkdtemp does (a random name, made with O_EXCL semantics by mkdir, tried
+    # again on a collision), without importing tempfile (and hashlib) on every start.
+    for _ in range(100):
+        d = f"/tmp/{prefix}{os.urandom(5).hex()}"
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(d, 0o700)  # mkdir's 0700 is still subject to an odd umask such as 0277
+        return d
+    raise FileExistsError(f"no free name for a private folder /tmp/{prefix}*")

@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ekl.launcher.errors import EklError, ManifestError
+from ekl.launcher.plugin.jsonfile import read_json_limited
 from ekl.launcher.plugin.zips import (
     ZipLimits,
     inspect_zip,
-    read_json_limited,
     read_zip_json_limited,
     unpack_plugin_zip,
 )
@@ -475,7 +475,7 @@ try:
         from ekl.launcher.plugin.zips import inspect_zip
         print(inspect_zip(z)[0], file=sys.stderr)
     elif how == "file":
-        from ekl.launcher.plugin.zips import read_json_limited
+        from ekl.launcher.plugin.jsonfile import read_json_limited
         read_json_limited(z)
     else:
         from ekl.launcher.plugin.zips import read_zip_json_limited

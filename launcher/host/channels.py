@@ -13,11 +13,10 @@ import threading
 import time
 from typing import Callable, Optional
 
-import pynng
-
 from ekuiper import protocol
+from ekuiper.transport import TransportStateError
 
-from .ipc import listen, recv_until
+from .ipc import listen_rep, recv_until
 
 Alive = Optional[Callable[[], bool]]
 
@@ -27,7 +26,7 @@ class RepChannel:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.sock = listen(pynng.Rep0(), url)
+        self.sock = listen_rep(url)
         self.lock = threading.Lock()
 
     def wait_request(self, timeout_s: float, alive: Alive, label: str) -> bytes:
@@ -42,7 +41,7 @@ class RepChannel:
             while True:
                 try:
                     self.sock.send(data)
-                except pynng.BadState:
+                except TransportStateError:  # no request outstanding
                     recv_until(self.sock, deadline, alive, label)
                     self.sock.send(data)
                 result = recv_until(self.sock, deadline, alive, label)

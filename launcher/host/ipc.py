@@ -1,46 +1,72 @@
-"""Host-side sockets (REP, PULL listeners; PUSH dialer) and the private socket folder."""
+"""Host-side sockets (REP, PULL listeners; PUSH dialer) and the private socket folder.
+
+The host speaks through the SDK's transport layer (``ekuiper.transport``), the same code
+the plugin side uses, chosen by the same ``EKUIPER_TRANSPORT`` variable: the pure-Python
+native transport by default, so the host needs no compiled library and ``ekl call`` or
+``ekl-python`` do not load pynng (60-100 ms) before the plugin can start; ``pynng`` keeps
+nng itself on the host side too.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
-from typing import Callable, Optional, TypeVar
-
-import pynng
+from typing import Callable, Optional, Union
 
 from ekuiper import protocol
+from ekuiper.transport import (
+    PullSocket,
+    RepSocket,
+    TransportError,
+    TransportTimeout,
+    get_transport,
+)
 
 from ..errors import EklError, HostTimeout
 from ..fsafe import private_tmp_dir
 
-T = TypeVar("T", bound=pynng.Socket)
-#: eKuiper's sink PUSH dial options: reconnect every 100 ms, back-off up to 5 s.
-RECONNECT_MS = 100
-RECONNECT_MAX_MS = 5000
+#: How long the host keeps re-dialing a sink's data socket after the plugin said it listens.
+SINK_DIAL_RETRIES = 50
+SINK_DIAL_INTERVAL_S = 0.1
 
 
-def listen(sock: T, url: str, retries: int = protocol.LISTEN_RETRIES,
-           interval_s: float = protocol.LISTEN_INTERVAL_S) -> T:
-    """Listen with the Go runtime's retries; close the socket and explain on failure."""
-    sock.recv_max_size = 0
-    for i in range(retries + 1):
-        try:
-            sock.listen(url)
-            return sock
-        except pynng.NNGException as e:
-            if i == retries:
-                sock.close()
-                path = protocol.url_path(url)
-                hint = (f"; another ekl or eKuiper is already serving {path}"
-                        if isinstance(e, pynng.AddressInUse) else "")
-                raise EklError(f"cannot listen on {url}: {e}{hint}") from None
-        time.sleep(interval_s)
-    raise AssertionError("unreachable")
+def _in_use(e: BaseException) -> bool:
+    cause: Optional[BaseException] = e
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return "in use" in str(e).lower()
 
 
-def recv_until(sock: pynng.Socket, deadline: float, alive: Optional[Callable[[], bool]],
-               what: str, slice_ms: int = 200) -> bytes:
+def _listen_error(url: str, e: TransportError) -> EklError:
+    path = protocol.url_path(url)
+    hint = f"; another ekl or eKuiper is already serving {path}" if _in_use(e) else ""
+    return EklError(f"cannot listen on {url}: {e}{hint}")
+
+
+def listen_rep(url: str) -> RepSocket:
+    """A REP listener with the Go runtime's retries; one line naming the socket on failure."""
+    try:
+        return get_transport().listen_rep(url, retries=protocol.LISTEN_RETRIES,
+                                          interval_s=protocol.LISTEN_INTERVAL_S)
+    except TransportError as e:
+        raise _listen_error(url, e) from None
+
+
+def listen_pull(url: str) -> PullSocket:
+    """A PULL listener with the Go runtime's retries; one line naming the socket on failure."""
+    try:
+        return get_transport().listen_pull(url, retries=protocol.LISTEN_RETRIES,
+                                           interval_s=protocol.LISTEN_INTERVAL_S)
+    except TransportError as e:
+        raise _listen_error(url, e) from None
+
+
+def recv_until(sock: Union[RepSocket, PullSocket], deadline: float,
+               alive: Optional[Callable[[], bool]], what: str, slice_ms: int = 200) -> bytes:
     """Receive before ``deadline``, checking ``alive()`` between short slices.
 
     A dead plugin is reported at once instead of after the whole timeout.
@@ -49,10 +75,10 @@ def recv_until(sock: pynng.Socket, deadline: float, alive: Optional[Callable[[],
         left = deadline - time.monotonic()
         if left <= 0:
             raise HostTimeout(f"{what}: no answer in time")
-        sock.recv_timeout = max(1, int(min(left, slice_ms / 1000) * 1000))
+        sock.recv_timeout_ms = max(1, int(min(left, slice_ms / 1000) * 1000))
         try:
-            return sock.recv_msg().bytes  # recv() raises on a 0-byte message
-        except pynng.Timeout:
+            return sock.recv()
+        except TransportTimeout:
             if alive is not None and not alive():
                 raise PluginDied(what) from None
 

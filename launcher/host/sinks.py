@@ -5,13 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any, Optional, Union
 
-import pynng
-
 from ekuiper import protocol
 from ekuiper.protocol import Meta
+from ekuiper.transport import PushSocket, TransportError, TransportTimeout, get_transport
 
 from ..errors import AckError, EklError, HostTimeout
-from .ipc import RECONNECT_MAX_MS, RECONNECT_MS, listen
+from .ipc import SINK_DIAL_INTERVAL_S, SINK_DIAL_RETRIES, listen_pull
 
 
 class SinkWriter:
@@ -32,21 +31,18 @@ class SinkWriter:
         self.ack_timeout_s = ack_timeout_s
         self.ack_url = protocol.ack_url(meta, ipc_dir)
         self.url = protocol.data_url(meta, ipc_dir)
-        self.ack_sock = listen(pynng.Pull0(), self.ack_url)
-        self.sock: Optional[pynng.Push0] = None
+        self.ack_sock = listen_pull(self.ack_url)
+        self.sock: Optional[PushSocket] = None
         self.written = 0
 
     def connect(self) -> None:
         """Dial the plugin's PULL listener (after the start command succeeded)."""
-        sock = pynng.Push0(send_timeout=int(self.send_timeout_s * 1000),
-                           reconnect_time_min=RECONNECT_MS, reconnect_time_max=RECONNECT_MAX_MS)
-        sock.recv_max_size = 0
         try:
-            sock.dial(self.url, block=True)
-        except pynng.NNGException as e:
-            sock.close()
+            self.sock = get_transport().dial_push(
+                self.url, send_timeout_ms=int(self.send_timeout_s * 1000),
+                retries=SINK_DIAL_RETRIES, interval_s=SINK_DIAL_INTERVAL_S)
+        except TransportError as e:
             raise EklError(f"sink {self.symbol}: cannot dial {self.url}: {e}") from None
-        self.sock = sock
 
     def write(self, record: Union[bytes, Any]) -> None:
         """Send one message (bytes as they are, anything else JSON-encoded)."""
@@ -55,7 +51,7 @@ class SinkWriter:
         data = record if isinstance(record, (bytes, bytearray)) else protocol.dumps(record)
         try:
             self.sock.send(bytes(data))
-        except pynng.Timeout:
+        except TransportTimeout:
             raise HostTimeout(f"sink {self.symbol}: the plugin did not take the message within "
                               f"{self.send_timeout_s:.1f} s") from None
         self.written += 1
@@ -67,10 +63,10 @@ class SinkWriter:
     def wait_ack(self, timeout_s: Optional[float] = None) -> Optional[str]:
         """The next ack: None for success, the error text otherwise."""
         t = self.ack_timeout_s if timeout_s is None else timeout_s
-        self.ack_sock.recv_timeout = max(1, int(t * 1000))
+        self.ack_sock.recv_timeout_ms = max(1, int(t * 1000))
         try:
-            data = self.ack_sock.recv_msg().bytes  # recv() raises on a 0-byte message
-        except pynng.Timeout:
+            data = self.ack_sock.recv()
+        except TransportTimeout:
             raise HostTimeout(f"sink {self.symbol}: no ack within {t:.1f} s") from None
         return protocol.decode_ack(data)
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import time
 from typing import Iterator, Optional
 
-import pynng
-
 from ekuiper import protocol
 from ekuiper.protocol import Meta, SourceMessage
+from ekuiper.transport import TransportTimeout
 
 from ..errors import HostTimeout
-from .ipc import listen
+from .ipc import listen_pull
 
 #: The longest single wait in ``recv``: the bound on how late a signal is handled.
 RECV_SLICE_S = 0.1
@@ -28,7 +27,7 @@ class SourceStream:
         self.symbol = symbol
         self.meta = meta
         self.url = protocol.data_url(meta, ipc_dir)
-        self.sock = listen(pynng.Pull0(), self.url)
+        self.sock = listen_pull(self.url)
         self.received = 0
         self.errors = 0
 
@@ -40,11 +39,11 @@ class SourceStream:
             left = RECV_SLICE_S if end is None else min(RECV_SLICE_S, end - time.monotonic())
             if left <= 0:
                 raise HostTimeout(f"source {self.symbol}: no data within {timeout_s:.1f} s")
-            self.sock.recv_timeout = max(1, int(left * 1000))
+            self.sock.recv_timeout_ms = max(1, int(left * 1000))
             try:
-                data = self.sock.recv_msg().bytes  # recv() raises on a 0-byte message
+                data = self.sock.recv()
                 break
-            except pynng.Timeout:
+            except TransportTimeout:
                 continue
         msg = protocol.decode_source_message(data)
         if msg.error is not None:

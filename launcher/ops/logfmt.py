@@ -22,7 +22,6 @@ import re
 import sys
 import threading
 from collections import OrderedDict
-from datetime import datetime
 from typing import Any, Dict, MutableMapping, Optional, Tuple
 
 from ..errors import EklError
@@ -45,6 +44,8 @@ _STANDARD = set(vars(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, Non
 
 def iso_timestamp(created: float) -> str:
     """``2026-12-01T20:41:52.123+00:00``: local time with its offset, millisecond precision."""
+    from datetime import datetime  # here: ops.cli (every ekl start) imports this module
+
     return datetime.fromtimestamp(created).astimezone().isoformat(timespec="milliseconds")
 
 

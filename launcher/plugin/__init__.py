@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 from ..errors import ManifestError
 from ..settings import LOCK_POLICIES, RESTART_POLICIES, SupervisorSettings
-from .zips import read_json_limited, unpack_plugin_zip
+from .jsonfile import read_json_limited
 
 if TYPE_CHECKING:
     from ekl.envs.model import PluginEnv
@@ -125,6 +125,8 @@ def find_json(target: Path) -> Path:
     if target.is_file():
         if target.suffix == ".zip":
             from ekl.envs.probe import cache_dir
+
+            from .zips import unpack_plugin_zip  # only for a zip: zipfile, hashlib...
 
             return find_json(unpack_plugin_zip(target, cache_dir()))
         return target

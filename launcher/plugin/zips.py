@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import os
 import posixpath
 import shutil
@@ -39,11 +38,11 @@ from typing import Any, Dict, List, NoReturn, Optional, Tuple
 
 from ..errors import EklError, ManifestError
 from ..fsafe import ensure_private_dir
+from .jsonfile import env_int, json_limit, parse_json, too_big
 
 MAX_BYTES_ENV = "EKL_ZIP_MAX_BYTES"
 MAX_ENTRIES_ENV = "EKL_ZIP_MAX_ENTRIES"
 MAX_RATIO_ENV = "EKL_ZIP_MAX_RATIO"
-JSON_MAX_BYTES_ENV = "EKL_JSON_MAX_BYTES"
 
 #: Defaults: far above any plugin seen so far (they are kilobytes to a few hundred MB with
 #: a bundled model), far below what hurts a machine.
@@ -53,7 +52,6 @@ DEFAULT_MAX_RATIO = 100              # uncompressed : compressed, per entry
 #: The ratio applies only to entries that unpack to more than this: a small file of
 #: spaces legitimately compresses 300:1, and a few KiB cannot hurt anyone.
 RATIO_FLOOR = 1 << 20                # 1 MiB
-DEFAULT_JSON_MAX_BYTES = 1 << 20     # 1 MiB: plugin JSON is a few hundred bytes
 #: Longest entry name (bytes): deeper paths than any plugin needs, well inside PATH_MAX
 #: once the cache folder is in front.
 MAX_NAME = 1024
@@ -80,20 +78,6 @@ except ImportError:  # pragma: no cover - Python built without lzma
     pass
 
 
-def _env_int(var: str, default: int) -> int:
-    raw = os.environ.get(var)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise EklError(f"{var}={raw!r}: must be a positive whole number (e.g. {var}={default}); "
-                       f"fix or unset it")
-    return value
-
-
 @dataclass(frozen=True)
 class ZipLimits:
     """Limits for one unpack. A field left None takes its environment variable, else the
@@ -107,11 +91,11 @@ class ZipLimits:
     def resolved(self) -> ZipLimits:
         return ZipLimits(
             self.max_bytes if self.max_bytes is not None
-            else _env_int(MAX_BYTES_ENV, DEFAULT_MAX_BYTES),
+            else env_int(MAX_BYTES_ENV, DEFAULT_MAX_BYTES),
             self.max_entries if self.max_entries is not None
-            else _env_int(MAX_ENTRIES_ENV, DEFAULT_MAX_ENTRIES),
+            else env_int(MAX_ENTRIES_ENV, DEFAULT_MAX_ENTRIES),
             self.max_ratio if self.max_ratio is not None
-            else _env_int(MAX_RATIO_ENV, DEFAULT_MAX_RATIO))
+            else env_int(MAX_RATIO_ENV, DEFAULT_MAX_RATIO))
 
 
 @dataclass
@@ -491,67 +475,20 @@ def inspect_zip(zpath: Path, limits: ZipLimits = ZipLimits()) -> List[str]:
     return problems
 
 
-def _json_limit(max_bytes: Optional[int]) -> int:
-    return max_bytes if max_bytes is not None else _env_int(JSON_MAX_BYTES_ENV,
-                                                            DEFAULT_JSON_MAX_BYTES)
-
-
-def _parse_json(data: bytes, where: str) -> Any:
-    try:
-        return json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ManifestError([f"{where}: not UTF-8 text"]) from None
-    except RecursionError:
-        raise ManifestError([f"{where}: nested too deeply to be a plugin's JSON; fix the "
-                             f"file"]) from None
-    except ValueError as e:
-        raise ManifestError([f"{where}: not valid JSON ({e}); fix the syntax"]) from None
-
-
-def read_json_limited(path: Path, max_bytes: Optional[int] = None) -> Any:
-    """Parse a plugin JSON file, refusing it from its size alone if it is larger than
-    ``max_bytes`` ($EKL_JSON_MAX_BYTES, default 1 MiB): parsing costs about 20 bytes of
-    memory per byte of JSON, so a 100 MB file would cost 2 GB. Only regular files are read
-    (a FIFO would block). Raises ManifestError with one line naming the file."""
-    limit = _json_limit(max_bytes)
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError as e:
-        raise ManifestError([f"{path}: cannot read it: {e.strerror}"]) from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ManifestError([f"{path}: is not a regular file; give the plugin's JSON file"])
-        if st.st_size > limit:
-            _too_big(path, st.st_size, limit)
-        try:
-            data = f.read(limit + 1)
-        except OSError as e:
-            raise ManifestError([f"{path}: cannot read it: {e.strerror}"]) from None
-    if len(data) > limit:  # it grew after the stat
-        _too_big(path, len(data), limit)
-    return _parse_json(data, str(path))
-
-
-def _too_big(where: Any, size: int, limit: int) -> NoReturn:
-    raise ManifestError([f"{where}: is {size} bytes, more than the {limit} a plugin's JSON may "
-                         f"have; is it the right file? (raise {JSON_MAX_BYTES_ENV} if it is)"])
-
-
 def read_zip_json_limited(zf: zipfile.ZipFile, name: str, zpath: Path,
                           max_bytes: Optional[int] = None) -> Any:
     """``json.loads(zf.read(name))`` for ``ekl validate``, refusing from the central
     directory's size alone, and never decompressing more than the limit however the
     header lies. Raises ManifestError naming the zip and the entry."""
-    limit = _json_limit(max_bytes)
+    limit = json_limit(max_bytes)
     where = f"{zpath}: entry {name!r}"
     try:
         info = zf.getinfo(name)
     except KeyError:
         raise ManifestError([f"{where} is not in the zip"]) from None
     if info.file_size > limit:
-        _too_big(where, info.file_size, limit)
+        too_big(where, info.file_size, limit)
     out: List[bytes] = []
     e = _Entry(info, name, False, 0)
     _stream(zf, zpath, e, out.append, limit, ZipLimits(limit, 1, 1 << 62))
-    return _parse_json(b"".join(out), where)
+    return parse_json(b"".join(out), where)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -94,6 +93,8 @@ def hosted_sdk_dir() -> Path:
     dest = root / "sdk" / _sdk_digest()
     if not (dest / "ekuiper" / "__init__.py").is_file():
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
+        import shutil  # a cache miss only
+
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(src, tmp / "ekuiper", ignore=shutil.ignore_patterns("__pycache__"))
         tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -366,7 +367,9 @@ def _conda_run(manifest: Plugin, opts: LaunchOptions, python_bin: str, conf_arg:
     if manifest.env_kind != "conda" or not manifest.env:
         raise EklError(f"--conda-run: {manifest.path.name} has no \"virtualEnvType\": \"conda\" "
                        f"with an \"env\"; drop --conda-run or add them")
-    conda = shutil.which("conda", path=base_env.get("PATH"))
+    from shutil import which
+
+    conda = which("conda", path=base_env.get("PATH"))
     if conda is None:
         raise EklError("--conda-run needs a conda binary on PATH and none was found; drop "
                        "--conda-run (ekl activates the environment itself) or add conda to PATH")

@@ -1,11 +1,14 @@
-"""Health of a plugin's process tree, read with psutil."""
+"""Health of a plugin's process tree, read with psutil.
+
+psutil is imported at the first sample, not with this module: the watcher (and so every
+``ekl-python`` and ``ekl run``) imports this module on its start path, and a plugin's
+first health check comes a health interval after its handshake.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import List, Optional
-
-import psutil
 
 from ..process import PluginProcess
 
@@ -35,6 +38,8 @@ class TreeSampler:
         self._checks = 0
 
     def sample(self, proc: PluginProcess) -> Health:
+        import psutil
+
         if not proc.alive():
             return Health(alive=False, problem=proc.exit_description())
         full = self._checks % FULL_SCAN_EVERY == 0 or proc.pid not in self._procs
@@ -77,6 +82,8 @@ class TreeSampler:
 def tree_rss(sampler: TreeSampler, proc: PluginProcess) -> int:
     """Resident memory of the tree as the last full sample knew it: cheap enough to run
     every 0.1 s near ``max_rss`` (no process-table scan, one read per process)."""
+    import psutil
+
     total = 0
     procs = dict(sampler._procs)
     if proc.pid is not None and proc.pid not in procs:

@@ -14,10 +14,12 @@ from .base import (
     MAX_MSG_SIZE_ENV,
     PullSocket,
     PushSocket,
+    RepSocket,
     ReqSocket,
     Transport,
     TransportClosed,
     TransportError,
+    TransportStateError,
     TransportTimeout,
     max_msg_size,
 )
@@ -61,7 +63,7 @@ def get_transport(name: Optional[str] = None) -> Transport:
     return factory()
 
 
-__all__ = ["Transport", "ReqSocket", "PushSocket", "PullSocket", "TransportError",
-           "TransportTimeout", "TransportClosed", "get_transport", "TRANSPORTS",
+__all__ = ["Transport", "ReqSocket", "PushSocket", "PullSocket", "RepSocket", "TransportError",
+           "TransportTimeout", "TransportClosed", "TransportStateError", "get_transport", "TRANSPORTS",
            "TRANSPORT_ENV", "DEFAULT_TRANSPORT", "transport_name", "MAX_MSG_SIZE_ENV",
            "DEFAULT_MAX_MSG_SIZE", "max_msg_size"]

@@ -1,8 +1,10 @@
-"""The three socket roles a plugin needs, as a small interface.
+"""The socket roles of both halves of the protocol, as a small interface.
 
 A plugin only ever dials REQ (control and function channels), dials PUSH (source data and
 sink acks) and listens PULL (sink data). Keeping those behind this interface lets the SDK
-swap pynng for a faster native implementation without touching the runtime.
+swap pynng for a faster native implementation without touching the runtime. The host's
+half adds one role, a listening REP (the control and function channels' other end), so
+that a host can do without pynng too (importing it costs a CLI start 60-100 ms).
 """
 
 from __future__ import annotations
@@ -56,6 +58,13 @@ class TransportClosed(TransportError):
     """The socket was closed (usually by another thread stopping the symbol)."""
 
 
+class TransportStateError(TransportError):
+    """The socket's protocol state forbids the operation now: a REP ``send`` with no
+    request outstanding (nng's NNG_ESTATE, pynng's BadState). Its own class because a host
+    recovers from it (it receives the next request first, then replies), while any other
+    error means the channel is broken."""
+
+
 class ReqSocket:
     """A dialed REQ socket. ``recv`` after a timeout needs a fresh ``send`` first."""
 
@@ -83,7 +92,35 @@ class PushSocket:
 
 
 class PullSocket:
+    #: receive timeout in ms, read at each ``recv`` (``None``: wait for ever). Settable
+    #: between calls because a host waits in short slices to notice a dead plugin.
+    recv_timeout_ms: Optional[int] = None
+
     def recv(self) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class RepSocket:
+    """A listening REP socket (the host's end of the control and function channels).
+
+    ``recv`` returns the next request from any peer and makes it the outstanding one (a
+    later ``recv`` replaces it, as nng's rep0 does); ``send`` replies to it on the
+    connection it came from, after which none is outstanding: ``send`` then raises
+    :class:`TransportStateError`. A reply whose peer has gone is dropped silently.
+    """
+
+    #: receive timeout in ms, read at each ``recv`` (``None``: wait for ever)
+    recv_timeout_ms: Optional[int] = None
+    #: how long ``send`` may wait for the peer to take the reply (``None``: for ever)
+    send_timeout_ms: Optional[int] = None
+
+    def recv(self) -> bytes:
+        raise NotImplementedError
+
+    def send(self, data: bytes) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -105,4 +142,14 @@ class Transport:
 
     def listen_pull(self, url: str, *, retries: int, interval_s: float,
                     recv_timeout_ms: Optional[int] = None) -> PullSocket:
+        raise NotImplementedError
+
+    def listen_rep(self, url: str, *, retries: int, interval_s: float,
+                   recv_timeout_ms: Optional[int] = None,
+                   send_timeout_ms: Optional[int] = None) -> RepSocket:
+        """Listen REP on ``url``, trying ``retries`` more times ``interval_s`` apart.
+
+        Fails with TransportError; when another process listens there, its ``__cause__``
+        is an OSError with errno EADDRINUSE (with either transport), so a caller can
+        say who is probably holding the address."""
         raise NotImplementedError

@@ -1,4 +1,4 @@
-"""A pure-Python transport: SP REQ, PUSH and PULL over ``ipc://`` Unix stream sockets.
+"""A pure-Python transport: SP REQ, PUSH, PULL and REP over ``ipc://`` Unix stream sockets.
 
 Why it exists: with pynng, nng hands every message across several threads, which costs a
 plugin most of its CPU per message; and pynng needs a compiled wheel that some edge
@@ -19,6 +19,10 @@ Semantics follow nng's (and pynng's, as ``pynng_transport`` maps them):
   interrupts half-way is lost, as nng loses what a broken pipe had taken.
 * PULL: listens, takes any number of PUSH peers and receives from them in turn; it
   negotiates with all new peers at once (a silent one holds up nobody).
+* REP (the host's end of the control and function channels): listens like PULL, takes
+  REQ peers; ``recv`` returns the next request from any of them and makes it the
+  outstanding one, ``send`` replies to that one on its own connection (TransportStateError
+  when none is outstanding; dropped silently when that peer has gone).
 * Every connection refuses a message over ``$EKUIPER_MAX_MSG_SIZE`` (nng's receive size
   limit) by dropping the peer, and takes memory for a big message only as it arrives.
 * Peers whose SP protocol is not the partner's are refused; ``close`` from another thread
@@ -36,16 +40,18 @@ import random
 import select
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
 from . import sp
 from .base import (
     PullSocket,
     PushSocket,
+    RepSocket,
     ReqSocket,
     Transport,
     TransportClosed,
     TransportError,
+    TransportStateError,
     TransportTimeout,
     max_msg_size,
 )
@@ -490,13 +496,19 @@ class NativePush(_Dialed, PushSocket):
                 self._leave_closed()
 
 
-class NativePull(_Socket, PullSocket):
-    """Listens; an accepting thread negotiates with each new peer and hands it over."""
+class _Listener(_Socket):
+    """Listens; an accepting thread negotiates with each new peer and hands it over, and
+    the receiving thread takes complete messages from all peers in turn. PULL and REP
+    differ only in their protocol ids and in what they make of a message."""
+
+    proto = 0
+    peer_proto = 0
 
     def __init__(self, path: str, recv_timeout_ms: Optional[int]) -> None:
         self._listener, self._ino = sp.listen(path)  # first: nothing to undo if it fails
         super().__init__(path)
-        self._recv_timeout = recv_timeout_ms
+        #: read at each recv, so a caller may change it between calls
+        self.recv_timeout_ms = recv_timeout_ms
         self._notify_r, self._notify_w = os.pipe()
         os.set_blocking(self._notify_r, False)
         os.set_blocking(self._notify_w, False)
@@ -552,7 +564,7 @@ class NativePull(_Socket, PullSocket):
                     conn = pending[fd][0]
                     try:
                         conn.fill()
-                        if not conn.take_peer_header(sp.PROTO_PUSH):
+                        if not conn.take_peer_header(self.peer_proto):
                             continue
                     except (sp.PeerGone, OSError):
                         forget(fd).close()  # wrong protocol, not SP, or gone: refused
@@ -582,7 +594,7 @@ class NativePull(_Socket, PullSocket):
                 return not self._closed_evt.wait(0.05)
             conn = sp.Connection(s, self._wake_r, self._max_size)
             try:
-                conn.send_header_now(sp.PROTO_PULL)
+                conn.send_header_now(self.proto)
             except (sp.PeerGone, OSError):
                 conn.close()
                 continue
@@ -634,58 +646,61 @@ class NativePull(_Socket, PullSocket):
             except KeyError:
                 pass
 
-    def _buffered(self) -> Optional[bytes]:
-        """A complete message from any peer, taking peers in turn."""
+    def _buffered(self) -> Optional[Tuple[sp.Connection, sp.Buffer, int, int]]:
+        """A complete message from any peer, taking peers in turn, as (connection, buffer,
+        start, end): the connection because a REP socket replies on it. Peers that ended
+        (and are drained) or broke the framing are dropped after the scan, not by
+        recursion: a thousand peers gone at once must not exhaust the stack."""
         conns = self._conns
         n = len(conns)
-        i = 0
-        while i < n:
+        found: Optional[Tuple[sp.Connection, sp.Buffer, int, int]] = None
+        gone: List[sp.Connection] = []
+        for i in range(n):
             k = (self._next + i) % n
             conn = conns[k]
             try:
                 frame = conn.next_frame()
             except sp.ProtocolViolation as e:
                 self._warn.warn("%s: dropped a peer: %s", self._path, e)
-                self._drop(conn)
-                return self._buffered()
+                gone.append(conn)
+                continue
             if frame is not None:
                 self._next = k + 1
-                buf, start, end = frame
-                return sp.take(buf, start, end)
+                found = (conn, frame[0], frame[1], frame[2])
+                break
             if conn.dead:  # ended and drained
-                self._drop(conn)
-                return self._buffered()
-            i += 1
-        return None
+                gone.append(conn)
+        for conn in gone:
+            self._drop(conn)
+        return found
 
-    def recv(self) -> bytes:
-        self._enter()
-        try:
-            deadline = sp.deadline_after(self._recv_timeout)
-            while True:
-                msg = self._buffered()
-                if msg is not None:
-                    return msg
-                left = None if deadline is None else max(
-                    0, int((deadline - time.monotonic()) * 1000.0 + 0.999))
-                events = self._poll.poll(left)
-                if not events and deadline is not None and time.monotonic() >= deadline:
-                    raise TransportTimeout("timed out")
-                for fd, _ev in events:
-                    if fd == self._wake_r:
-                        raise TransportClosed("socket closed")
-                    if fd == self._notify_r:
-                        self._take_incoming()
-                        continue
-                    conn = self._byfd.get(fd)
-                    if conn is None:
-                        continue
-                    try:
-                        conn.fill()
-                    except sp.PeerGone:
-                        self._forget_fd(conn)  # keep what it sent until it is taken
-        finally:
-            self._leave()
+    def _next_message(self, deadline: Optional[float]
+                      ) -> Tuple[sp.Connection, sp.Buffer, int, int]:
+        """The receive loop both listeners share: wait until ``deadline`` for a complete
+        message from any peer, taking in new peers as the accepting thread hands them
+        over. TransportTimeout at the deadline, TransportClosed on close."""
+        while True:
+            msg = self._buffered()
+            if msg is not None:
+                return msg
+            left = None if deadline is None else max(
+                0, int((deadline - time.monotonic()) * 1000.0 + 0.999))
+            events = self._poll.poll(left)
+            if not events and deadline is not None and time.monotonic() >= deadline:
+                raise TransportTimeout("timed out")
+            for fd, _ev in events:
+                if fd == self._wake_r:
+                    raise TransportClosed("socket closed")
+                if fd == self._notify_r:
+                    self._take_incoming()
+                    continue
+                conn = self._byfd.get(fd)
+                if conn is None:
+                    continue
+                try:
+                    conn.fill()
+                except sp.PeerGone:
+                    self._forget_fd(conn)  # keep what it sent until it is taken
 
     def _release_resources(self) -> None:
         try:
@@ -704,6 +719,89 @@ class NativePull(_Socket, PullSocket):
                 os.close(fd)
             except OSError:
                 pass
+
+
+class NativePull(_Listener, PullSocket):
+    """PULL: takes any number of PUSH peers and receives from them in turn."""
+
+    proto = sp.PROTO_PULL
+    peer_proto = sp.PROTO_PUSH
+
+    def recv(self) -> bytes:
+        self._enter()
+        try:
+            _conn, buf, start, end = self._next_message(
+                sp.deadline_after(self.recv_timeout_ms))
+            return sp.take(buf, start, end)
+        finally:
+            self._leave()
+
+
+class NativeRep(_Listener, RepSocket):
+    """REP, as nng's rep0 (the host's end of the control and function channels).
+
+    Each request starts with its backtrace: the 4-byte words up to and including the
+    first with the high bit set (one word, the request id, from a REQ peer; more only
+    through devices). ``recv`` strips it and keeps it with the connection; ``send`` puts
+    it in front of the reply, so the reply reaches the peer that asked and that peer can
+    match it to its request. As in nng: a message whose words run out first (not SP
+    REQ) drops its peer; one with more than ``sp.MAX_HOPS`` words before the marked one
+    is dropped alone; a reply to a peer that has gone is dropped silently (the REQ side
+    re-sends, so nothing is waiting for it).
+    """
+
+    proto = sp.PROTO_REP
+    peer_proto = sp.PROTO_REQ
+
+    def __init__(self, path: str, recv_timeout_ms: Optional[int],
+                 send_timeout_ms: Optional[int]) -> None:
+        super().__init__(path, recv_timeout_ms)
+        #: read at each send
+        self.send_timeout_ms = send_timeout_ms
+        #: the outstanding request: its connection and backtrace (None: none outstanding)
+        self._req: Optional[Tuple[sp.Connection, bytes]] = None
+
+    def recv(self) -> bytes:
+        self._enter()
+        try:
+            deadline = sp.deadline_after(self.recv_timeout_ms)
+            while True:
+                conn, buf, start, end = self._next_message(deadline)
+                try:
+                    n = sp.backtrace_len(buf, start, end)
+                except sp.ProtocolViolation as e:
+                    self._warn.warn("%s: dropped a peer: %s", self._path, e)
+                    self._drop(conn)
+                    continue
+                if n < 0:
+                    self._warn.warn("%s: dropped a request that passed more than %d hops",
+                                    self._path, sp.MAX_HOPS)
+                    continue
+                # A later request replaces an earlier one that got no reply (nng's rep0).
+                self._req = (conn, sp.take(buf, start, start + n))
+                return sp.take(buf, start + n, end)
+        finally:
+            self._leave()
+
+    def send(self, data: bytes) -> None:
+        self._enter()
+        try:
+            req, self._req = self._req, None  # replied or failed: no longer outstanding
+            if req is None:
+                raise TransportStateError(
+                    "protocol state: no request to reply to (receive one first)")
+            conn, backtrace = req
+            if conn.dead:
+                return  # the peer went away: nobody waits for this reply (nng drops it)
+            if type(data) is not bytes:
+                data = bytes(data)
+            header = sp.frame_header(len(backtrace) + len(data)) + backtrace
+            try:
+                conn.send(header, data, sp.deadline_after(self.send_timeout_ms))
+            except sp.PeerGone:
+                conn.dead = True  # dropped with the reply once its requests are taken
+        finally:
+            self._leave()
 
 
 class NativeTransport(Transport):
@@ -733,13 +831,28 @@ class NativeTransport(Transport):
 
     def listen_pull(self, url: str, *, retries: int, interval_s: float,
                     recv_timeout_ms: Optional[int] = None) -> PullSocket:
-        path = sp.ipc_path(url)
-        last: Optional[OSError] = None
-        for i in range(retries + 1):
-            try:
-                return NativePull(path, recv_timeout_ms)
-            except OSError as e:
-                last = e
-            if i < retries:
-                time.sleep(interval_s)
-        raise TransportError(f"cannot listen on {url}: {last}")
+        return _listen(url, retries, interval_s, lambda path: NativePull(path, recv_timeout_ms))
+
+    def listen_rep(self, url: str, *, retries: int, interval_s: float,
+                   recv_timeout_ms: Optional[int] = None,
+                   send_timeout_ms: Optional[int] = None) -> RepSocket:
+        return _listen(url, retries, interval_s,
+                       lambda path: NativeRep(path, recv_timeout_ms, send_timeout_ms))
+
+
+L = TypeVar("L", bound=_Listener)
+
+
+def _listen(url: str, retries: int, interval_s: float, make: Callable[[str], L]) -> L:
+    """Bind with retries (as eKuiper's host does); the last OSError is the cause, so an
+    address held by a live listener shows as errno EADDRINUSE."""
+    path = sp.ipc_path(url)
+    last: Optional[OSError] = None
+    for i in range(retries + 1):
+        try:
+            return make(path)
+        except OSError as e:
+            last = e
+        if i < retries:
+            time.sleep(interval_s)
+    raise TransportError(f"cannot listen on {url}: {last}") from last

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Optional, Type, TypeVar
 
 import pynng
 
 from .base import (
     PullSocket,
     PushSocket,
+    RepSocket,
     ReqSocket,
     Transport,
     TransportClosed,
     TransportError,
+    TransportStateError,
     TransportTimeout,
     max_msg_size,
 )
@@ -22,7 +25,9 @@ from .base import (
 T = TypeVar("T")
 
 
-def _call(fn: Callable[[], T]) -> T:
+def _call(fn: Callable[[], T], bad_state: Type[TransportError] = TransportTimeout) -> T:
+    """``fn()`` with pynng's exceptions mapped to the transport's; ``bad_state`` is what
+    nng's protocol-state error becomes (a REQ's: a timeout, see below; a REP's: its own)."""
     try:
         return fn()
     except pynng.Timeout as e:
@@ -31,7 +36,7 @@ def _call(fn: Callable[[], T]) -> T:
         raise TransportClosed(str(e)) from None
     except pynng.BadState as e:
         # A REQ recv after a timeout, without a new send: the caller must send again.
-        raise TransportTimeout(f"protocol state: {e}") from None
+        raise bad_state(f"protocol state: {e}") from None
     except pynng.NNGException as e:
         raise TransportError(str(e)) from None
 
@@ -47,7 +52,15 @@ def _retry(what: str, url: str, attempt: Callable[[], None], retries: int,
             last = e
         if i < retries:
             time.sleep(interval_s)
-    raise TransportError(f"cannot {what} {url}: {last}")
+    # The cause says "address in use" the way the native transport's does (an OSError).
+    cause = (OSError(errno.EADDRINUSE, str(last)) if isinstance(last, pynng.AddressInUse)
+             else last)
+    raise TransportError(f"cannot {what} {url}: {last}") from cause
+
+
+def _ms(timeout_ms: Optional[int]) -> int:
+    """nng's timeout for ours: None (and any negative) is -1, for ever."""
+    return -1 if timeout_ms is None or timeout_ms < 0 else timeout_ms
 
 
 class _PipeCounter:
@@ -104,12 +117,59 @@ class _Push(PushSocket):
 
 
 class _Pull(PullSocket):
-    def __init__(self, sock: pynng.Pull0) -> None:
+    def __init__(self, sock: pynng.Pull0, recv_timeout_ms: Optional[int] = None) -> None:
         self._sock = sock
+        self.recv_timeout_ms = recv_timeout_ms
+
+    @property  # type: ignore[override]
+    def recv_timeout_ms(self) -> Optional[int]:
+        return self._recv_timeout_ms
+
+    @recv_timeout_ms.setter
+    def recv_timeout_ms(self, value: Optional[int]) -> None:
+        self._sock.recv_timeout = _ms(value)
+        self._recv_timeout_ms = value
 
     def recv(self) -> bytes:
         # recv_msg, not recv: pynng's recv() fails on a 0-byte message (NULL buffer).
         return _call(lambda: self._sock.recv_msg().bytes)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class _Rep(RepSocket):
+    def __init__(self, sock: pynng.Rep0, recv_timeout_ms: Optional[int],
+                 send_timeout_ms: Optional[int]) -> None:
+        self._sock = sock
+        self.recv_timeout_ms = recv_timeout_ms
+        self.send_timeout_ms = send_timeout_ms
+
+    @property  # type: ignore[override]
+    def recv_timeout_ms(self) -> Optional[int]:
+        return self._recv_timeout_ms
+
+    @recv_timeout_ms.setter
+    def recv_timeout_ms(self, value: Optional[int]) -> None:
+        self._sock.recv_timeout = _ms(value)
+        self._recv_timeout_ms = value
+
+    @property  # type: ignore[override]
+    def send_timeout_ms(self) -> Optional[int]:
+        return self._send_timeout_ms
+
+    @send_timeout_ms.setter
+    def send_timeout_ms(self, value: Optional[int]) -> None:
+        self._sock.send_timeout = _ms(value)
+        self._send_timeout_ms = value
+
+    def recv(self) -> bytes:
+        # recv_msg, not recv: pynng's recv() fails on a 0-byte message (NULL buffer).
+        return _call(lambda: self._sock.recv_msg().bytes)
+
+    def send(self, data: bytes) -> None:
+        # BadState: no request outstanding; the caller receives one first.
+        _call(lambda: self._sock.send(data), TransportStateError)
 
     def close(self) -> None:
         self._sock.close()
@@ -146,12 +206,24 @@ class PynngTransport(Transport):
     def listen_pull(self, url: str, *, retries: int, interval_s: float,
                     recv_timeout_ms: Optional[int] = None) -> PullSocket:
         sock = pynng.Pull0()
-        if recv_timeout_ms is not None:
-            sock.recv_timeout = recv_timeout_ms
         sock.recv_max_size = max_msg_size()  # nng drops a pipe that exceeds it
+        pull = _Pull(sock, recv_timeout_ms)
         try:
             _retry("listen on", url, lambda: sock.listen(url), retries, interval_s)
         except TransportError:
             sock.close()
             raise
-        return _Pull(sock)
+        return pull
+
+    def listen_rep(self, url: str, *, retries: int, interval_s: float,
+                   recv_timeout_ms: Optional[int] = None,
+                   send_timeout_ms: Optional[int] = None) -> RepSocket:
+        sock = pynng.Rep0()
+        sock.recv_max_size = max_msg_size()  # nng drops a pipe that exceeds it
+        rep = _Rep(sock, recv_timeout_ms, send_timeout_ms)
+        try:
+            _retry("listen on", url, lambda: sock.listen(url), retries, interval_s)
+        except TransportError:
+            sock.close()
+            raise
+        return rep

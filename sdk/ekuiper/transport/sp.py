@@ -44,6 +44,8 @@ PROTO_NAMES = {0x10: "pair0", 0x11: "pair1", 0x20: "pub", 0x21: "sub", PROTO_REQ
 
 #: nng gives a peer 10 s to complete the connection header exchange.
 NEGOTIATE_TIMEOUT_S = 10.0
+#: nng's default maximum TTL (NNG_OPT_MAXTTL): the words a request's backtrace may hold.
+MAX_HOPS = 8
 
 MSG_TYPE = 1
 _HEADER = struct.Struct(">BQ")  # message type, length
@@ -143,6 +145,22 @@ def req_frame(request_id: int, body: bytes) -> Tuple[bytes, bytes]:
 
 def read_u32(buf: Buffer, offset: int) -> int:
     return _U32.unpack_from(buf, offset)[0]
+
+
+def backtrace_len(buf: Buffer, start: int, end: int) -> int:
+    """The length in bytes of the backtrace at the front of a request (REP side), as nng's
+    rep0 reads it: 4-byte words up to and including the first with the high bit set (a
+    request id; the words before it are hops through devices). -1 when more than
+    ``MAX_HOPS`` words come before it (the message is dropped, the peer kept);
+    ProtocolViolation when the message ends first (nng closes such a pipe)."""
+    pos = start
+    for _ in range(MAX_HOPS):
+        if end - pos < 4:
+            raise ProtocolViolation("a request without a request id (not SP REQ)")
+        if buf[pos] & 0x80:
+            return pos + 4 - start
+        pos += 4
+    return -1
 
 
 class Connection:

@@ -210,4 +210,5 @@ def private_tmp_dir(prefix: str = "ekl-") -> str:
             continue
         os.chmod(d, 0o700)  # mkdir's 0700 is still subject to an odd umask such as 0277
         return d
-    raise FileExistsError(f"no free name for a private folder /tmp/{prefix}*")
+    raise EklError(f"/tmp/{prefix}*: 100 random folder names were all taken; something is "
+                   f"filling /tmp: look at what is in it")

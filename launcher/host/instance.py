@@ -12,7 +12,7 @@ import os
 import stat
 import threading
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ekuiper import protocol
 from ekuiper.protocol import Control, Meta
@@ -55,6 +55,8 @@ class PluginInstance:
         self._plugin_listeners: set = set()
         self.process: Optional[PluginProcess] = None
         self.control: Optional[ControlChannel] = None
+        #: started by ``spawn`` and not yet past its handshake (``start_process`` waits)
+        self._spawned: Optional[Tuple[PluginProcess, ControlChannel]] = None
         self.journal = Journal()
         self.sources: Dict[tuple, SourceStream] = {}
         self.sinks: Dict[tuple, SinkWriter] = {}
@@ -71,9 +73,14 @@ class PluginInstance:
     def pid(self) -> Optional[int]:
         return self.process.pid if self.process else None
 
-    def start_process(self) -> None:
-        """Start the plugin and wait for its handshake; on failure leave nothing behind."""
+    def spawn(self) -> None:
+        """Listen on the control socket and start the process, without waiting for its
+        handshake (``start_process`` waits). ``ekl-python`` calls it as soon as the start
+        is decided, so the plugin boots while the relay loads the rest of itself; does
+        nothing when a spawned process is already waiting for ``start_process``."""
         with self._lock:
+            if self._spawned is not None:
+                return
             self.stop_process()
             control = ControlChannel(self.name, self.control_dir)
             proc = PluginProcess(self.spec, self.lifeline)
@@ -82,6 +89,16 @@ class PluginInstance:
             except PluginStartError:
                 control.close()
                 raise
+            self._spawned = (proc, control)
+
+    def start_process(self) -> None:
+        """Start the plugin (unless ``spawn`` did) and wait for its handshake; on failure
+        leave nothing behind."""
+        with self._lock:
+            self.spawn()
+            assert self._spawned is not None
+            proc, control = self._spawned
+            self._spawned = None
             t = self.settings.init_timeout_s
             try:
                 control.handshake(t, alive=proc.alive)
@@ -115,6 +132,9 @@ class PluginInstance:
         with self._lock:
             proc, control = self.process, self.control
             self.process = self.control = None
+            if self._spawned is not None:  # spawned, never waited for
+                proc, control = self._spawned
+                self._spawned = None
         survivors: List[int] = []
         if proc is not None:
             survivors = proc.kill_tree(self.settings.stop_timeout_s if timeout_s is None

@@ -85,7 +85,6 @@ def die_with_parent() -> None:
 
 def run_plugin(manifest: Plugin, conf_arg: Optional[str]) -> int:
     from ..start import prepare
-    from .relay import Relay
 
     die_with_parent()
 
@@ -104,8 +103,27 @@ def run_plugin(manifest: Plugin, conf_arg: Optional[str]) -> int:
             log.info("ekl-python: %s keeps the official SDK; running it without a relay",
                      manifest.name)
             _exec(list(spec.argv), dict(spec.env))
+    from ..fsafe import STATUS_DIR_ENV, default_status_dir, ensure_private_dir
+
+    # bad input stops us before anything starts
+    status_folder = str(ensure_private_dir(default_status_dir(), "status folder",
+                                           STATUS_DIR_ENV))
     instance = prepare(manifest, opts, host_sdk="always", relay=True)
-    return Relay(manifest, instance, sec.supervisor_settings()).run()
+    # eKuiper's first command waits for the plugin's own start: spawn it now, and load the
+    # relay (watcher, status, control socket) while it boots; the watcher's first start
+    # then only waits for the handshake.
+    try:
+        try:
+            instance.spawn()
+        except EklError:
+            pass  # the watcher's first start tries again, and reports and backs off
+        from .relay import Relay
+
+        relay = Relay(manifest, instance, sec.supervisor_settings(), status_folder)
+    except BaseException:
+        instance.close(interrupted=True)
+        raise
+    return relay.run()
 
 
 def main(argv: Optional[List[str]] = None) -> int:

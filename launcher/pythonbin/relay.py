@@ -22,7 +22,6 @@ from ekuiper.reqrep import PeerWatch, one_line, serve_inverted
 from ekuiper.transport import ReqSocket, TransportError, get_transport
 
 from ..errors import EklError
-from ..fsafe import ensure_private_dir
 from ..host.instance import PluginInstance
 from ..plugin import Plugin
 from ..settings import SupervisorSettings
@@ -32,7 +31,6 @@ from ..supervise.status import (
     MODE_EKL_PYTHON,
     STATUS_DIR_ENV,
     StatusWriter,
-    default_status_dir,
     status_document,
 )
 from ..supervise.watcher import Watcher
@@ -44,9 +42,10 @@ HOST_LOST_GRACE_S = 2.0
 
 class Relay:
     def __init__(self, plugin: Plugin, instance: PluginInstance,
-                 sup: SupervisorSettings) -> None:
+                 sup: SupervisorSettings, status_folder: str) -> None:
         """``instance``: prepared by the start path with ``relay=True`` (data sockets where
-        eKuiper listens, the control socket in a private folder the plugin dials)."""
+        eKuiper listens, the control socket in a private folder the plugin dials);
+        ``status_folder``: checked by the caller before the plugin was spawned."""
         self.plugin = plugin
         self.name = plugin.name
         self.instance = instance
@@ -55,9 +54,7 @@ class Relay:
         self.stop_event = threading.Event()
         self.exit_code = 0
         self.upstream: Optional[ReqSocket] = None
-        #: checked now (bad input stops us before anything starts), used in ``run``
-        self.status_folder = str(ensure_private_dir(default_status_dir(), "status folder",
-                                                    STATUS_DIR_ENV))
+        self.status_folder = status_folder
         #: opened in ``run`` once the plugin is starting: bookkeeping waits, eKuiper does not
         self.status: Optional[StatusWriter] = None
         self.control: Optional[ControlServer] = None

@@ -148,6 +148,16 @@ def test_a_hit_carries_the_current_value_of_volatile_variables(plugin_copy, tmp_
     assert spec is not None and spec.env["PWD"] == "/second"
 
 
+def test_an_inherited_containment_token_does_not_miss(plugin_copy, tmp_path, monkeypatch):
+    """An ``ekl-python`` that ekl started carries a new EKL_CONTAINMENT at every start;
+    with it in the key, every one of its starts was a miss (found by bench_startup)."""
+    folder = plain_plugin(plugin_copy, tmp_path)
+    monkeypatch.setenv("EKL_CONTAINMENT", "a" * 32)
+    stored(folder)
+    monkeypatch.setenv("EKL_CONTAINMENT", "b" * 32)
+    assert hit(folder) is not None
+
+
 def test_a_cached_start_does_not_import_envs_or_probe(plugin_copy, tmp_path):
     folder = plain_plugin(plugin_copy, tmp_path)
     code = textwrap.dedent(f"""

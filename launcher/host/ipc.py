@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import time
 from typing import Callable, Optional, Union
 
@@ -95,4 +94,6 @@ def private_ipc_dir() -> str:
 def remove_ipc_dir(path: str) -> None:
     """Remove a private socket folder, leaving /tmp (or any shared folder) alone."""
     if os.path.basename(path).startswith("ekl-") and os.path.isdir(path):
+        import shutil  # here: shutil loads bz2, lzma and zlib, which no start needs
+
         shutil.rmtree(path, ignore_errors=True)

@@ -48,14 +48,18 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 from .. import __version__
 from ..plugin import Plugin
 from ..process import LaunchSpec
+from ..process.containment import TOKEN_ENV
 from ..settings import LaunchOptions
 
 log = logging.getLogger("ekl")
 
 #: Bump when the entry format or what it records changes.
 FORMAT = 1
-#: Variables that differ between identical calls and that resolution never reads.
-VOLATILE_ENV = frozenset({"_", "PWD", "OLDPWD"})
+#: Variables that differ between identical calls and that resolution never reads. The
+#: containment token is new at every start of a process ekl supervises: an ``ekl-python``
+#: run by ekl (or a plugin that runs ``ekl call``) inherits it, and with it in the key every
+#: one of its starts missed (the plugin gets its own token when it is spawned anyway).
+VOLATILE_ENV = frozenset({"_", "PWD", "OLDPWD", TOKEN_ENV})
 #: An entry is a few kilobytes; anything larger is not one of ours.
 MAX_ENTRY_BYTES = 1024 * 1024
 #: Entries kept; the oldest go when a store finds more (one per plugin and environment).

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import textwrap
 import time
@@ -145,8 +144,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         json.dump(shown, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
+        from shutil import get_terminal_size  # here: shutil loads bz2 and lzma
+
         width = None if args.wide or not sys.stdout.isatty() else \
-            shutil.get_terminal_size((120, 24)).columns
+            get_terminal_size((120, 24)).columns
         print(render_table(shown, width, symbols=args.symbols))
     return EXIT_NOT_RUNNING if down else EXIT_OK
 

@@ -609,6 +609,30 @@ def test_a_message_without_a_request_id_is_dropped(ipc_url, socks) -> None:
     _serves(url, rep, socks)
 
 
+def test_dropped_requests_do_not_extend_the_wait(ipc_url, socks) -> None:
+    url = ipc_url("ctl")
+    rep = _rep("native", url, socks, recv_ms=400)
+    c = _raw_req(url, socks)
+    stop = threading.Event()
+
+    def flood() -> None:  # a message without a request id every 20 ms
+        while not stop.wait(0.02):
+            try:
+                c.sendall(_frame(struct.pack(">9I", *range(1, 10))))
+            except OSError:
+                return
+
+    t = _in_thread(flood)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(TransportTimeout):
+            rep.recv()
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        stop.set()
+        t.join(5)
+
+
 def test_many_peers_gone_at_once_are_dropped_without_recursion(ipc_url, socks) -> None:
     """Peers that end together are dropped in one pass (the receive scan used to recurse
     once per dropped peer)."""

@@ -754,8 +754,8 @@ class NativeRep(_Listener, RepSocket):
     through devices). ``recv`` strips it and keeps it with the connection; ``send`` puts
     it in front of the reply, so the reply reaches the peer that asked and that peer can
     match it to its request. As in nng: a message whose words run out first (not SP
-    REQ) drops its peer; one with more than ``sp.MAX_HOPS`` words before the marked one
-    is dropped alone; a reply to a peer that has gone is dropped silently (the REQ side
+    REQ) drops its peer; one with no marked word among its first ``sp.MAX_HOPS`` is
+    dropped alone; a reply to a peer that has gone is dropped silently (the REQ side
     re-sends, so nothing is waiting for it).
     """
 

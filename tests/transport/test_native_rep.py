@@ -403,13 +403,31 @@ def test_pull_recv_timeout_is_settable_too(tname: str, ipc_url, socks) -> None:
     assert pull.recv() == b"x"
 
 
-def test_close_wakes_a_reply_to_a_peer_that_reads_nothing(ipc_url, socks) -> None:
+def test_a_reply_the_peer_does_not_read_times_out_and_ends_its_connection(ipc_url,
+                                                                          socks) -> None:
     """A peer that asks and then never reads: a reply bigger than the socket buffers
-    starts to go out and then waits (once started a message is committed, as nng commits
-    it to the pipe: the send timeout bounds only the wait before its first byte, so the
-    stream is never torn); close from another thread wakes it."""
+    starts to go out, then the send timeout passes. nng's send would have returned (its
+    pipe takes the message); here the host's thread waits, so the whole reply is bounded:
+    TransportTimeout, and the peer's connection ends (it must not take half a message for
+    a whole one). The next peer is served."""
     url = ipc_url("ctl")
-    rep = _rep("native", url, socks, send_ms=200)
+    rep = _rep("native", url, socks, send_ms=300)
+    c = _raw_req(url, socks)
+    c.sendall(_frame(struct.pack(">I", 0x80000001) + b"q1"))
+    assert rep.recv() == b"q1"
+    t0 = time.monotonic()
+    with pytest.raises(TransportTimeout, match="the connection is ended"):
+        rep.send(b"y" * (8 << 20))
+    assert 0.25 < time.monotonic() - t0 < 3.0
+    assert _closed_by_peer(c)
+    with pytest.raises(TransportStateError):
+        rep.send(b"no request outstanding after a failed reply")
+    _serves(url, rep, socks)
+
+
+def test_close_wakes_a_reply_without_a_send_timeout(ipc_url, socks) -> None:
+    url = ipc_url("ctl")
+    rep = _rep("native", url, socks, send_ms=None)
     c = _raw_req(url, socks)
     c.sendall(_frame(struct.pack(">I", 0x80000001) + b"q1"))
     assert rep.recv() == b"q1"
@@ -423,7 +441,7 @@ def test_close_wakes_a_reply_to_a_peer_that_reads_nothing(ipc_url, socks) -> Non
 
     t = _in_thread(reply)
     time.sleep(0.4)
-    assert t.is_alive()
+    assert t.is_alive()  # no timeout: it waits for the reader
     rep.close()
     t.join(5)
     assert not t.is_alive()

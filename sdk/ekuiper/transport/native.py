@@ -22,7 +22,8 @@ Semantics follow nng's (and pynng's, as ``pynng_transport`` maps them):
 * REP (the host's end of the control and function channels): listens like PULL, takes
   REQ peers; ``recv`` returns the next request from any of them and makes it the
   outstanding one, ``send`` replies to that one on its own connection (TransportStateError
-  when none is outstanding; dropped silently when that peer has gone).
+  when none is outstanding; dropped silently when that peer has gone). Its send timeout
+  bounds the whole reply, not just its start (see ``sp.Connection.send_whole_by``).
 * Every connection refuses a message over ``$EKUIPER_MAX_MSG_SIZE`` (nng's receive size
   limit) by dropping the peer, and takes memory for a big message only as it arrives.
 * Peers whose SP protocol is not the partner's are refused; ``close`` from another thread
@@ -810,9 +811,11 @@ class NativeRep(_Listener, RepSocket):
                 data = bytes(data)
             header = sp.frame_header(len(backtrace) + len(data)) + backtrace
             try:
-                conn.send(header, data, sp.deadline_after(self.send_timeout_ms))
+                # Bounded as a whole: a peer that asks and never reads must not hold the
+                # host (nng's send returns once its pipe has the message).
+                conn.send_whole_by(header, data, sp.deadline_after(self.send_timeout_ms))
             except sp.PeerGone:
-                conn.dead = True  # dropped with the reply once its requests are taken
+                conn.dead = True  # gone: the reply is lost with it, as in nng
         finally:
             self._leave()
 

@@ -22,7 +22,8 @@ Semantics follow nng's (and pynng's, as ``pynng_transport`` maps them):
 * REP (the host's end of the control and function channels): listens like PULL, takes
   REQ peers; ``recv`` returns the next request from any of them and makes it the
   outstanding one, ``send`` replies to that one on its own connection (TransportStateError
-  when none is outstanding; dropped silently when that peer has gone).
+  when none is outstanding; dropped silently when that peer has gone). Its send timeout
+  bounds the whole reply, not just its start (see ``sp.Connection.send_whole_by``).
 * Every connection refuses a message over ``$EKUIPER_MAX_MSG_SIZE`` (nng's receive size
   limit) by dropping the peer, and takes memory for a big message only as it arrives.
 * Peers whose SP protocol is not the partner's are refused; ``close`` from another thread
@@ -521,6 +522,8 @@ class _Listener(_Socket):
         self._poll.register(self._wake_r, select.POLLIN)
         self._poll.register(self._notify_r, select.POLLIN)
         self._warn = _RateLimitedLog()
+        #: the connection the last message from ``_buffered`` came from
+        self._from: Optional[sp.Connection] = None
         self._spawn(self._accept_loop, f"ekuiper-accept {path}")
 
     def _accept_loop(self) -> None:
@@ -646,43 +649,48 @@ class _Listener(_Socket):
             except KeyError:
                 pass
 
-    def _buffered(self) -> Optional[Tuple[sp.Connection, sp.Buffer, int, int]]:
-        """A complete message from any peer, taking peers in turn, as (connection, buffer,
-        start, end): the connection because a REP socket replies on it. Peers that ended
-        (and are drained) or broke the framing are dropped after the scan, not by
-        recursion: a thousand peers gone at once must not exhaust the stack."""
+    def _buffered(self) -> Optional[Tuple[sp.Buffer, int, int]]:
+        """A complete message from any peer, taking peers in turn, as (buffer, start,
+        end); ``self._from`` is then the connection it came from (a REP socket replies on
+        it). Peers that ended (and are drained) or broke the framing are dropped after the
+        scan, not by recursion: a thousand peers gone at once must not exhaust the stack."""
         conns = self._conns
         n = len(conns)
-        found: Optional[Tuple[sp.Connection, sp.Buffer, int, int]] = None
-        gone: List[sp.Connection] = []
-        for i in range(n):
+        found = None
+        gone: Optional[List[sp.Connection]] = None
+        i = 0
+        while i < n:
             k = (self._next + i) % n
             conn = conns[k]
+            i += 1
             try:
                 frame = conn.next_frame()
             except sp.ProtocolViolation as e:
                 self._warn.warn("%s: dropped a peer: %s", self._path, e)
-                gone.append(conn)
+                gone = [conn] if gone is None else gone + [conn]
                 continue
             if frame is not None:
                 self._next = k + 1
-                found = (conn, frame[0], frame[1], frame[2])
+                self._from = conn
+                found = frame
                 break
             if conn.dead:  # ended and drained
-                gone.append(conn)
-        for conn in gone:
-            self._drop(conn)
+                gone = [conn] if gone is None else gone + [conn]
+        if gone is not None:
+            for conn in gone:
+                self._drop(conn)
         return found
 
-    def _next_message(self, deadline: Optional[float]
-                      ) -> Tuple[sp.Connection, sp.Buffer, int, int]:
-        """The receive loop both listeners share: wait until ``deadline`` for a complete
-        message from any peer, taking in new peers as the accepting thread hands them
-        over. TransportTimeout at the deadline, TransportClosed on close."""
+    def _next_message(self, timeout_ms: Optional[int]) -> Tuple[sp.Buffer, int, int]:
+        """The receive loop both listeners share: wait up to ``timeout_ms`` for a complete
+        message from any peer (its connection in ``self._from``), taking in new peers as
+        the accepting thread hands them over. TransportTimeout when the time is up,
+        TransportClosed on close. The clock is read only when a wait is needed."""
+        msg = self._buffered()
+        if msg is not None:
+            return msg
+        deadline = sp.deadline_after(timeout_ms)
         while True:
-            msg = self._buffered()
-            if msg is not None:
-                return msg
             left = None if deadline is None else max(
                 0, int((deadline - time.monotonic()) * 1000.0 + 0.999))
             events = self._poll.poll(left)
@@ -701,6 +709,9 @@ class _Listener(_Socket):
                     conn.fill()
                 except sp.PeerGone:
                     self._forget_fd(conn)  # keep what it sent until it is taken
+            msg = self._buffered()
+            if msg is not None:
+                return msg
 
     def _release_resources(self) -> None:
         try:
@@ -730,8 +741,7 @@ class NativePull(_Listener, PullSocket):
     def recv(self) -> bytes:
         self._enter()
         try:
-            _conn, buf, start, end = self._next_message(
-                sp.deadline_after(self.recv_timeout_ms))
+            buf, start, end = self._next_message(self.recv_timeout_ms)
             return sp.take(buf, start, end)
         finally:
             self._leave()
@@ -745,8 +755,8 @@ class NativeRep(_Listener, RepSocket):
     through devices). ``recv`` strips it and keeps it with the connection; ``send`` puts
     it in front of the reply, so the reply reaches the peer that asked and that peer can
     match it to its request. As in nng: a message whose words run out first (not SP
-    REQ) drops its peer; one with more than ``sp.MAX_HOPS`` words before the marked one
-    is dropped alone; a reply to a peer that has gone is dropped silently (the REQ side
+    REQ) drops its peer; one with no marked word among its first ``sp.MAX_HOPS`` is
+    dropped alone; a reply to a peer that has gone is dropped silently (the REQ side
     re-sends, so nothing is waiting for it).
     """
 
@@ -764,22 +774,26 @@ class NativeRep(_Listener, RepSocket):
     def recv(self) -> bytes:
         self._enter()
         try:
-            deadline = sp.deadline_after(self.recv_timeout_ms)
+            timeout = self.recv_timeout_ms
+            deadline = sp.deadline_after(timeout)
             while True:
-                conn, buf, start, end = self._next_message(deadline)
+                buf, start, end = self._next_message(timeout)
+                conn = self._from
+                assert conn is not None
                 try:
                     n = sp.backtrace_len(buf, start, end)
                 except sp.ProtocolViolation as e:
                     self._warn.warn("%s: dropped a peer: %s", self._path, e)
                     self._drop(conn)
-                    continue
-                if n < 0:
-                    self._warn.warn("%s: dropped a request that passed more than %d hops",
-                                    self._path, sp.MAX_HOPS)
-                    continue
-                # A later request replaces an earlier one that got no reply (nng's rep0).
-                self._req = (conn, sp.take(buf, start, start + n))
-                return sp.take(buf, start + n, end)
+                else:
+                    if n >= 0:
+                        # A later request replaces one that got no reply (nng's rep0).
+                        self._req = (conn, sp.take(buf, start, start + n))
+                        return sp.take(buf, start + n, end)
+                    self._warn.warn("%s: dropped a request with more than %d words before "
+                                    "its request id", self._path, sp.MAX_HOPS - 1)
+                if deadline is not None:  # a dropped message does not extend the wait
+                    timeout = max(0, int((deadline - time.monotonic()) * 1000.0))
         finally:
             self._leave()
 
@@ -797,9 +811,11 @@ class NativeRep(_Listener, RepSocket):
                 data = bytes(data)
             header = sp.frame_header(len(backtrace) + len(data)) + backtrace
             try:
-                conn.send(header, data, sp.deadline_after(self.send_timeout_ms))
+                # Bounded as a whole: a peer that asks and never reads must not hold the
+                # host (nng's send returns once its pipe has the message).
+                conn.send_whole_by(header, data, sp.deadline_after(self.send_timeout_ms))
             except sp.PeerGone:
-                conn.dead = True  # dropped with the reply once its requests are taken
+                conn.dead = True  # gone: the reply is lost with it, as in nng
         finally:
             self._leave()
 

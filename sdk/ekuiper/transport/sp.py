@@ -263,6 +263,42 @@ class Connection:
         except OSError as e:
             raise PeerGone(f"send failed: {e}", started=sent > 0) from None
 
+    def send_whole_by(self, header: bytes, body: bytes, deadline: Optional[float]) -> None:
+        """Write one message, all of it before ``deadline``. For a REP's reply: nng hands
+        it to the pipe and returns, so a peer that asks and never reads cannot hold the
+        host; here the caller waits, so the wait is bounded instead. TransportTimeout
+        when the deadline passes: if part of the message was written, the connection is
+        ended too (``dead``, shut down: the peer must not take half a message for a
+        whole). PeerGone when the connection broke."""
+        view = memoryview(header + body) if len(body) <= _GATHER else None
+        hview, bview = memoryview(header), memoryview(body)
+        hlen, total = len(header), len(header) + len(body)
+        sent = 0
+        try:
+            while True:
+                try:
+                    if view is not None:
+                        sent += self.sock.send(view[sent:], _SEND_FLAGS)
+                    else:
+                        parts = [hview[sent:], bview] if sent < hlen else [bview[sent - hlen:]]
+                        sent += self.sock.sendmsg(parts, (), _SEND_FLAGS)
+                except BlockingIOError:
+                    pass
+                if sent >= total:
+                    return
+                self.wait_writable(deadline)
+        except TransportTimeout:
+            if sent:
+                self.dead = True
+                self.interrupt()
+                raise TransportTimeout(f"timed out with {sent} of {total} bytes written; "
+                                       "the connection is ended") from None
+            raise
+        except TransportClosed:
+            raise
+        except OSError as e:
+            raise PeerGone(f"send failed: {e}", started=sent > 0) from None
+
     def send_within(self, header: bytes, body: bytes, timeout_ms: Optional[int]) -> None:
         """:meth:`send` with a timeout instead of a deadline, for messages up to 64 KiB:
         one blocking ``send`` bounded by SO_SNDTIMEO (set only when it changes), so a

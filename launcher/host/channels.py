@@ -14,8 +14,9 @@ import time
 from typing import Callable, Optional
 
 from ekuiper import protocol
-from ekuiper.transport import TransportStateError
+from ekuiper.transport import TransportStateError, TransportTimeout
 
+from ..errors import HostTimeout
 from .ipc import listen_rep, recv_until
 
 Alive = Optional[Callable[[], bool]]
@@ -40,13 +41,22 @@ class RepChannel:
         with self.lock:
             while True:
                 try:
-                    self.sock.send(data)
+                    self._send(data, deadline, label)
                 except TransportStateError:  # no request outstanding
                     recv_until(self.sock, deadline, alive, label)
-                    self.sock.send(data)
+                    self._send(data, deadline, label)
                 result = recv_until(self.sock, deadline, alive, label)
                 if not protocol.is_stale_handshake(result):
                     return result
+
+    def _send(self, data: bytes, deadline: float, label: str) -> None:
+        """The reply, within the exchange's deadline: a plugin that asked and does not read
+        (SIGSTOPped, or stuck) cannot hold the host's thread past it."""
+        self.sock.send_timeout_ms = max(1, int((deadline - time.monotonic()) * 1000))
+        try:
+            self.sock.send(data)
+        except TransportTimeout:
+            raise HostTimeout(f"{label}: the plugin did not take the command in time") from None
 
     def busy(self) -> bool:
         """True while an exchange is in flight (its lock is held)."""

@@ -27,6 +27,11 @@ and a bytecode cache through ``PYTHONPYCACHEPREFIX``, as an installed package ha
 one warm-up round, as in steady use. ``--what-if`` also times
 ``spawn_first_probe.py``, a prototype of the start order docs/performance.md proposes
 (spawn right after the launch-cache hit, listen while the plugin boots), to its handshake.
+``--installed`` runs every variant, bare plugin included, on a fresh venv where ekl and
+its SDK are plain packages on ``sys.path`` (links to this checkout, as an installed wheel
+lays them out) instead of the development venv's editable install, whose import hooks
+(``__editable__`` finders, loading pathlib, re and urllib at every interpreter start)
+cost every Python start here about 20 ms that a deployment does not pay.
 
 Run: ``.venv/bin/python bench/bench_startup.py [--rounds 15] [--before PY] [--imports]``
 """
@@ -57,6 +62,38 @@ PYSAM = REPO / "examples" / "pysam"
 BIN = Path(sys.executable).parent
 EKL = str(BIN / "ekl")
 EKL_PYTHON = str(BIN / "ekl-python")
+PYTHON = sys.executable
+
+SCRIPT = """#!{python}
+import sys
+from {module} import entry
+if __name__ == "__main__":
+    sys.exit(entry())
+"""
+
+
+def installed_venv(root: str) -> Tuple[str, str, str]:
+    """(python, ekl, ekl-python) of a venv laid out as an installed ekl is: the packages as
+    plain folders on ``sys.path`` (links into this checkout), console scripts as pip writes
+    them, and the development venv's other packages (psutil, orjson...) through a path
+    file, so no editable-install hook runs at interpreter start."""
+    venv = Path(root) / "installed"
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(venv.glob("lib/python*/site-packages"))
+    tree = venv / "ekl-tree"
+    (tree / "ekl").mkdir(parents=True)  # a namespace package, as installed
+    (tree / "ekl" / "launcher").symlink_to(REPO / "launcher")
+    (tree / "ekl" / "envs").symlink_to(REPO / "envs")
+    (tree / "ekuiper").symlink_to(REPO / "sdk" / "ekuiper")
+    dev_site = [p for p in sys.path if p.endswith("site-packages")]
+    (site / "ekl-installed.pth").write_text("\n".join([str(tree), *dev_site]) + "\n")
+    py = str(venv / "bin" / "python")
+    for name, module in (("ekl", "ekl.launcher.cli"), ("ekl-python", "ekl.launcher.pythonbin")):
+        f = venv / "bin" / name
+        f.write_text(SCRIPT.format(python=py, module=module))
+        f.chmod(0o755)
+    return py, str(venv / "bin" / "ekl"), str(venv / "bin" / "ekl-python")
 FAST_SOURCE = {"interval": 0.001}
 
 
@@ -146,8 +183,14 @@ def main() -> None:
                     help="also time bench/spawn_first_probe.py (the proposed start order)")
     ap.add_argument("--before", metavar="PYTHON",
                     help="also time the ekl and ekl-python installed beside PYTHON")
+    ap.add_argument("--installed", action="store_true",
+                    help="run every variant on a venv laid out as an installed ekl (no "
+                         "editable-install hooks at interpreter start)")
     a = ap.parse_args()
+    global PYTHON, EKL, EKL_PYTHON
     root = tempfile.mkdtemp(prefix="eklb-")
+    if a.installed:
+        PYTHON, EKL, EKL_PYTHON = installed_venv(root)
     env = dict(os.environ, EKL_STATUS_DIR=root, EKL_CACHE_DIR=os.path.join(root, "cache"))
     env.pop("PYTHONPATH", None)
     if not a.no_bytecode:
@@ -172,7 +215,7 @@ def main() -> None:
         jobs: List[Callable[[], None]] = []
 
         def bare_cmd() -> None:
-            hs, cmd = hosted(sys.executable, ipc, folder, env, "command")
+            hs, cmd = hosted(PYTHON, ipc, folder, env, "command")
             r["bare_hs"].append(hs)
             r["bare_cmd"].append(cmd)
 
@@ -182,11 +225,11 @@ def main() -> None:
             r["relay_cmd"].append(cmd)
 
         jobs += [bare_cmd, relay_cmd]
-        jobs.append(lambda: r["bare_call"].append(hosted(sys.executable, ipc, folder, env,
+        jobs.append(lambda: r["bare_call"].append(hosted(PYTHON, ipc, folder, env,
                                                          "call")[1]))
         jobs.append(lambda: r["call"].append(first_line([EKL, "-q", "call", tgt, "revert",
                                                          '"abc"'], env)))
-        jobs.append(lambda: r["bare_src"].append(hosted(sys.executable, ipc, folder, env,
+        jobs.append(lambda: r["bare_src"].append(hosted(PYTHON, ipc, folder, env,
                                                         "source")[1]))
         cfg = json.dumps(FAST_SOURCE)
         jobs.append(lambda: r["tail"].append(first_line([EKL, "-q", "tail", tgt, "pyjson",
@@ -223,7 +266,7 @@ def main() -> None:
                 job()
         imports_text = ""
         if a.imports:
-            imports_text = import_report(12, env)
+            imports_text = import_report(12, env, PYTHON)
             if a.before:
                 imports_text += import_report(12, env, a.before)
     finally:
@@ -231,7 +274,8 @@ def main() -> None:
     med = {k: statistics.median(v) * 1000 for k, v in r.items()}
     print(f"python {sys.version.split()[0]}, {a.rounds} rounds, medians; ratio = variant / "
           f"the bare plugin doing the same work, same run; bytecode cache "
-          f"{'as the environment says' if a.no_bytecode else 'on'}")
+          f"{'as the environment says' if a.no_bytecode else 'on'}; "
+          f"{'installed layout' if a.installed else 'editable install'} ({PYTHON})")
     rows = [
         ("bare plugin: start to handshake", "bare_hs", None),
         ("bare plugin: start to first command answered", "bare_cmd", None),

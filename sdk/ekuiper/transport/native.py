@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import select
 import threading
 import time
@@ -344,7 +343,9 @@ class NativeReq(_Dialed, ReqSocket):
         super().__init__(path)
         self._recv_timeout = recv_timeout_ms
         self._send_timeout = send_timeout_ms
-        self._next_id = random.getrandbits(31)  # random start, as nng, across restarts
+        # a random start, as nng's, across restarts (os.urandom: the random module costs
+        # every plugin and host start several ms to import)
+        self._next_id = int.from_bytes(os.urandom(4), "big") >> 1
         self._rid: Optional[int] = None
         self._rconn: Optional[sp.Connection] = None
         self._reset = False

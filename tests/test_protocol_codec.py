@@ -120,8 +120,9 @@ def test_orjson_used_only_when_importable_and_not_turned_off() -> None:
     """Without orjson (or with EKUIPER_ORJSON=0) the SDK runs on the stdlib alone."""
     code = ("import sys; sys.modules['orjson'] = None\n"  # makes `import orjson` fail
             "from ekuiper import protocol\n"
-            "assert protocol._orjson_dumps is None\n"
-            "print(protocol.dumps({'a': [1, 1e-05, None]}).decode())")
+            "out = protocol.dumps({'a': [1, 1e-05, None]}).decode()\n"
+            "assert protocol._orjson_dumps is None\n"  # tried once, then never again
+            "print(out)")
     env = dict(os.environ)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          check=True).stdout.strip()
@@ -138,7 +139,20 @@ def test_orjson_is_in_use_here() -> None:
     """The dev environment has orjson, so the tests above exercise its path."""
     pytest.importorskip("orjson")
     if os.environ.get(protocol.ORJSON_ENV, "").strip() != "0":
-        assert protocol._orjson_dumps is not None
+        protocol.dumps({"a": 1})
+        import orjson
+
+        assert protocol._orjson_dumps is orjson.dumps
+
+
+def test_orjson_loads_at_the_first_encode_not_with_the_protocol_module() -> None:
+    """The launcher imports ekuiper.protocol on every start and never needs orjson there."""
+    pytest.importorskip("orjson")
+    code = ("import sys\nfrom ekuiper import protocol\nassert 'orjson' not in sys.modules\n"
+            "assert protocol.dumps({'a': [1.5, 'x']}) == b'{\"a\":[1.5,\"x\"]}'\n"
+            "assert 'orjson' in sys.modules\n")
+    env = {k: v for k, v in os.environ.items() if k != protocol.ORJSON_ENV}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
 
 
 # --- the Exec fast path reads what decode_func_request reads ---------------------------

@@ -81,3 +81,19 @@ def test_a_status_folder_that_cannot_be_made_stops_before_the_plugin_starts(plug
     assert proc.returncode == 2
     assert "status folder /dev/null/status: cannot create it" in err and "Traceback" not in err
     assert not seen_running and not plugin_procs(folder)
+
+
+#: Modules none of which the start path (up to the plugin's spawn) may load: each cost
+#: several ms of every ekl-python and ekl start (issue 16) and none is needed to decide
+#: and spawn a cached start.
+HEAVY = ("pynng", "psutil", "orjson", "random", "uuid", "datetime", "shutil", "tempfile",
+         "hashlib", "zipfile", "yaml", "asyncio", "ssl", "ekl.envs", "ekuiper.runtime")
+
+
+def test_the_start_path_up_to_the_spawn_loads_no_heavy_module():
+    code = ("import sys\n"
+            "import ekl.launcher.pythonbin, ekl.launcher.start, ekl.launcher.host.instance\n"
+            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "", f"loaded on the start path: {out}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import time
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from ekuiper import protocol
 from ekuiper.transport import (
@@ -40,28 +40,24 @@ def _in_use(e: BaseException) -> bool:
     return "in use" in str(e).lower()
 
 
-def _listen_error(url: str, e: TransportError) -> EklError:
-    path = protocol.url_path(url)
-    hint = f"; another ekl or eKuiper is already serving {path}" if _in_use(e) else ""
-    return EklError(f"cannot listen on {url}: {e}{hint}")
+def _listen(url: str, method: str) -> Any:
+    """``Transport.<method>`` with the Go runtime's retries; one line naming the socket on
+    failure (and, when the address is in use, who may hold it)."""
+    try:
+        return getattr(get_transport(), method)(url, retries=protocol.LISTEN_RETRIES,
+                                                interval_s=protocol.LISTEN_INTERVAL_S)
+    except TransportError as e:
+        path = protocol.url_path(url)
+        hint = f"; another ekl or eKuiper is already serving {path}" if _in_use(e) else ""
+        raise EklError(f"cannot listen on {url}: {e}{hint}") from None
 
 
 def listen_rep(url: str) -> RepSocket:
-    """A REP listener with the Go runtime's retries; one line naming the socket on failure."""
-    try:
-        return get_transport().listen_rep(url, retries=protocol.LISTEN_RETRIES,
-                                          interval_s=protocol.LISTEN_INTERVAL_S)
-    except TransportError as e:
-        raise _listen_error(url, e) from None
+    return _listen(url, "listen_rep")
 
 
 def listen_pull(url: str) -> PullSocket:
-    """A PULL listener with the Go runtime's retries; one line naming the socket on failure."""
-    try:
-        return get_transport().listen_pull(url, retries=protocol.LISTEN_RETRIES,
-                                           interval_s=protocol.LISTEN_INTERVAL_S)
-    except TransportError as e:
-        raise _listen_error(url, e) from None
+    return _listen(url, "listen_pull")
 
 
 def recv_until(sock: Union[RepSocket, PullSocket], deadline: float,

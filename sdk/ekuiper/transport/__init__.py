@@ -29,7 +29,12 @@ DEFAULT_TRANSPORT = "native"
 
 
 def _pynng() -> Transport:
-    from .pynng_transport import PynngTransport  # imported lazily: pynng is compiled
+    try:
+        from .pynng_transport import PynngTransport  # imported lazily: pynng is compiled
+    except ImportError as e:
+        raise TransportError(f"{TRANSPORT_ENV}=pynng needs pynng, which cannot be imported "
+                             f"({e}); install it (pip install 'ekl-sdk[pynng]') or unset "
+                             f"{TRANSPORT_ENV} for the native transport") from None
     return PynngTransport()
 
 

@@ -117,7 +117,7 @@ class _Push(PushSocket):
 
 
 class _Pull(PullSocket):
-    def __init__(self, sock: pynng.Pull0, recv_timeout_ms: Optional[int] = None) -> None:
+    def __init__(self, sock: pynng.Socket, recv_timeout_ms: Optional[int] = None) -> None:
         self._sock = sock
         self.recv_timeout_ms = recv_timeout_ms
 
@@ -138,21 +138,13 @@ class _Pull(PullSocket):
         self._sock.close()
 
 
-class _Rep(RepSocket):
+class _Rep(_Pull, RepSocket):
+    """A listening REP socket: receives as the PULL does, and replies."""
+
     def __init__(self, sock: pynng.Rep0, recv_timeout_ms: Optional[int],
                  send_timeout_ms: Optional[int]) -> None:
-        self._sock = sock
-        self.recv_timeout_ms = recv_timeout_ms
+        super().__init__(sock, recv_timeout_ms)
         self.send_timeout_ms = send_timeout_ms
-
-    @property  # type: ignore[override]
-    def recv_timeout_ms(self) -> Optional[int]:
-        return self._recv_timeout_ms
-
-    @recv_timeout_ms.setter
-    def recv_timeout_ms(self, value: Optional[int]) -> None:
-        self._sock.recv_timeout = _ms(value)
-        self._recv_timeout_ms = value
 
     @property  # type: ignore[override]
     def send_timeout_ms(self) -> Optional[int]:
@@ -163,16 +155,9 @@ class _Rep(RepSocket):
         self._sock.send_timeout = _ms(value)
         self._send_timeout_ms = value
 
-    def recv(self) -> bytes:
-        # recv_msg, not recv: pynng's recv() fails on a 0-byte message (NULL buffer).
-        return _call(lambda: self._sock.recv_msg().bytes)
-
     def send(self, data: bytes) -> None:
         # BadState: no request outstanding; the caller receives one first.
         _call(lambda: self._sock.send(data), TransportStateError)
-
-    def close(self) -> None:
-        self._sock.close()
 
 
 class PynngTransport(Transport):

@@ -89,12 +89,13 @@ def bench_calls(inst: PluginInstance, calls: int) -> Dict[str, float]:
 def _source(inst: PluginInstance, meta: Meta, host: str) -> Tuple[Callable[[], bytes],
                                                                    Callable[[], None]]:
     """(recv, stop) for the bench source. ``host="native"`` reads with the native transport's
-    PULL, which takes many queued frames per system call, so the plugin, not the host, sets
-    the message rate; ``"pynng"`` is ekl's ordinary host (a pynng PULL, as eKuiper's mangos)."""
+    PULL directly, which takes many queued frames per system call, so the plugin, not the
+    host, sets the message rate; ``"ekl"`` is ekl's ordinary host (its SourceStream, on the
+    transport $EKUIPER_TRANSPORT names: native by default, pynng as eKuiper's mangos is C)."""
     config = {"interval": 0}
-    if host == "pynng":
+    if host == "ekl":
         stream = inst.start_source("counter", meta, "", config)
-        stream.sock.recv_timeout = 10000
+        stream.sock.recv_timeout_ms = 10000
         return stream.sock.recv, lambda: inst.stop_source("counter", meta)
     from ekuiper.transport import get_transport
 
@@ -111,7 +112,7 @@ def _source(inst: PluginInstance, meta: Meta, host: str) -> Tuple[Callable[[], b
 
 
 def bench_messages(inst: PluginInstance, messages: int, round_no: int,
-                   host: str = "pynng") -> Dict[str, float]:
+                   host: str = "ekl") -> Dict[str, float]:
     meta = Meta(f"bench{round_no}x{inst.pid}", "op1", 0)
     recv, stop = _source(inst, meta, host)
     got = 0
@@ -145,7 +146,7 @@ def describe(python: str) -> str:
 
 
 def run(calls: int, messages: int, rounds: int, transport: str = "native",
-        host: str = "pynng") -> Dict[str, object]:
+        host: str = "ekl") -> Dict[str, object]:
     pythons = {"official": str(official_sdk_python()), "ekl": sys.executable}
     for side in SIDES:
         print(f"{side:9} {describe(pythons[side])}")
@@ -188,10 +189,12 @@ def main(argv: List[str]) -> int:
     ap.add_argument("--transport", default="native", choices=["pynng", "native"],
                     help="EKUIPER_TRANSPORT for ekl's SDK (default: native, the SDK's default; "
                          "the official SDK always uses pynng)")
-    ap.add_argument("--host", default="pynng", choices=["pynng", "native"],
-                    help="the host's source PULL: pynng (ekl's host, like eKuiper's mangos) or "
-                         "native, which reads many frames per system call so the plugin sets "
-                         "the message rate")
+    ap.add_argument("--host", default="ekl", choices=["ekl", "native"],
+                    help="the host's source PULL: ekl (ekl's host, on the transport "
+                         "$EKUIPER_TRANSPORT names for this process; run with "
+                         "EKUIPER_TRANSPORT=pynng for an nng PULL as eKuiper's mangos) or "
+                         "native, a native PULL read directly, many frames per system call, "
+                         "so the plugin sets the message rate")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     a = ap.parse_args(argv)
     if a.calls < 1 or a.messages < 2 or a.rounds < 1:

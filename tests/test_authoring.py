@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, REPO
 from ekl.launcher.authoring.scaffold import init_plugin
 from ekl.launcher.authoring.validate import validate
 from ekl.launcher.settings import LaunchOptions
@@ -102,14 +102,19 @@ def test_init_then_run_validate_and_install_sh(skeleton, tmp_path):
     cp = ekl("validate", str(folder))
     assert cp.returncode == 0, cp.stdout + cp.stderr
     assert cp.stdout == ""  # no findings at all
-    # install.sh into a venv that already has an SDK and nothing to install: no network
-    py = tmp_path / "venv" / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(tmp_path / "venv")],
-                   check=True)
+    # install.sh into a venv that already has an SDK (ekl's, through a .pth file) and nothing
+    # to install: no pip (nothing to install needs none) and no network
+    venv = tmp_path / "venv"
+    py = venv / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (Path(site) / "ekl_sdk.pth").write_text(str(REPO / "sdk") + "\n")
     r = subprocess.run(["/bin/sh", str(folder / "install.sh"), str(py)], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert f"{name}: installing into {tmp_path / 'venv'}" in r.stdout
+    assert f"{name}: installing into {venv}" in r.stdout
+    assert "nothing to install" in r.stdout and "installing PyPI's ekuiper" not in r.stdout, r.stdout
 
 
 # --- validate: static --------------------------------------------------------------------

@@ -128,6 +128,7 @@ def test_interrupt_stops_the_plugin_and_removes_every_socket(ipc_dir, sig, code)
     assert os.listdir(ipc_dir) == []
 
 
+@pytest.mark.any_transport  # refused before any plugin starts
 @pytest.mark.parametrize("args, fragment", [
     (["run", "/nonexistent/plugin"], "/nonexistent/plugin: no such plugin folder or file"),
     (["call", PYSAM, "nosuch"], "pysam.json lists no function 'nosuch'; it has: revert"),
@@ -147,6 +148,7 @@ def test_bad_input_is_one_line_and_exit_2(args, fragment):
     no_traceback(cp)
 
 
+@pytest.mark.any_transport  # refused before any plugin starts
 def test_every_manifest_problem_is_listed_at_once(tmp_path):
     d = tmp_path / "bad"
     d.mkdir()
@@ -160,6 +162,7 @@ def test_every_manifest_problem_is_listed_at_once(tmp_path):
     no_traceback(cp)
 
 
+@pytest.mark.any_transport  # exits before dialing
 def test_plugin_that_crashes_at_start_is_reported_with_its_stderr(plugin_copy):
     cp = ekl("call", str(plugin_copy("crashloop")), "f")
     assert cp.returncode == 1
@@ -168,12 +171,14 @@ def test_plugin_that_crashes_at_start_is_reported_with_its_stderr(plugin_copy):
     no_traceback(cp)
 
 
+@pytest.mark.any_transport  # no plugin
 def test_version_and_help():
     assert ekl("--version").stdout.startswith("ekl ")
     cp = ekl("--help")
     assert cp.returncode == 0 and "run" in cp.stdout and "supervise" in cp.stdout
 
 
+@pytest.mark.any_transport  # the entry point; calls are tested per transport
 def test_console_script_is_installed():
     exe = Path(sys.executable).with_name("ekl")
     assert exe.is_file()

@@ -172,14 +172,18 @@ def test_a_failed_replace_removes_the_temp_file(tmp_path):
     assert temp_files(tmp_path) == [] and (d / "keep").exists()
 
 
-def test_twenty_threads_times_two_hundred_writes(tmp_path):
+@pytest.mark.parametrize("per_thread", [
+    50, pytest.param(200, marks=pytest.mark.slow, id="soak-200")])
+def test_twenty_threads_times_many_writes(tmp_path, per_thread):
+    """20 writers at once; 50 writes each already race every step of atomic_write (each
+    write is a temp file and a rename); the 200-write soak runs under -m slow."""
     p = tmp_path / "status.json"
     errors = []
-    writes = {f"thread {t} write {i}".encode() for t in range(20) for i in range(200)}
+    writes = {f"thread {t} write {i}".encode() for t in range(20) for i in range(per_thread)}
 
     def writer(t: int) -> None:
         try:
-            for i in range(200):
+            for i in range(per_thread):
                 atomic_write(p, f"thread {t} write {i}".encode())
         except BaseException as e:  # noqa: BLE001 - collected and asserted below
             errors.append(e)

@@ -560,6 +560,16 @@ def split_exec_request(data: bytes) -> Optional[Tuple[List[Any], bytes]]:
     i = data.rfind(b',"')
     if i < _EXEC_START:
         return None  # the context is the only argument (or none): the full path
+    if i <= MAX_INT_DIGITS:
+        # Usual arguments, inlined from _loads_depth: text of at most MAX_INT_DIGITS
+        # characters (no integer over the limit, no nesting near it) that starts with
+        # "[" and ends with "]", so the scanner alone decides (nothing around the value).
+        try:
+            text = data[_EXEC_START - 1:i].decode("utf-8") + "]"
+            args, end = _SCAN_SHORT(text, 0)
+        except Exception:  # UnicodeDecodeError, StopIteration, ValueError, ...
+            return None
+        return (args, data[i + 1:-2]) if end == len(text) else None
     try:
         args = _loads_depth(data[_EXEC_START - 1:i] + b"]", MAX_JSON_DEPTH - 1)
     except ProtocolError:
@@ -574,7 +584,7 @@ def encode_func_reply(state: bool, result: Any) -> bytes:
         if fast is not None:
             return (b'{"state":true,"result":' if state else b'{"state":false,"result":') \
                 + fast + b"}"
-    body = _encode_text(result)
+    body = "".join(_C_ENCODE(result, 0)) if _C_ENCODE is not None else _encode_text(result)
     text = ('{"state":true,"result":' if state else '{"state":false,"result":') + body + "}"
     try:
         return text.encode("utf-8")
@@ -606,7 +616,14 @@ def encode_source_message(message: Mapping[str, Any], meta: Optional[Mapping[str
             out = _fast_dumps({"message": message, "meta": meta})
             if out is not None:
                 return out
-    return dumps({"message": message, "meta": meta})
+    obj = {"message": message, "meta": meta}
+    if _C_ENCODE is None:  # pragma: no cover
+        return dumps(obj)
+    text = "".join(_C_ENCODE(obj, 0))  # dumps, inlined: the per-message path
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _ASCII_ENCODER.encode(obj).encode("ascii")
 
 
 def encode_source_error(text: str) -> bytes:

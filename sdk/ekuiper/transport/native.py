@@ -50,6 +50,13 @@ from .base import (
     max_msg_size,
 )
 
+#: the largest body a send passes to ``Connection.send_frame`` (its frame, with the SP
+#: header and a REQ's request id, must fit sp.FAST_FRAME); larger ones go the long way
+_FAST_PUSH = sp.FAST_FRAME - 9
+_FAST_REQ = sp.FAST_FRAME - 13
+_pack = sp.pack_header
+_pack_req = sp.pack_req_header
+
 #: background re-dial back-off: a refused connect on a Unix socket costs next to nothing,
 #: and the runtime gives a vanished host only 2 s before it stops the plugin.
 RECONNECT_MIN_S = 0.01
@@ -359,11 +366,13 @@ class NativeReq(_Dialed, ReqSocket):
             rid = self._next_id | 0x80000000
             if type(data) is not bytes:
                 data = bytes(data)
-            header, body = sp.req_frame(rid, data)
             conn = self._conn
             if conn is not None:  # the usual case: one send, no clock reading
                 try:
-                    conn.send_within(header, body, self._send_timeout)
+                    if conn.fast_send_ms == self._send_timeout and len(data) <= _FAST_REQ:
+                        conn.send_frame(_pack_req(1, len(data) + 4, rid) + data)  # 1: MSG_TYPE
+                    else:  # (the first send sets SO_SNDTIMEO; big ones are sent in parts)
+                        conn.send_within(*sp.req_frame(rid, data), self._send_timeout)
                 except sp.PeerGone as e:
                     self._discard(conn)
                     if e.started:
@@ -372,6 +381,7 @@ class NativeReq(_Dialed, ReqSocket):
                 else:
                     self._rid, self._rconn = rid, conn
                     return
+            header, body = sp.req_frame(rid, data)
             deadline = sp.deadline_after(self._send_timeout)
             while True:
                 conn = self._conn or self._await_conn(deadline)
@@ -464,16 +474,19 @@ class NativePush(_Dialed, PushSocket):
                 self._reap()
             if type(data) is not bytes:
                 data = bytes(data)
-            header = sp.frame_header(len(data))
             conn = self._conn
             if conn is not None:  # the usual case: one send, no clock reading
                 try:
-                    conn.send_within(header, data, self._send_timeout)
+                    if conn.fast_send_ms == self._send_timeout and len(data) <= _FAST_PUSH:
+                        conn.send_frame(_pack(1, len(data)) + data)  # 1: MSG_TYPE
+                    else:  # (the first send sets SO_SNDTIMEO; big ones are sent in parts)
+                        conn.send_within(sp.frame_header(len(data)), data, self._send_timeout)
                     return
                 except sp.PeerGone as e:
                     self._discard(conn)
                     if e.started:
                         return  # committed and lost with the pipe, as in nng
+            header = sp.frame_header(len(data))
             deadline = sp.deadline_after(self._send_timeout)
             while True:
                 conn = self._conn or self._await_conn(deadline)

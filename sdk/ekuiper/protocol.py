@@ -558,8 +558,18 @@ def split_exec_request(data: bytes) -> Optional[Tuple[List[Any], bytes]]:
     if not (type(data) is bytes and data.startswith(_EXEC_PREFIX) and data.endswith(b'"]}')):
         return None
     i = data.rfind(b',"')
-    if i < _EXEC_START:
-        return None  # the context is the only argument (or none): the full path
+    if i <= _EXEC_START:
+        return None  # the context is the only argument, or no argument precedes the comma
+    args = exec_args(data, i)
+    return None if args is None else (args, data[i + 1:-2])
+
+
+def exec_args(data: bytes, i: int) -> Optional[List[Any]]:
+    """The arguments of an Exec request that starts with ``{"func":"Exec","arg":[``, from
+    there to the comma at ``i`` (> the prefix's length) that precedes the function
+    context, parsed as :func:`split_exec_request` parses them; None if they do not parse.
+    The hot path calls it directly once it knows where the context starts
+    (:func:`exec_tail`)."""
     if i <= MAX_INT_DIGITS:
         # Usual arguments, inlined from _loads_depth: text of at most MAX_INT_DIGITS
         # characters (no integer over the limit, no nesting near it) that starts with
@@ -569,12 +579,23 @@ def split_exec_request(data: bytes) -> Optional[Tuple[List[Any], bytes]]:
             args, end = _SCAN_SHORT(text, 0)
         except Exception:  # UnicodeDecodeError, StopIteration, ValueError, ...
             return None
-        return (args, data[i + 1:-2]) if end == len(text) else None
+        return args if end == len(text) else None
     try:
-        args = _loads_depth(data[_EXEC_START - 1:i] + b"]", MAX_JSON_DEPTH - 1)
+        return _loads_depth(data[_EXEC_START - 1:i] + b"]", MAX_JSON_DEPTH - 1)
     except ProtocolError:
         return None
-    return args, data[i + 1:-2]
+
+
+def exec_tail(context: bytes) -> Optional[bytes]:
+    """``,CONTEXT]}``: how every Exec request from the call site whose context literal (as
+    :func:`split_exec_request` returned it) is ``context`` ends, so that the hot path can
+    recognise the next one with ``endswith`` (no search, no copy, no hashing) and hand
+    the rest to :func:`exec_args`. None when that would split a request elsewhere than
+    split_exec_request does: a literal holding ``,"`` (a context ending in a comma),
+    where the last ``,"`` lies inside the literal."""
+    if b',"' in context:
+        return None
+    return b"," + context + b"]}"
 
 
 def encode_func_reply(state: bool, result: Any) -> bytes:

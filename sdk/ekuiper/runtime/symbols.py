@@ -25,6 +25,9 @@ from .reqloop import serve_inverted
 
 _monotonic = time.monotonic
 _split_exec_request = protocol.split_exec_request
+_exec_args = protocol.exec_args
+_EXEC_PREFIX = protocol._EXEC_PREFIX
+_EXEC_START = len(_EXEC_PREFIX)
 _encode_func_reply = protocol.encode_func_reply
 
 
@@ -273,6 +276,10 @@ class FunctionRuntime(SymbolRuntime):
         #: (``protocol.split_exec_request``): the hot path parses neither the envelope nor
         #: the context, only the arguments.
         self._ctx_by_literal: Dict[bytes, ContextImpl] = {}
+        #: the last call site's request ending (``protocol.exec_tail``) and its context:
+        #: a request that ends the same way needs only its arguments parsed
+        self._tail: Optional[bytes] = None
+        self._tail_ctx: Optional[ContextImpl] = None
 
     def start(self) -> None:
         url = protocol.function_url(self.ctrl.symbol_name, self.settings.ipc_dir)
@@ -299,10 +306,19 @@ class FunctionRuntime(SymbolRuntime):
         here): an Exec exactly as eKuiper writes it, from a call site seen before, takes
         the fast path; everything else, and every error, the full one."""
         try:
+            tail = self._tail
+            if tail is not None and type(data) is bytes and data.endswith(tail) \
+                    and data.startswith(_EXEC_PREFIX):
+                i = len(data) - len(tail)
+                if i > _EXEC_START:
+                    args = _exec_args(data, i)
+                    if args is not None:
+                        return self._exec(args, self._tail_ctx)  # type: ignore[arg-type]
             split = _split_exec_request(data)
             if split is not None:
                 ctx = self._ctx_by_literal.get(split[1])
                 if ctx is not None:
+                    self._tail, self._tail_ctx = protocol.exec_tail(split[1]), ctx
                     return self._exec(split[0], ctx)
                 if self._learn_literal(split[1]):
                     return self.handle(data)

@@ -55,6 +55,7 @@ from .base import (
 _FAST_PUSH = sp.FAST_FRAME - 9
 _FAST_REQ = sp.FAST_FRAME - 13
 _pack = sp.pack_header
+_NOSIGNAL = sp.NOSIGNAL
 _pack_req = sp.pack_req_header
 
 #: background re-dial back-off: a refused connect on a Unix socket costs next to nothing,
@@ -478,7 +479,16 @@ class NativePush(_Dialed, PushSocket):
             if conn is not None:  # the usual case: one send, no clock reading
                 try:
                     if conn.fast_send_ms == self._send_timeout and len(data) <= _FAST_PUSH:
-                        conn.send_frame(_pack(1, len(data)) + data)  # 1: MSG_TYPE
+                        # Connection.send_frame, inlined: every source message comes here
+                        frame = _pack(1, len(data)) + data  # 1: MSG_TYPE
+                        try:
+                            sent = conn.sock.send(frame, _NOSIGNAL)
+                        except BlockingIOError:
+                            raise TransportTimeout("timed out") from None
+                        except OSError as e:
+                            raise sp.PeerGone(f"send failed: {e}") from None
+                        if sent != len(frame):
+                            conn._finish(frame, sent, None)  # committed: see send_frame
                     else:  # (the first send sets SO_SNDTIMEO; big ones are sent in parts)
                         conn.send_within(sp.frame_header(len(data)), data, self._send_timeout)
                     return

@@ -72,6 +72,7 @@ FAST_FRAME = _GATHER
 _UNSET = object()
 
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+NOSIGNAL = _NOSIGNAL
 _DONTWAIT = socket.MSG_DONTWAIT
 _SEND_FLAGS = _NOSIGNAL | _DONTWAIT
 _TIMEVAL = struct.Struct("@ll")  # struct timeval, for SO_RCVTIMEO

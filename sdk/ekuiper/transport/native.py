@@ -370,8 +370,18 @@ class NativeReq(_Dialed, ReqSocket):
             conn = self._conn
             if conn is not None:  # the usual case: one send, no clock reading
                 try:
-                    if conn.fast_send_ms == self._send_timeout and len(data) <= _FAST_REQ:
-                        conn.send_frame(_pack_req(1, len(data) + 4, rid) + data)  # 1: MSG_TYPE
+                    n = len(data)
+                    if conn.fast_send_ms == self._send_timeout and n <= _FAST_REQ:
+                        # Connection.send_frame, inlined: every function call comes here
+                        frame = _pack_req(1, n + 4, rid) + data  # 1: MSG_TYPE
+                        try:
+                            sent = conn.sock.send(frame, _NOSIGNAL)
+                        except BlockingIOError:
+                            raise TransportTimeout("timed out") from None
+                        except OSError as e:
+                            raise sp.PeerGone(f"send failed: {e}") from None
+                        if sent != n + 13:
+                            conn._finish(frame, sent, None)  # committed: see send_frame
                     else:  # (the first send sets SO_SNDTIMEO; big ones are sent in parts)
                         conn.send_within(*sp.req_frame(rid, data), self._send_timeout)
                 except sp.PeerGone as e:
@@ -478,16 +488,17 @@ class NativePush(_Dialed, PushSocket):
             conn = self._conn
             if conn is not None:  # the usual case: one send, no clock reading
                 try:
-                    if conn.fast_send_ms == self._send_timeout and len(data) <= _FAST_PUSH:
+                    n = len(data)
+                    if conn.fast_send_ms == self._send_timeout and n <= _FAST_PUSH:
                         # Connection.send_frame, inlined: every source message comes here
-                        frame = _pack(1, len(data)) + data  # 1: MSG_TYPE
+                        frame = _pack(1, n) + data  # 1: MSG_TYPE
                         try:
                             sent = conn.sock.send(frame, _NOSIGNAL)
                         except BlockingIOError:
                             raise TransportTimeout("timed out") from None
                         except OSError as e:
                             raise sp.PeerGone(f"send failed: {e}") from None
-                        if sent != len(frame):
+                        if sent != n + 9:
                             conn._finish(frame, sent, None)  # committed: see send_frame
                     else:  # (the first send sets SO_SNDTIMEO; big ones are sent in parts)
                         conn.send_within(sp.frame_header(len(data)), data, self._send_timeout)

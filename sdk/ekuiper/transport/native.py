@@ -488,6 +488,7 @@ class NativeReq(_Dialed, ReqSocket):
             if self._closed:
                 return None  # send raises TransportClosed
             # send(), its usual case: a new request, in one send system call
+            self._rid = None
             self._reset = False
             self._next_id = nid = (self._next_id + 1) & 0x7FFFFFFF
             rid = nid | 0x80000000

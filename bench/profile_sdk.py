@@ -6,6 +6,16 @@ against ``nngcat --pull0``, each for ``--seconds`` under cProfile, and prints th
 entries by own time (tottime). The figures in docs/performance.md come from this.
 
     .venv/bin/python bench/profile_sdk.py [--seconds S] [--top N] [--what func|source|both]
+                                          [--split ROUNDS]
+
+``--split ROUNDS`` runs no profiler: it alternates windows of ``--seconds`` in which the
+same loops do less (the function answers every call with a ready-made reply: only the
+transport is left; the source's ``emit`` encodes but does not send, or does nothing:
+only the plugin's own loop is left) and prints each variant's median CPU of the serving
+thread per call or message (``getrusage(RUSAGE_THREAD)``), so that the shares of the
+transport, the decoding/encoding and the plugin's own code show in the loop as it runs
+(a profiler's overhead and a warm cache hide them: a call costs 2-3 times its
+``timeit`` figure here, with the thread sleeping in ``recv`` between calls).
 """
 
 from __future__ import annotations
@@ -14,13 +24,15 @@ import argparse
 import cProfile
 import io
 import pstats
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from typing import List
+from typing import Callable, Dict, List
 
 from ekuiper import protocol
 from ekuiper.protocol import Control, FuncMeta, Meta
@@ -47,11 +59,29 @@ def profile(fn, seconds: float, top: int, title: str) -> None:  # noqa: ANN001
                     if line.strip() and not line.startswith("   Ordered")))
 
 
+def thread_cpu_us(fn: Callable[[], int]) -> float:
+    """CPU of the calling thread (user + system) per unit of what ``fn`` returns."""
+    r0 = resource.getrusage(resource.RUSAGE_THREAD)
+    n = fn()
+    r1 = resource.getrusage(resource.RUSAGE_THREAD)
+    return (r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) / max(n, 1) * 1e6
+
+
+def print_split(title: str, unit: str, res: Dict[str, List[float]]) -> None:
+    windows = len(next(iter(res.values())))
+    print(f"=== {title}: median CPU of the serving thread per {unit} ({windows} windows) ===")
+    for name, v in res.items():
+        print(f"  {name:28} {statistics.median(v):6.1f} us   (min {min(v):.1f})")
+
+
 def main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--what", choices=["func", "source", "both"], default="both")
+    ap.add_argument("--split", type=int, metavar="ROUNDS", default=0,
+                    help="no profiler: alternate ROUNDS windows of the full loops and of "
+                         "loops doing less, and print each one's CPU per call/message")
     a = ap.parse_args(argv)
     nngcat = shutil.which("nngcat")
     if nngcat is None:
@@ -88,7 +118,28 @@ def main(argv: List[str]) -> int:
                     rt._run()
                     return calls[0]
 
-                profile(serve, a.seconds, a.top, "function calls")
+                if not a.split:
+                    profile(serve, a.seconds, a.top, "function calls")
+                else:
+                    ready = handle(order)
+
+                    def canned(data: bytes) -> bytes:
+                        calls[0] += 1
+                        return ready
+
+                    variants = {"full call": counted,
+                                "transport only (canned reply)": canned}
+                    fres: Dict[str, List[float]] = {k: [] for k in variants}
+                    for r in range(a.split):
+                        for k in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
+                            rt.handle = variants[k]  # type: ignore[method-assign]
+                            calls[0] = 0
+                            th = threading.Thread(  # a thread of its own, as the runtime's
+                                target=lambda got=fres[k]: got.append(
+                                    thread_cpu_us(lambda: serve(a.seconds))))
+                            th.start()
+                            th.join()
+                    print_split("function calls", "call", fres)
                 rt.stop()
             if a.what in ("source", "both"):
                 meta = Meta("prof", "op1", 0)
@@ -98,8 +149,7 @@ def main(argv: List[str]) -> int:
                 time.sleep(0.3)
                 push = transport.dial_push(url, send_timeout_ms=1000, retries=20,
                                            interval_s=0.05)
-                ctx = ContextImpl(meta, "counter")
-                ctx.set_emitter(push)
+                ctx = nosend_ctx(meta, push)  # (with a Beat, as the runtime's)
                 conf = {"interval": 0}
                 stop = threading.Event()
 
@@ -114,13 +164,41 @@ def main(argv: List[str]) -> int:
                             break
                     return n
 
-                profile(emit_loop, a.seconds, a.top, "source messages")
+                if not a.split:
+                    profile(emit_loop, a.seconds, a.top, "source messages")
+                else:
+                    class NoSend:
+                        def send(self, data: bytes) -> None:
+                            pass
+
+                    real_emit = ctx.emit
+                    svariants: Dict[str, Callable[..., None]] = {
+                        "full emit": real_emit,
+                        "emit without the send": ContextImpl.emit.__get__(nosend_ctx(meta, NoSend())),
+                        "plugin loop only (no emit)": lambda m, meta=None: None}
+                    sres: Dict[str, List[float]] = {k: [] for k in svariants}
+                    for r in range(a.split):
+                        for k in (list(svariants) if r % 2 == 0 else list(svariants)[::-1]):
+                            ctx.emit = svariants[k]  # type: ignore[method-assign]
+                            sres[k].append(thread_cpu_us(lambda: emit_loop(a.seconds)))
+                    ctx.emit = real_emit  # type: ignore[method-assign]
+                    print_split("source messages", "message", sres)
                 push.close()
         finally:
             for p in procs:
                 p.terminate()
                 p.wait()
     return 0
+
+
+def nosend_ctx(meta: Meta, emitter: object) -> ContextImpl:
+    """A source context as the runtime makes it, sending to ``emitter``."""
+    from ekuiper.runtime.liveness import Beat
+
+    c = ContextImpl(meta, "counter")
+    c.set_emitter(emitter)  # type: ignore[arg-type]
+    c.beat = Beat()
+    return c
 
 
 if __name__ == "__main__":

@@ -236,6 +236,7 @@ def test_exec_fast_path_depth_limit_is_the_full_parse_limit(depth: int) -> None:
 
 @pytest.mark.parametrize("data", [
     b'{"func":"Exec","arg":["ctx"]}',  # the context alone: the full path
+    b'{"func":"Exec","arg":[,"ctx"]}',  # a comma with no argument before it: refused
     b'{"func":"Exec","arg":[1,"]}',
     b'{"func":"Exec","arg":[1,"a\\"]}',
     b'{"func":"Exec","arg":[1,,"c"]}',
@@ -246,3 +247,79 @@ def test_exec_fast_path_depth_limit_is_the_full_parse_limit(depth: int) -> None:
 ])
 def test_exec_fast_path_edge_cases(data: bytes) -> None:
     agrees_with_full_parse(data)
+
+
+def test_exec_fast_path_refuses_a_leading_comma() -> None:
+    """``[,"ctx"]`` is not JSON; the fast path once read it as no arguments."""
+    assert protocol.split_exec_request(b'{"func":"Exec","arg":[,"ctx"]}') is None
+
+
+# --- the runtime's per-call-site shortcut (protocol.exec_tail) reads the same ----------
+
+
+class _Recorder:
+    """A function that records what each call received."""
+
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def exec(self, args: Any, ctx: Any) -> int:
+        self.calls.append((args, ctx.meta))
+        return len(self.calls)
+
+
+_SITES = [protocol.FuncMeta("r1", "op", 0, 0).encode(), protocol.FuncMeta("r1", "op", 0, 1).encode(),
+          protocol.FuncMeta("r,", 'o"p', 2, 3).encode(),
+          '{"ruleId":"r","opId":"o","instanceId":0,"funcId":0} ,',  # ends in a comma: not JSON
+          '{"ruleId":"r","opId":"o","instanceId":0,"funcId":0,"x":","}']
+
+
+def expected_call(data: bytes) -> Any:
+    """What the full parse makes of a request: (args, Meta) for a valid Exec, else None."""
+    try:
+        func, arg = protocol.decode_func_request(data)
+        if func != protocol.FUNC_EXEC or not isinstance(arg, list) or not arg:
+            return None
+        fm = protocol.FuncMeta.decode(arg[-1])
+    except protocol.ProtocolError:
+        return None
+    return arg[:-1], protocol.Meta(fm.rule_id, fm.op_id, fm.instance_id)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.lists(json_values, max_size=3), st.sampled_from(_SITES),
+                          st.lists(st.tuples(st.integers(0, 10**6),
+                                             st.sampled_from(["set", "insert", "delete"]),
+                                             st.sampled_from([ord(c) for c in ',"\\[]{}:0a '])),
+                                   max_size=2)),
+                min_size=1, max_size=8))
+def test_function_runtime_reads_every_call_as_the_full_parse(calls: list) -> None:
+    """Calls from repeating call sites, some mutated: whichever path the runtime takes
+    (the call site's tail, the literal lookup, or the full parse), ``exec`` receives the
+    arguments and context the full parse reads, and a request the full parse refuses
+    never reaches ``exec``."""
+    from ekuiper.runtime.symbols import FunctionRuntime, Settings
+    from ekuiper.transport import get_transport
+
+    rec = _Recorder()
+    rt = FunctionRuntime(protocol.Control("f", protocol.TYPE_FUNC), rec, get_transport(),
+                         Settings())
+    for args, site, edits in calls:
+        raw = bytearray(protocol.encode_func_request(protocol.FUNC_EXEC, args + [site]))
+        for pos, op, byte in edits:
+            pos %= len(raw)
+            if op == "set":
+                raw[pos] = byte
+            elif op == "insert":
+                raw.insert(pos, byte)
+            elif len(raw) > 1:
+                del raw[pos]
+        data = bytes(raw)
+        want = expected_call(data)
+        before = len(rec.calls)
+        state, _ = protocol.decode_func_reply(rt.handle(data))
+        if want is None:
+            assert len(rec.calls) == before and state is False
+        else:
+            assert len(rec.calls) == before + 1 and state is True
+            assert rec.calls[-1] == want

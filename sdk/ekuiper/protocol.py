@@ -571,13 +571,44 @@ def split_exec_request(data: bytes) -> Optional[Tuple[List[Any], bytes]]:
     if not (type(data) is bytes and data.startswith(_EXEC_PREFIX) and data.endswith(b'"]}')):
         return None
     i = data.rfind(b',"')
-    if i < _EXEC_START:
-        return None  # the context is the only argument (or none): the full path
+    if i <= _EXEC_START:
+        return None  # the context is the only argument, or no argument precedes the comma
+    args = exec_args(data, i)
+    return None if args is None else (args, data[i + 1:-2])
+
+
+def exec_args(data: bytes, i: int) -> Optional[List[Any]]:
+    """The arguments of an Exec request that starts with ``{"func":"Exec","arg":[``, from
+    there to the comma at ``i`` (> the prefix's length) that precedes the function
+    context, parsed as :func:`split_exec_request` parses them; None if they do not parse.
+    The hot path calls it directly once it knows where the context starts
+    (:func:`exec_tail`)."""
+    if i <= MAX_INT_DIGITS:
+        # Usual arguments, inlined from _loads_depth: text of at most MAX_INT_DIGITS
+        # characters (no integer over the limit, no nesting near it) that starts with
+        # "[" and ends with "]", so the scanner alone decides (nothing around the value).
+        try:
+            text = data[_EXEC_START - 1:i].decode("utf-8") + "]"
+            args, end = _SCAN_SHORT(text, 0)
+        except Exception:  # UnicodeDecodeError, StopIteration, ValueError, ...
+            return None
+        return args if end == len(text) else None
     try:
-        args = _loads_depth(data[_EXEC_START - 1:i] + b"]", MAX_JSON_DEPTH - 1)
+        return _loads_depth(data[_EXEC_START - 1:i] + b"]", MAX_JSON_DEPTH - 1)
     except ProtocolError:
         return None
-    return args, data[i + 1:-2]
+
+
+def exec_tail(context: bytes) -> Optional[bytes]:
+    """``,CONTEXT]}``: how every Exec request from the call site whose context literal (as
+    :func:`split_exec_request` returned it) is ``context`` ends, so that the hot path can
+    recognise the next one with ``endswith`` (no search, no copy, no hashing) and hand
+    the rest to :func:`exec_args`. None when that would split a request elsewhere than
+    split_exec_request does: a literal holding ``,"`` (a context ending in a comma),
+    where the last ``,"`` lies inside the literal."""
+    if b',"' in context:
+        return None
+    return b"," + context + b"]}"
 
 
 def encode_func_reply(state: bool, result: Any) -> bytes:
@@ -587,7 +618,7 @@ def encode_func_reply(state: bool, result: Any) -> bytes:
         if fast is not None:
             return (b'{"state":true,"result":' if state else b'{"state":false,"result":') \
                 + fast + b"}"
-    body = _encode_text(result)
+    body = "".join(_C_ENCODE(result, 0)) if _C_ENCODE is not None else _encode_text(result)
     text = ('{"state":true,"result":' if state else '{"state":false,"result":') + body + "}"
     try:
         return text.encode("utf-8")
@@ -619,7 +650,14 @@ def encode_source_message(message: Mapping[str, Any], meta: Optional[Mapping[str
             out = _fast_dumps({"message": message, "meta": meta})
             if out is not None:
                 return out
-    return dumps({"message": message, "meta": meta})
+    obj = {"message": message, "meta": meta}
+    if _C_ENCODE is None:  # pragma: no cover
+        return dumps(obj)
+    text = "".join(_C_ENCODE(obj, 0))  # dumps, inlined: the per-message path
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _ASCII_ENCODER.encode(obj).encode("ascii")
 
 
 def encode_source_error(text: str) -> bytes:

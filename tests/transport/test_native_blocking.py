@@ -214,3 +214,120 @@ def test_without_socket_timeouts_the_polling_paths_serve(ipc_url) -> None:
         req.close()  # type: ignore[attr-defined]
         conn.close()
         srv.close()
+
+
+# --- NativeReq.exchange: send and recv in one call, for the serving loops ---------------
+
+
+def _read_request(conn: socket.socket) -> Tuple[bytes, bytes]:
+    """(request id, body) of the next REQ message the raw peer receives."""
+    head = b""
+    while len(head) < 9:
+        head += conn.recv(9 - len(head))
+    assert head[0] == 1
+    (length,) = struct.unpack(">Q", head[1:9])
+    body = b""
+    while len(body) < length:
+        body += conn.recv(length - len(body))
+    return body[:4], body[4:]
+
+
+def _reply(conn: socket.socket, rid: bytes, body: bytes) -> None:
+    conn.sendall(b"\x01" + struct.pack(">Q", 4 + len(body)) + rid + body)
+
+
+def test_exchange_is_send_then_recv_on_the_wire(ipc_url) -> None:
+    """The same frames as send + recv; None (nothing sent) until a first send has set the
+    socket's send timeout; a reply with another request id is dropped as recv drops it."""
+    url = ipc_url("xchg")
+    req, conn, srv = _peer(url, REP_HEADER, lambda: native_t.dial_req(
+        url, recv_timeout_ms=3000, send_timeout_ms=1000, retries=20, interval_s=0.05))
+    try:
+        assert req.exchange(b"early") is None  # type: ignore[attr-defined]
+        req.send(b"handshake")  # type: ignore[attr-defined]
+        rid0, body = _read_request(conn)
+        assert body == b"handshake"
+        _reply(conn, rid0, b"order 1")
+        assert req.recv() == b"order 1"  # type: ignore[attr-defined]
+        got: List[object] = []
+        t = threading.Thread(target=lambda: got.append(req.exchange(b"result 1")),  # type: ignore[attr-defined]
+                             daemon=True)
+        t.start()
+        rid1, body = _read_request(conn)
+        assert body == b"result 1"
+        assert int.from_bytes(rid1, "big") == (int.from_bytes(rid0, "big") + 1) | 0x80000000
+        _reply(conn, rid0, b"stale")  # an answer to the earlier request: dropped
+        _reply(conn, rid1, b"order 2")
+        t.join(5)
+        assert got == [b"order 2"]
+        big = b"x" * (70 * 1024)  # over 64 KiB: the caller's send and recv take it
+        assert req.exchange(big) is None  # type: ignore[attr-defined]
+        req.close()  # type: ignore[attr-defined]
+        assert req.exchange(b"after close") is None  # type: ignore[attr-defined]
+    finally:
+        req.close()  # type: ignore[attr-defined]
+        conn.close()
+        srv.close()
+
+
+def test_exchange_times_out_and_close_wakes_it_and_a_vanished_peer_is_a_reset(ipc_url) -> None:
+    from ekuiper.transport import TransportError
+
+    url = ipc_url("xchg2")
+    req, conn, srv = _peer(url, REP_HEADER, lambda: native_t.dial_req(
+        url, recv_timeout_ms=300, send_timeout_ms=1000, retries=20, interval_s=0.05))
+    try:
+        req.send(b"handshake")  # type: ignore[attr-defined]
+        rid, _ = _read_request(conn)
+        _reply(conn, rid, b"order")
+        assert req.recv() == b"order"  # type: ignore[attr-defined]
+        t0 = time.monotonic()
+        with pytest.raises(TransportTimeout):
+            req.exchange(b"result")  # type: ignore[attr-defined]
+        assert 0.25 <= time.monotonic() - t0 < 3
+        with pytest.raises(TransportTimeout):  # the request was abandoned, as after recv
+            req.recv()  # type: ignore[attr-defined]
+        _read_request(conn)
+        errors: List[BaseException] = []
+
+        def caller() -> None:
+            try:
+                req.exchange(b"result")  # type: ignore[attr-defined]
+            except BaseException as e:
+                errors.append(e)
+
+        t = threading.Thread(target=caller, daemon=True)
+        t.start()
+        _read_request(conn)
+        conn.close()  # the host goes away while the request waits for its reply
+        t.join(3)
+        assert len(errors) == 1 and isinstance(errors[0], TransportError), errors
+        assert not isinstance(errors[0], (TransportTimeout, TransportClosed))
+        conn = _accept(srv, REP_HEADER)  # the socket re-dials in the background
+        assert wait_for_conn(req)
+        req.send(b"handshake")  # type: ignore[attr-defined]
+        rid, _ = _read_request(conn)
+        _reply(conn, rid, b"order")
+        assert req.recv() == b"order"  # type: ignore[attr-defined]
+        errors.clear()
+        t = threading.Thread(target=caller, daemon=True)
+        t.start()
+        _read_request(conn)
+        time.sleep(0.05)
+        req.close()  # type: ignore[attr-defined]
+        t.join(3)
+        assert not t.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], TransportClosed), errors
+    finally:
+        req.close()  # type: ignore[attr-defined]
+        conn.close()
+        srv.close()
+
+
+def wait_for_conn(req: object, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if req._conn is not None:  # type: ignore[attr-defined]
+            return True
+        time.sleep(0.01)
+    return False

@@ -54,6 +54,8 @@ class Beat:
         #: wall-clock time of the last error (seconds since the epoch)
         self.last_error_at: Optional[float] = None
 
+    # The hot paths (FunctionRuntime._exec, ContextImpl.emit) inline begin/end/emitted:
+    # change them together.
     def begin(self) -> None:
         self.count += 1
         self.busy_since = time.monotonic()

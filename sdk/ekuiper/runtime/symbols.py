@@ -23,6 +23,13 @@ from .liveness import Beat, entry
 from .logs import log, one_line
 from .reqloop import serve_inverted
 
+_monotonic = time.monotonic
+_split_exec_request = protocol.split_exec_request
+_exec_args = protocol.exec_args
+_EXEC_PREFIX = protocol._EXEC_PREFIX
+_EXEC_START = len(_EXEC_PREFIX)
+_encode_func_reply = protocol.encode_func_reply
+
 
 @dataclass
 class Settings:
@@ -269,6 +276,10 @@ class FunctionRuntime(SymbolRuntime):
         #: (``protocol.split_exec_request``): the hot path parses neither the envelope nor
         #: the context, only the arguments.
         self._ctx_by_literal: Dict[bytes, ContextImpl] = {}
+        #: the last call site's request ending (``protocol.exec_tail``) and its context:
+        #: a request that ends the same way needs only its arguments parsed
+        self._tail: Optional[bytes] = None
+        self._tail_ctx: Optional[ContextImpl] = None
 
     def start(self) -> None:
         url = protocol.function_url(self.ctrl.symbol_name, self.settings.ipc_dir)
@@ -294,17 +305,26 @@ class FunctionRuntime(SymbolRuntime):
         The one place every call passes through, start to end (a per-call hook goes
         here): an Exec exactly as eKuiper writes it, from a call site seen before, takes
         the fast path; everything else, and every error, the full one."""
-        name = self.ctrl.symbol_name
         try:
-            split = protocol.split_exec_request(data)
+            tail = self._tail
+            if tail is not None and type(data) is bytes and data.endswith(tail) \
+                    and data.startswith(_EXEC_PREFIX):
+                i = len(data) - len(tail)
+                if i > _EXEC_START:
+                    args = _exec_args(data, i)
+                    if args is not None:
+                        return self._exec(args, self._tail_ctx)  # type: ignore[arg-type]
+            split = _split_exec_request(data)
             if split is not None:
                 ctx = self._ctx_by_literal.get(split[1])
                 if ctx is not None:
-                    return self._exec(name, split[0], ctx)
+                    self._tail, self._tail_ctx = protocol.exec_tail(split[1]), ctx
+                    return self._exec(split[0], ctx)
                 if self._learn_literal(split[1]):
                     return self.handle(data)
-            return self._handle(name, data)
+            return self._handle(self.ctrl.symbol_name, data)
         except BaseException as e:  # noqa: B036 -- a call must never end the function's loop
+            name = self.ctrl.symbol_name
             log.warning("%s: call failed: %s: %s", name, type(e).__name__, _safe_line(e))
             return _func_error(f"{name}: {type(e).__name__}: {_safe_line(e)}")
 
@@ -324,7 +344,7 @@ class FunctionRuntime(SymbolRuntime):
                 ctx = self._ctx_by_raw.get(raw) if isinstance(raw, str) else None
                 if ctx is None:
                     ctx = self._context(raw)
-                return self._exec(name, arg[:-1], ctx)
+                return self._exec(arg[:-1], ctx)
             elif func == protocol.FUNC_VALIDATE:
                 err = self.s.validate(arg if isinstance(arg, list) else [])
                 state, result = (True, "") if not err else (False, one_line(err))
@@ -348,25 +368,30 @@ class FunctionRuntime(SymbolRuntime):
                 f"{name}: {func} returned a {type(result).__name__}, which is not "
                 f"JSON-encodable: {type(e).__name__}: {_safe_line(e)}")
 
-    def _exec(self, name: str, args: Any, ctx: ContextImpl) -> bytes:
+    def _exec(self, args: Any, ctx: ContextImpl) -> bytes:
         """``exec`` and its reply (both paths): never raises an Exception."""
         beat = self.beat  # the one place every call begins and ends (liveness, counters)
-        beat.begin()
+        beat.count += 1  # Beat.begin and Beat.end, inlined (the per-call path)
+        beat.busy_since = _monotonic()
         try:
             result = self.s.exec(args, ctx)
         except protocol.ProtocolError as e:
+            name = self.ctrl.symbol_name
             log.warning("%s: rejected %s: %s", name, protocol.FUNC_EXEC, e)
             return self._failed(f"{name}: {e}")
         except Exception as e:
+            name = self.ctrl.symbol_name
             log.warning("%s: %s raised %s: %s", name, protocol.FUNC_EXEC, type(e).__name__,
                         _safe_line(e), exc_info=log.isEnabledFor(10))
             return self._failed(f"{name}: {protocol.FUNC_EXEC} raised {type(e).__name__}: "
                                 f"{_safe_line(e)}")
         finally:
-            beat.end()
+            beat.last = _monotonic()
+            beat.busy_since = None
         try:
-            return protocol.encode_func_reply(True, result)
+            return _encode_func_reply(True, result)
         except Exception as e:  # TypeError, ValueError (NaN), RecursionError (too deep), ...
+            name = self.ctrl.symbol_name
             return self._failed(
                 f"{name}: {protocol.FUNC_EXEC} returned a {type(result).__name__}, which is "
                 f"not JSON-encodable: {type(e).__name__}: {_safe_line(e)}")

@@ -56,6 +56,14 @@ from .base import (
     max_msg_size,
 )
 
+#: the largest body a send passes to ``Connection.send_frame`` (its frame, with the SP
+#: header and a REQ's request id, must fit sp.FAST_FRAME); larger ones go the long way
+_FAST_PUSH = sp.FAST_FRAME - 9
+_FAST_REQ = sp.FAST_FRAME - 13
+_pack = sp.pack_header
+_NOSIGNAL = sp.NOSIGNAL
+_pack_req = sp.pack_req_header
+
 #: background re-dial back-off: a refused connect on a Unix socket costs next to nothing,
 #: and the runtime gives a vanished host only 2 s before it stops the plugin.
 RECONNECT_MIN_S = 0.01
@@ -367,11 +375,23 @@ class NativeReq(_Dialed, ReqSocket):
             rid = self._next_id | 0x80000000
             if type(data) is not bytes:
                 data = bytes(data)
-            header, body = sp.req_frame(rid, data)
             conn = self._conn
             if conn is not None:  # the usual case: one send, no clock reading
                 try:
-                    conn.send_within(header, body, self._send_timeout)
+                    n = len(data)
+                    if conn.fast_send_ms == self._send_timeout and n <= _FAST_REQ:
+                        # Connection.send_frame, inlined: every function call comes here
+                        frame = _pack_req(1, n + 4, rid) + data  # 1: MSG_TYPE
+                        try:
+                            sent = conn.sock.send(frame, _NOSIGNAL)
+                        except BlockingIOError:
+                            raise TransportTimeout("timed out") from None
+                        except OSError as e:
+                            raise sp.PeerGone(f"send failed: {e}") from None
+                        if sent != n + 13:
+                            conn._finish(frame, sent, None)  # committed: see send_frame
+                    else:  # (the first send sets SO_SNDTIMEO; big ones are sent in parts)
+                        conn.send_within(*sp.req_frame(rid, data), self._send_timeout)
                 except sp.PeerGone as e:
                     self._discard(conn)
                     if e.started:
@@ -380,6 +400,7 @@ class NativeReq(_Dialed, ReqSocket):
                 else:
                     self._rid, self._rconn = rid, conn
                     return
+            header, body = sp.req_frame(rid, data)
             deadline = sp.deadline_after(self._send_timeout)
             while True:
                 conn = self._conn or self._await_conn(deadline)
@@ -413,40 +434,88 @@ class NativeReq(_Dialed, ReqSocket):
                                          "the request was sent")
                 raise TransportTimeout("protocol state: no outstanding request "
                                        "(send first)")
-            timeout = self._recv_timeout
+            return self._await_reply(conn, rid)
+        finally:
+            ops.pop()  # _leave(), inlined
+            if self._closed:
+                self._leave_closed()
+
+    def _await_reply(self, conn: sp.Connection, rid: int) -> bytes:
+        """The body of the reply to request ``rid`` on ``conn`` (``recv`` after its state
+        checks; the caller has entered the socket)."""
+        timeout = self._recv_timeout
+        try:
+            # Usually the reply arrives whole and alone: one blocking recv, bounded by
+            # SO_RCVTIMEO, returns it. Anything else goes on below, polling until the
+            # deadline (which then runs from here).
+            if timeout != 0:
+                body = conn.read_reply(rid, timeout if timeout is not None and timeout > 0
+                                       else 0)
+                if body is not None:
+                    self._rid = None
+                    return body
+            deadline = sp.deadline_after(timeout)
+            while True:
+                frame = conn.next_frame()
+                if frame is None:
+                    conn.wait_readable(deadline)
+                    conn.fill()
+                    continue
+                buf, start, end = frame
+                if end - start < 4:
+                    raise sp.ProtocolViolation("reply without a request id")
+                if sp.read_u32(buf, start) == rid:
+                    self._rid = None
+                    return sp.take(buf, start + 4, end)
+                # else: a late reply to a cancelled request, dropped as nng does
+        except TransportTimeout:
+            self._rid = None  # the request is abandoned: recv again needs a send
+            raise
+        except sp.PeerGone as e:
+            self._rid = self._rconn = None
+            if self._closed:  # close() woke the blocking recv (shutdown)
+                raise TransportClosed("socket closed") from None
+            self._discard(conn)
+            raise TransportError(f"connection reset: {e}") from None
+
+    def exchange(self, data: bytes) -> Optional[bytes]:
+        """``send(data)`` then ``recv()`` in one call, for serving loops that answer each
+        order with their next request (``reqloop.serve_inverted``): the reply, or None
+        when the request cannot go out the usual way (no peer, the connection's first
+        send, over 64 KiB, a closed socket, a full buffer until the send timeout, a broken
+        connection). Nothing was sent then: the caller uses ``send`` and ``recv``, which
+        handle each of those cases. Once the request is out, it raises what ``recv``
+        raises. One call instead of two, with one enter and leave, on the per-call path."""
+        conn = self._conn
+        if (conn is None or self._dead or type(data) is not bytes
+                or conn.fast_send_ms != self._send_timeout or len(data) > _FAST_REQ):
+            return None
+        ops = self._ops  # _enter(), inlined
+        ops.append(None)
+        try:
+            if self._closed:
+                return None  # send raises TransportClosed
+            # send(), its usual case: a new request, in one send system call
+            self._rid = None
+            self._reset = False
+            self._next_id = nid = (self._next_id + 1) & 0x7FFFFFFF
+            rid = nid | 0x80000000
+            frame = _pack_req(1, len(data) + 4, rid) + data  # 1: MSG_TYPE
             try:
-                # Usually the reply arrives whole and alone: one blocking recv, bounded by
-                # SO_RCVTIMEO, returns it. Anything else goes on below, polling until the
-                # deadline (which then runs from here).
-                if timeout != 0:
-                    body = conn.read_reply(rid, timeout if timeout is not None and timeout > 0
-                                           else 0)
-                    if body is not None:
-                        self._rid = None
-                        return body
-                deadline = sp.deadline_after(timeout)
-                while True:
-                    frame = conn.next_frame()
-                    if frame is None:
-                        conn.wait_readable(deadline)
-                        conn.fill()
-                        continue
-                    buf, start, end = frame
-                    if end - start < 4:
-                        raise sp.ProtocolViolation("reply without a request id")
-                    if sp.read_u32(buf, start) == rid:
-                        self._rid = None
-                        return sp.take(buf, start + 4, end)
-                    # else: a late reply to a cancelled request, dropped as nng does
-            except TransportTimeout:
-                self._rid = None  # the request is abandoned: recv again needs a send
-                raise
-            except sp.PeerGone as e:
-                self._rid = self._rconn = None
-                if self._closed:  # close() woke the blocking recv (shutdown)
-                    raise TransportClosed("socket closed") from None
-                self._discard(conn)
-                raise TransportError(f"connection reset: {e}") from None
+                sent = conn.sock.send(frame, _NOSIGNAL)
+            except OSError:  # SO_SNDTIMEO passed with nothing written, or a broken pipe
+                self._rid = None
+                return None
+            if sent != len(frame):
+                try:
+                    conn._finish(frame, sent, None)  # committed: see Connection.send
+                except sp.PeerGone:  # torn request: what send() then recv() report
+                    self._rid = None
+                    self._discard(conn)
+                    raise TransportError("connection reset: the peer went away before "
+                                         "the request was sent") from None
+            self._rid, self._rconn = rid, conn
+            return self._await_reply(conn, rid)
         finally:
             ops.pop()  # _leave(), inlined
             if self._closed:
@@ -472,16 +541,29 @@ class NativePush(_Dialed, PushSocket):
                 self._reap()
             if type(data) is not bytes:
                 data = bytes(data)
-            header = sp.frame_header(len(data))
             conn = self._conn
             if conn is not None:  # the usual case: one send, no clock reading
                 try:
-                    conn.send_within(header, data, self._send_timeout)
+                    n = len(data)
+                    if conn.fast_send_ms == self._send_timeout and n <= _FAST_PUSH:
+                        # Connection.send_frame, inlined: every source message comes here
+                        frame = _pack(1, n) + data  # 1: MSG_TYPE
+                        try:
+                            sent = conn.sock.send(frame, _NOSIGNAL)
+                        except BlockingIOError:
+                            raise TransportTimeout("timed out") from None
+                        except OSError as e:
+                            raise sp.PeerGone(f"send failed: {e}") from None
+                        if sent != n + 9:
+                            conn._finish(frame, sent, None)  # committed: see send_frame
+                    else:  # (the first send sets SO_SNDTIMEO; big ones are sent in parts)
+                        conn.send_within(sp.frame_header(len(data)), data, self._send_timeout)
                     return
                 except sp.PeerGone as e:
                     self._discard(conn)
                     if e.started:
                         return  # committed and lost with the pipe, as in nng
+            header = sp.frame_header(len(data))
             deadline = sp.deadline_after(self._send_timeout)
             while True:
                 conn = self._conn or self._await_conn(deadline)

@@ -52,6 +52,10 @@ _HEADER = struct.Struct(">BQ")  # message type, length
 _HEADER_LEN = _HEADER.size  # 9
 _REQ_HEADER = struct.Struct(">BQI")  # message type, length, request id
 _REQ_HEADER_LEN = _REQ_HEADER.size  # 13
+#: ``pack(MSG_TYPE, len(body))`` and ``pack(MSG_TYPE, len(body) + 4, request_id)``: the
+#: hot paths join these with the body into one frame themselves
+pack_header = _HEADER.pack
+pack_req_header = _REQ_HEADER.pack
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
@@ -64,8 +68,13 @@ _CHUNK = 1 << 16
 _PIECE = 1 << 20
 #: above this, a send hands header and body to the kernel separately (no concatenation).
 _GATHER = 1 << 16
+#: the largest frame (header included) :meth:`Connection.send_frame` takes
+FAST_FRAME = _GATHER
+#: no SO_SNDTIMEO set yet (``Connection.fast_send_ms``): equal to no timeout value
+_UNSET = object()
 
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+NOSIGNAL = _NOSIGNAL
 _DONTWAIT = socket.MSG_DONTWAIT
 _SEND_FLAGS = _NOSIGNAL | _DONTWAIT
 _TIMEVAL = struct.Struct("@ll")  # struct timeval, for SO_RCVTIMEO
@@ -172,7 +181,7 @@ class Connection:
 
     __slots__ = ("sock", "fd", "peer", "dead", "max_size", "_wake", "_rpoll", "_wpoll",
                  "_data", "_off", "_need", "_parts", "_piece", "_pieceview", "_piecepos",
-                 "_rcvtimeo", "_sndtimeo")
+                 "_rcvtimeo", "_sndtimeo", "fast_send_ms")
 
     def __init__(self, sock: socket.socket, wake_fd: int, max_size: int = 0) -> None:
         # Blocking descriptor; all but read_reply and send_within pass MSG_DONTWAIT.
@@ -201,6 +210,10 @@ class Connection:
         #: the SO_RCVTIMEO in force, in ms (0: none, the kernel's default)
         self._rcvtimeo = 0
         self._sndtimeo = 0
+        #: the send timeout (as callers pass it) whose SO_SNDTIMEO is in force, once
+        #: :meth:`send_within` has set it: while a caller's timeout equals it, a frame of
+        #: at most FAST_FRAME bytes may go straight to :meth:`send_frame` (no checks)
+        self.fast_send_ms: object = _UNSET
 
     # --- waiting ---------------------------------------------------------------------
 
@@ -314,15 +327,22 @@ class Connection:
                                      or not self._set_timeout(socket.SO_SNDTIMEO, ms)):
             self.send(header, body, deadline_after(timeout_ms))
             return
-        data = header + body
+        self.fast_send_ms = timeout_ms
+        self.send_frame(header + body)
+
+    def send_frame(self, frame: bytes) -> None:
+        """The end of :meth:`send_within`: one frame (header and body joined, at most
+        FAST_FRAME bytes) in one blocking ``send`` bounded by the SO_SNDTIMEO in force.
+        Hot paths call it directly while their timeout equals :attr:`fast_send_ms` (the
+        one send_within set), saving the checks and the join of a second call."""
         try:
-            sent = self.sock.send(data, _NOSIGNAL)
+            sent = self.sock.send(frame, _NOSIGNAL)
         except BlockingIOError:
             raise TransportTimeout("timed out") from None
         except OSError as e:
             raise PeerGone(f"send failed: {e}") from None
-        if sent != len(data):
-            self._finish(data, sent, None)  # committed: the rest goes without a deadline
+        if sent != len(frame):
+            self._finish(frame, sent, None)  # committed: the rest goes without a deadline
 
     def _finish(self, data: bytes, sent: int, deadline: Optional[float]) -> None:
         """Write the rest of ``data`` from ``sent`` on; the deadline holds only while
@@ -446,11 +466,13 @@ class Connection:
                                  _TIMEVAL.pack(ms // 1000, (ms % 1000) * 1000))
         except (OSError, OverflowError, struct.error):
             self._rcvtimeo = self._sndtimeo = -1
+            self.fast_send_ms = _UNSET
             return False
         if option == socket.SO_RCVTIMEO:
             self._rcvtimeo = ms
         else:
             self._sndtimeo = ms
+            self.fast_send_ms = _UNSET  # send_within sets it for the new timeout
         return True
 
     def interrupt(self) -> None:

@@ -24,9 +24,7 @@ one run. ``--imports`` adds the slowest imports (``-X importtime``, cumulative) 
 ``ekl.launcher.cli`` and ``ekl.launcher.pythonbin``. Caches (probe, launch, hosted SDK,
 and a bytecode cache through ``PYTHONPYCACHEPREFIX``, as an installed package has its
 ``.pyc`` files; ``--no-bytecode`` leaves that out) live in a fresh folder and are filled by
-one warm-up round, as in steady use. ``--what-if`` also times
-``spawn_first_probe.py``, a prototype of the start order docs/performance.md proposes
-(spawn right after the launch-cache hit, listen while the plugin boots), to its handshake.
+one warm-up round, as in steady use.
 ``--installed`` runs every variant, bare plugin included, on a fresh venv where ekl and
 its SDK are plain packages on ``sys.path`` (links to this checkout, as an installed wheel
 lays them out) instead of the development venv's editable install, whose import hooks
@@ -179,8 +177,6 @@ def main() -> None:
     ap.add_argument("--json", metavar="FILE", help="write the medians (ms) to FILE")
     ap.add_argument("--no-bytecode", action="store_true",
                     help="leave PYTHONDONTWRITEBYTECODE as it is: every start compiles")
-    ap.add_argument("--what-if", action="store_true",
-                    help="also time bench/spawn_first_probe.py (the proposed start order)")
     ap.add_argument("--before", metavar="PYTHON",
                     help="also time the ekl and ekl-python installed beside PYTHON")
     ap.add_argument("--installed", action="store_true",
@@ -204,8 +200,6 @@ def main() -> None:
     if a.before:
         names += ["before_relay_hs", "before_relay_cmd", "before_call", "before_tail",
                   "before_run"]
-    if a.what_if:
-        names.append("probe")
     r: Dict[str, List[float]] = {k: [] for k in names}
     try:
         folder = plugin_copy(root)
@@ -252,10 +246,6 @@ def main() -> None:
                 [b_ekl, "-q", "tail", tgt, "pyjson", "-n", "1", "--config", cfg], env)))
             jobs.append(lambda: r["before_run"].append(first_line(
                 [b_ekl, "-q", "run", tgt, "--count", "1", "--config", cfg], env)))
-        if a.what_if:
-            probe = str(Path(__file__).with_name("spawn_first_probe.py"))
-            jobs.append(lambda: r["probe"].append(first_line([sys.executable, probe, tgt],
-                                                             env)))
         for job in jobs:  # warm-up: caches (probe, launch, hosted SDK, .pyc) as in steady use
             job()
         for k in r:
@@ -298,9 +288,6 @@ def main() -> None:
     for label, k, base in rows:
         ratio = f"   {med[k] / med[base]:.2f}x" if base else ""
         print(f"{label:<48} {med[k]:7.1f} ms{ratio}")
-    if a.what_if:
-        print(f"{'prototype: spawn first, then listen (handshake)':<48} {med['probe']:7.1f} ms"
-              f"   {med['probe'] / med['bare_hs']:.2f}x")
     if a.json:
         Path(a.json).write_text(json.dumps(med, indent=1))
     if a.imports:

@@ -159,3 +159,24 @@ def test_launcher_sigkill_leaves_no_descendant(plugin_copy, tmp_path, kill_watch
                 os.kill(p, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def test_unregistering_from_a_dead_watchdog_does_not_spawn_one():
+    """During a shutdown an outer launcher may have ended the watchdog already; forgetting
+    a stopped plugin must not start a new one (it would be SIGKILLed mid-cleanup by that
+    launcher, which found it by its containment token). The next registration does."""
+    from ekl.launcher.process.lifeline import Lifeline
+
+    life = Lifeline()
+    try:
+        life.register(999999, "a" * 32)
+        first = life.watchdog_pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        assert wait_for(lambda: life._proc is not None and life._proc.poll() is not None)
+        life.unregister(999999, "a" * 32)
+        assert life._proc is not None and life._proc.pid == first  # none spawned
+        life.remove_on_death("/tmp/ekl-never-made-by-this-test")
+        assert life.watchdog_pid not in (None, first)  # a registration respawns it
+    finally:
+        life.close()

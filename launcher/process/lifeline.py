@@ -82,11 +82,15 @@ class Lifeline:
                 self._write(f"+={token}")
 
     def unregister(self, pgid: int, token: Optional[str] = None) -> None:
+        """Forget a stopped plugin. A dead watchdog is not respawned for this (a new one
+        gets the registry without it anyway): during a shutdown, after an outer launcher's
+        SIGTERM ended the watchdog, a respawned one would only be SIGKILLed by that outer
+        launcher (it carries its containment token) before it could clean up."""
         with self._lock:
             self._groups.discard(pgid)
             if token:
                 self._tokens.discard(token)
-            if self._proc is not None:
+            if self._proc is not None and self._proc.poll() is None:
                 self._write(f"-{pgid}")
                 if token:
                     self._write(f"-={token}")

@@ -211,7 +211,9 @@ def test_pysam_example_runs_on_both_sdks(sides: Sides, side: str) -> None:
             writer = inst.start_sink("print", sink_meta, {"prefix": "got:", "requireAck": True})
             writer.write({"a": 1})  # acked ok, or AckError
             assert wait_for(lambda: out.has('got: {"a":1}'), 3)
-            assert out.has("print sink open")
+            # stderr (the log) and stdout (the print) are read by separate threads: the
+            # order their lines arrive in is not the order they were written in
+            assert wait_for(lambda: out.has("print sink open"), 3)
             revert = inst.start_function("revert")
             assert revert.exec(["hello"]) == "olleh"
             assert "exactly one argument, got 2" in (revert.validate(["a", "b"]) or "")

@@ -80,9 +80,15 @@ def ekuiper(ipc_dir, tmp_path):
 def real_plugin(inst: PluginInstance) -> psutil.Process:
     """The plugin process under the relay (which answers eKuiper before it is up)."""
     def kids():
-        return [c for c in psutil.Process(inst.pid).children()
-                if any(a.endswith(".py") for a in c.cmdline()[1:3])]
-    assert wait_for(lambda: len(kids()) == 1), [c.cmdline() for c in kids()]
+        out = []
+        for c in psutil.Process(inst.pid).children():
+            try:
+                if any(a.endswith(".py") for a in c.cmdline()[1:3]):
+                    out.append(c)
+            except psutil.Error:  # the plugin just killed, a zombie until the relay reaps it
+                continue
+        return out
+    assert wait_for(lambda: len(kids()) == 1), [c.pid for c in kids()]
     return kids()[0]
 
 

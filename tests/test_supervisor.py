@@ -239,9 +239,13 @@ def test_supervise_runs_many_plugins_writes_status_and_stops_all_on_sigterm(plug
 
 def test_ekl_run_survives_a_plugin_crash_and_reaches_its_count(tmp_path, plugin_copy):
     folder = plugin_copy("pysam", "pysam")
-    proc = subprocess.Popen(ekl("run", str(folder), "--count", "25", "--config",
-                                '{"interval": 0.02}'),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err_path = tmp_path / "stderr.txt"
+    # stderr to a file and stdout read through one reader: communicate() after readline()
+    # would read the pipe past the lines readline() had already buffered, losing them
+    with open(err_path, "w") as err_file:
+        proc = subprocess.Popen(ekl("run", str(folder), "--count", "25", "--config",
+                                    '{"interval": 0.02}'),
+                                stdout=subprocess.PIPE, stderr=err_file, text=True)
     try:
         first = proc.stdout.readline()
         assert json.loads(first)["revert"] == "nosjyp"
@@ -249,11 +253,14 @@ def test_ekl_run_survives_a_plugin_crash_and_reaches_its_count(tmp_path, plugin_
                 if any("pysam.py" in a for a in c.cmdline())]
         assert len(kids) == 1
         kids[0].kill()
-        out, err = proc.communicate(timeout=60)
+        out = proc.stdout.read()  # to EOF: ekl exits once it printed its count
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        proc.stdout.close()
+    err = err_path.read_text()
     records = [json.loads(x) for x in [first] + out.splitlines()]
     assert proc.returncode == 0, err
     assert len(records) == 25

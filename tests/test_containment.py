@@ -100,6 +100,19 @@ def test_daemon_started_by_a_call_dies_with_the_plugin(host, plugin_copy):
     assert wait_for(lambda: all(is_gone(p) for p in pids), timeout=3)
 
 
+def describe(pids):
+    """What the survivors are, for the failure message."""
+    out = []
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            out.append((pid, p.status(), p.ppid(), " ".join(p.cmdline())[:120],
+                        p.environ().get(containment.TOKEN_ENV)))
+        except psutil.Error as e:
+            out.append((pid, type(e).__name__))
+    return out
+
+
 def ekl(*args):
     return [sys.executable, "-m", "ekl.launcher.cli", *args]
 
@@ -148,7 +161,8 @@ def test_launcher_sigkill_leaves_no_descendant(plugin_copy, tmp_path, kill_watch
                             timeout=5)
         proc.kill()
         proc.wait()
-        assert wait_for(lambda: all(is_gone(p) for p in [plugin_pid, *pids]), timeout=3)
+        assert wait_for(lambda: all(is_gone(p) for p in [plugin_pid, *pids]), timeout=3), \
+            describe([p for p in [plugin_pid, *pids] if not is_gone(p)])
         assert wait_for(lambda: not os.path.exists(ipc), timeout=2)
     finally:
         if proc.poll() is None:
@@ -178,5 +192,27 @@ def test_unregistering_from_a_dead_watchdog_does_not_spawn_one():
         assert life._proc is not None and life._proc.pid == first  # none spawned
         life.remove_on_death("/tmp/ekl-never-made-by-this-test")
         assert life.watchdog_pid not in (None, first)  # a registration respawns it
+    finally:
+        life.close()
+
+
+def test_a_respawned_watchdog_knows_the_registry_from_its_first_instant():
+    """The registry goes in the new watchdog's argv, not down its pipe after the spawn: a
+    launcher SIGKILLed in between left a watchdog that knew nothing, and the plugin's
+    escaped daemons outlived everything (3 of 14 runs of the test above under CPU load)."""
+    from ekl.launcher.process.lifeline import Lifeline
+
+    life = Lifeline()
+    try:
+        life.register(999998, "b" * 32)
+        life.remove_on_death("/tmp/ekl-registry-test-never-made")
+        first = life.watchdog_pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        assert wait_for(lambda: life._proc is not None and life._proc.poll() is not None)
+        life.ensure()
+        assert life.watchdog_pid not in (None, first)
+        argv = psutil.Process(life.watchdog_pid).cmdline()
+        assert {"+999998", "+=" + "b" * 32, "+/tmp/ekl-registry-test-never-made"} <= set(argv)
     finally:
         life.close()

@@ -27,20 +27,17 @@ class Lifeline:
 
     def _spawn(self) -> subprocess.Popen:
         script = Path(__file__).with_name("watchdog.py")
-        proc = subprocess.Popen(
-            [sys.executable, "-S", "-E", str(script)], stdin=subprocess.PIPE,
+        # A new watchdog learns everything the dead one knew through its argv: it knows it
+        # from its first instant, even if the launcher is SIGKILLed right after the spawn
+        # (written to the pipe afterwards, the registry was lost in that window: the
+        # plugin's escaped daemons then outlived the launcher, seen under load).
+        registry = ([f"+{g}" for g in sorted(self._groups)]
+                    + [f"+={t}" for t in sorted(self._tokens)]
+                    + [f"+{p}" for p in sorted(self._paths)])
+        return subprocess.Popen(
+            [sys.executable, "-S", "-E", str(script), *registry], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True, text=True, bufsize=1)
-        assert proc.stdin is not None
-        # a new watchdog learns everything the dead one knew
-        for g in sorted(self._groups):
-            proc.stdin.write(f"+{g}\n")
-        for t in sorted(self._tokens):
-            proc.stdin.write(f"+={t}\n")
-        for p in sorted(self._paths):
-            proc.stdin.write(f"+{p}\n")
-        proc.stdin.flush()
-        return proc
 
     def _write(self, line: str) -> None:
         """Send one line; respawn (with the full registry) if the watchdog is gone."""

@@ -90,17 +90,25 @@ def main():
     groups = set()
     tokens = set()
     paths = set()
+
+    def apply(line):
+        if len(line) < 2 or line[0] not in "+-":
+            return
+        if line[1] == "/":
+            (paths.add if line[0] == "+" else paths.discard)(line[1:])
+        elif line[1] == "=":
+            (tokens.add if line[0] == "+" else tokens.discard)(line[2:])
+        elif line[1:].isdigit():
+            (groups.add if line[0] == "+" else groups.discard)(int(line[1:]))
+
+    # The registry a respawned watchdog inherits comes in its argv, so it holds from the
+    # moment the process exists (written to the pipe after the spawn, it would be lost if
+    # the launcher died in between); later changes come on stdin.
+    for arg in sys.argv[1:]:
+        apply(arg)
     try:
         for line in sys.stdin:
-            line = line.rstrip("\n")
-            if len(line) < 2 or line[0] not in "+-":
-                continue
-            if line[1] == "/":
-                (paths.add if line[0] == "+" else paths.discard)(line[1:])
-            elif line[1] == "=":
-                (tokens.add if line[0] == "+" else tokens.discard)(line[2:])
-            elif line[1:].isdigit():
-                (groups.add if line[0] == "+" else groups.discard)(int(line[1:]))
+            apply(line.rstrip("\n"))
     except _Terminated:
         pass
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -57,6 +57,7 @@ from ekl.launcher.settings import LaunchOptions  # noqa: E402
 from ekl.launcher.start import open_plugin  # noqa: E402
 from ekuiper import protocol  # noqa: E402
 from ekuiper.protocol import Control, FuncMeta, Meta  # noqa: E402
+from ekuiper.transport import sp  # noqa: E402
 
 SIDES = ("official", "ekl")
 
@@ -124,10 +125,20 @@ def count_lines(path: Path) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
-class CHost:
-    """One ``nngcat`` process, paused (SIGSTOP) whenever its plugin is not measured."""
+def remove_socket(url: str) -> None:
+    """Unlink a listener's socket file once its host process is dead: a host ended by a
+    signal (nngcat, the Python PULL host) never unlinks it, and the official SDK's sockets
+    live in /tmp, where they would pile up run after run."""
+    sp.remove_stale(protocol.url_path(url))  # only a socket file nobody listens on
 
-    def __init__(self, argv: List[str], out: Path) -> None:
+
+class CHost:
+    """One ``nngcat`` process, paused (SIGSTOP) whenever its plugin is not measured.
+
+    ``url``: the address it listens on (its socket file is removed when it is closed)."""
+
+    def __init__(self, argv: List[str], out: Path, url: str) -> None:
+        self.url = url
         self.out = out
         self._f = open(out, "wb")
         self.proc = subprocess.Popen(argv, stdout=self._f, stderr=subprocess.DEVNULL)
@@ -147,6 +158,7 @@ class CHost:
             self.proc.kill()
             self.proc.wait()
         self._f.close()
+        remove_socket(self.url)
 
 
 def window(inst: PluginInstance, host: CHost, seconds: float) -> Tuple[float, float, int]:
@@ -208,6 +220,7 @@ def py_source_window(inst: PluginInstance, root: Path, rule: str,
     finally:
         host.terminate()
         host.wait()
+        remove_socket(url)
 
 
 def source_window(inst: PluginInstance, nngcat: str, root: Path, side: str, rule: str,
@@ -218,8 +231,9 @@ def source_window(inst: PluginInstance, nngcat: str, root: Path, side: str, rule
     time out after the send timeout, which ends the source (in both SDKs). So each window
     starts the source on a new rule's socket and stops it afterwards, as eKuiper does."""
     meta = Meta(rule, "op1", 0)
-    host = CHost([nngcat, "--pull0", "--listen", protocol.data_url(meta, inst.ipc_dir),
-                  "--quoted"], root / f"{side}.{rule}.source")
+    url = protocol.data_url(meta, inst.ipc_dir)
+    host = CHost([nngcat, "--pull0", "--listen", url, "--quoted"],
+                 root / f"{side}.{rule}.source", url)
     ctrl = Control("counter", protocol.TYPE_SOURCE, meta, "", {"interval": 0})
     try:
         time.sleep(0.2)  # nngcat listens
@@ -271,7 +285,7 @@ def run(rounds: int, seconds: float, transport: str, orjson: bool = True,
                 for side, inst in insts.items():
                     furl = protocol.function_url(funcs[side], inst.ipc_dir)
                     fhost[side] = CHost([nngcat, "--rep0", "--listen", furl, "--quoted",
-                                         "--data", order], root / f"{side}.func")
+                                         "--data", order], root / f"{side}.func", furl)
                     hosts.append(fhost[side])
                     time.sleep(0.2)  # nngcat listens
                     inst.command(protocol.encode_command(

@@ -52,64 +52,44 @@ def serve_inverted(sock: ReqSocket, handle: Callable[[bytes], bytes], name: str,
     unexpected failure of the socket itself is logged and retried like a transport error.
     """
     pending: Optional[bytes] = HANDSHAKE
-    # The native REQ socket sends and receives in one call on the per-call path (None:
-    # not the usual case, nothing sent; then send and recv below handle it).
+    # The native REQ socket sends and receives in one call on the per-call path; it
+    # answers None when that is not the usual case and it sent nothing, and then send and
+    # recv below do it. Once a request is out, it raises what recv raises.
     exchange: Optional[Callable[[bytes], Optional[bytes]]] = getattr(sock, "exchange", None)
-
-    def recv_failed(e: Exception) -> bool:
-        """After a receive failed other than by timeout or close: True to stop."""
-        if stopping():
-            return True
-        log.warning("%s: receive failed: %s", name, _describe(e))
-        time.sleep(0.05)
-        return False
-
     while not stopping():
-        msg: Optional[bytes] = None
-        if pending is not None:
-            if exchange is not None:
-                try:
-                    msg = exchange(pending)
-                except TransportTimeout:
-                    pending = HANDSHAKE  # keep-alive
-                    continue
-                except TransportClosed:
-                    return
-                except Exception as e:
-                    if recv_failed(e):
-                        return
-                    pending = HANDSHAKE
-                    continue
+        try:
+            msg = exchange(pending) if pending is not None and exchange is not None else None
             if msg is None:
-                try:
-                    sock.send(pending)
-                except TransportTimeout:
-                    # No peer to take it (host gone or restarting): retry the same bytes,
-                    # so a result is never replaced by a handshake (the host would resend
-                    # the order).
-                    continue
-                except TransportClosed:
-                    return
-                except Exception as e:  # TransportError, or a bug: never let it end the loop
-                    if stopping():
+                if pending is not None:
+                    try:
+                        sock.send(pending)
+                    except TransportTimeout:
+                        # No peer to take it (host gone or restarting): retry the same
+                        # bytes, so a result is never replaced by a handshake (the host
+                        # would resend the order).
+                        continue
+                    except TransportClosed:
                         return
-                    log.warning("%s: send failed: %s", name, _describe(e))
-                    time.sleep(0.05)  # a transport that fails at once must not spin
-                    continue
-                pending = None
-        if msg is None:
-            try:
+                    except Exception as e:  # TransportError, or a bug: never end the loop
+                        if stopping():
+                            return
+                        log.warning("%s: send failed: %s", name, _describe(e))
+                        time.sleep(0.05)  # a transport that fails at once must not spin
+                        continue
+                    pending = None
                 msg = sock.recv()
-            except TransportTimeout:
-                pending = HANDSHAKE  # keep-alive
-                continue
-            except TransportClosed:
+        except TransportTimeout:
+            pending = HANDSHAKE  # keep-alive
+            continue
+        except TransportClosed:
+            return
+        except Exception as e:  # a receive failed otherwise: never end the loop
+            if stopping():
                 return
-            except Exception as e:
-                if recv_failed(e):
-                    return
-                pending = HANDSHAKE
-                continue
+            log.warning("%s: receive failed: %s", name, _describe(e))
+            time.sleep(0.05)
+            pending = HANDSHAKE
+            continue
         try:
             pending = handle(msg)
         except BaseException as e:  # noqa: B036 -- a peer's bytes must not end the loop

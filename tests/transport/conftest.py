@@ -11,12 +11,48 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from typing import Callable, Iterator, List
 
 import pytest
 
 NNGCAT = shutil.which("nngcat")
+
+
+def in_thread(fn: Callable[[], object]) -> threading.Thread:
+    t = threading.Thread(target=fn, daemon=True)
+    t.start()
+    return t
+
+
+class Blocked:
+    """``call`` running in a daemon thread until something ends it: the shape of every
+    "close from another thread wakes a blocked send or recv" test. Start it, check that it
+    blocks (``alive``), then ``ended_by(close, timeout)`` returns the one exception the
+    call raised."""
+
+    def __init__(self, call: Callable[[], object]) -> None:
+        self.errors: List[BaseException] = []
+
+        def run() -> None:
+            try:
+                call()
+            except BaseException as e:  # the test looks at it
+                self.errors.append(e)
+
+        self.thread = in_thread(run)
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def ended_by(self, action: Callable[[], object], timeout: float) -> BaseException:
+        """Run ``action``; the call must end within ``timeout``, by exactly one exception."""
+        action()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive()
+        assert len(self.errors) == 1, self.errors
+        return self.errors[0]
 
 
 @pytest.fixture

@@ -19,6 +19,8 @@ import pytest
 
 from ekuiper.transport import TransportClosed, TransportTimeout, get_transport
 
+from .conftest import Blocked
+
 native_t = get_transport("native")
 PULL_HEADER = b"\x00SP\x00\x00\x51\x00\x00"
 REP_HEADER = b"\x00SP\x00\x00\x31\x00\x00"
@@ -103,25 +105,19 @@ def test_close_wakes_a_push_send_blocked_on_a_full_buffer(ipc_url) -> None:
     url = ipc_url("wake")
     push, conn, srv = _peer(url, PULL_HEADER, lambda: native_t.dial_push(
         url, send_timeout_ms=30_000, retries=20, interval_s=0.05))
-    errors: List[BaseException] = []
 
     def sender() -> None:
-        try:
-            while True:
-                push.send(b"z" * 4000)  # type: ignore[attr-defined]
-        except BaseException as e:
-            errors.append(e)
+        while True:
+            push.send(b"z" * 4000)  # type: ignore[attr-defined]
 
-    t = threading.Thread(target=sender, daemon=True)
     try:
-        t.start()
+        b = Blocked(sender)
         time.sleep(0.5)  # the buffer is full: the sender is blocked in send()
-        assert t.is_alive()
+        assert b.alive()
         t0 = time.monotonic()
-        push.close()  # type: ignore[attr-defined]
-        t.join(3)
-        assert not t.is_alive() and time.monotonic() - t0 < 3
-        assert len(errors) == 1 and isinstance(errors[0], TransportClosed), errors
+        err = b.ended_by(push.close, 3)  # type: ignore[attr-defined]
+        assert time.monotonic() - t0 < 3
+        assert isinstance(err, TransportClosed), err
     finally:
         push.close()  # type: ignore[attr-defined]
         conn.close()
@@ -139,21 +135,10 @@ def test_req_recv_times_out_and_close_wakes_it(ipc_url) -> None:
             req.recv()  # type: ignore[attr-defined]
         assert 0.25 <= time.monotonic() - t0 < 3  # SO_RCVTIMEO, not at once, not for ever
         req.send(b"again")  # type: ignore[attr-defined]
-        errors: List[BaseException] = []
-
-        def receiver() -> None:
-            try:
-                req.recv()  # type: ignore[attr-defined]
-            except BaseException as e:
-                errors.append(e)
-
-        t = threading.Thread(target=receiver, daemon=True)
-        t.start()
+        b = Blocked(req.recv)  # type: ignore[attr-defined]
         time.sleep(0.1)
-        req.close()  # type: ignore[attr-defined]
-        t.join(3)
-        assert not t.is_alive()
-        assert len(errors) == 1 and isinstance(errors[0], TransportClosed), errors
+        err = b.ended_by(req.close, 3)  # type: ignore[attr-defined]
+        assert isinstance(err, TransportClosed), err
     finally:
         req.close()  # type: ignore[attr-defined]
         conn.close()
@@ -288,36 +273,27 @@ def test_exchange_times_out_and_close_wakes_it_and_a_vanished_peer_is_a_reset(ip
         with pytest.raises(TransportTimeout):  # the request was abandoned, as after recv
             req.recv()  # type: ignore[attr-defined]
         _read_request(conn)
-        errors: List[BaseException] = []
 
         def caller() -> None:
-            try:
-                req.exchange(b"result")  # type: ignore[attr-defined]
-            except BaseException as e:
-                errors.append(e)
+            req.exchange(b"result")  # type: ignore[attr-defined]
 
-        t = threading.Thread(target=caller, daemon=True)
-        t.start()
+        b = Blocked(caller)
         _read_request(conn)
-        conn.close()  # the host goes away while the request waits for its reply
-        t.join(3)
-        assert len(errors) == 1 and isinstance(errors[0], TransportError), errors
-        assert not isinstance(errors[0], (TransportTimeout, TransportClosed))
+        # the host goes away while the request waits for its reply
+        err = b.ended_by(conn.close, 3)
+        assert isinstance(err, TransportError), err
+        assert not isinstance(err, (TransportTimeout, TransportClosed))
         conn = _accept(srv, REP_HEADER)  # the socket re-dials in the background
         assert wait_for_conn(req)
         req.send(b"handshake")  # type: ignore[attr-defined]
         rid, _ = _read_request(conn)
         _reply(conn, rid, b"order")
         assert req.recv() == b"order"  # type: ignore[attr-defined]
-        errors.clear()
-        t = threading.Thread(target=caller, daemon=True)
-        t.start()
+        b = Blocked(caller)
         _read_request(conn)
         time.sleep(0.05)
-        req.close()  # type: ignore[attr-defined]
-        t.join(3)
-        assert not t.is_alive()
-        assert len(errors) == 1 and isinstance(errors[0], TransportClosed), errors
+        err = b.ended_by(req.close, 3)  # type: ignore[attr-defined]
+        assert isinstance(err, TransportClosed), err
     finally:
         req.close()  # type: ignore[attr-defined]
         conn.close()

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Iterator, List, Optional
+from typing import Iterator, List, Optional
 
 import psutil
 import pynng
@@ -36,6 +36,8 @@ from ekuiper.transport import (
     TransportTimeout,
     get_transport,
 )
+
+from .conftest import Blocked, in_thread
 
 NAMES = ["native", "pynng"]
 REQ_HEADER = b"\x00SP\x00\x00\x30\x00\x00"
@@ -134,12 +136,6 @@ def _closed_by_peer(c: socket.socket, timeout: float = 3.0) -> bool:
     return True
 
 
-def _in_thread(fn: Callable[[], object]) -> threading.Thread:
-    t = threading.Thread(target=fn, daemon=True)
-    t.start()
-    return t
-
-
 # --- round trips with every kind of REQ peer ---------------------------------------------
 
 
@@ -156,7 +152,7 @@ def test_round_trips_with_ekl_req(tname: str, ipc_url, socks, size: int) -> None
             req.send(body + b"%d" % i)
             got.append(req.recv())
 
-    t = _in_thread(peer)
+    t = in_thread(peer)
     for i in range(3):
         assert rep.recv() == body + b"%d" % i
         rep.send(b"%d" % i + body)
@@ -238,7 +234,7 @@ def test_inverted_request_reply_1000_exchanges(tname: str, peer: str, ipc_url, s
         except BaseException as e:  # reported by the main thread
             errors.append(e)
 
-    t = _in_thread(plugin)
+    t = in_thread(plugin)
     assert rep.recv() == b"handshake"
     for i in range(1000):
         rep.send(b"cmd%d" % i)
@@ -431,21 +427,11 @@ def test_close_wakes_a_reply_without_a_send_timeout(ipc_url, socks) -> None:
     c = _raw_req(url, socks)
     c.sendall(_frame(struct.pack(">I", 0x80000001) + b"q1"))
     assert rep.recv() == b"q1"
-    errors: List[BaseException] = []
-
-    def reply() -> None:
-        try:
-            rep.send(b"y" * (8 << 20))
-        except BaseException as e:
-            errors.append(e)
-
-    t = _in_thread(reply)
+    b = Blocked(lambda: rep.send(b"y" * (8 << 20)))
     time.sleep(0.4)
-    assert t.is_alive()  # no timeout: it waits for the reader
-    rep.close()
-    t.join(5)
-    assert not t.is_alive()
-    assert len(errors) == 1 and isinstance(errors[0], TransportClosed), errors
+    assert b.alive()  # no timeout: it waits for the reader
+    err = b.ended_by(rep.close, 5)
+    assert isinstance(err, TransportClosed), err
 
 
 # --- close and the socket file -------------------------------------------------------------
@@ -454,21 +440,11 @@ def test_close_wakes_a_reply_without_a_send_timeout(ipc_url, socks) -> None:
 def test_close_from_another_thread_wakes_a_blocked_recv(tname: str, ipc_url, socks) -> None:
     url = ipc_url("ctl")
     rep = _rep(tname, url, socks, recv_ms=None)
-    errors: List[BaseException] = []
-
-    def waiter() -> None:
-        try:
-            rep.recv()
-        except BaseException as e:
-            errors.append(e)
-
-    t = _in_thread(waiter)
+    b = Blocked(rep.recv)
     time.sleep(0.2)
-    assert t.is_alive()
-    rep.close()
-    t.join(3)
-    assert not t.is_alive()
-    assert len(errors) == 1 and isinstance(errors[0], TransportClosed), errors
+    assert b.alive()
+    err = b.ended_by(rep.close, 3)
+    assert isinstance(err, TransportClosed), err
     with pytest.raises(TransportClosed):
         rep.recv()
     with pytest.raises(TransportClosed):
@@ -640,7 +616,7 @@ def test_dropped_requests_do_not_extend_the_wait(ipc_url, socks) -> None:
             except OSError:
                 return
 
-    t = _in_thread(flood)
+    t = in_thread(flood)
     try:
         t0 = time.monotonic()
         with pytest.raises(TransportTimeout):

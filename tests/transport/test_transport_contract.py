@@ -23,6 +23,8 @@ from ekuiper.transport import (
     get_transport,
 )
 
+from .conftest import Blocked, in_thread
+
 NAMES = ["pynng", "native"]
 BIG = 16 << 20
 SIZES = [1, 100, 70_000, BIG]
@@ -59,12 +61,6 @@ def _dial_push(tname: str, url: str, send_ms: int = 2000):
 
 def _payload(n: int) -> bytes:
     return (bytes(range(256)) * (n // 256 + 1))[:n]
-
-
-def _in_thread(fn: Callable[[], object]) -> threading.Thread:
-    t = threading.Thread(target=fn, daemon=True)
-    t.start()
-    return t
 
 
 def _quietly(fn: Callable[[], object]) -> Callable[[], None]:
@@ -163,7 +159,7 @@ def test_req_many_calls_in_order(tname: str, ipc_url) -> None:
         for _ in range(500):
             rep.send(rep.recv() + b"!")
 
-    t = _in_thread(host)
+    t = in_thread(host)
     try:
         for i in range(500):
             req.send(b"%d" % i)
@@ -234,28 +230,17 @@ def test_req_close_unblocks_recv(tname: str, ipc_url) -> None:
     url = ipc_url("r")
     rep = _rep(url)
     req = _dial_req(tname, url, recv_ms=10_000)
-    errors: List[BaseException] = []
     try:
         req.send(b"wait")
-
-        def waiter() -> None:
-            try:
-                req.recv()
-            except BaseException as e:
-                errors.append(e)
-
-        t = _in_thread(waiter)
+        b = Blocked(req.recv)
         time.sleep(0.1)
         t0 = time.monotonic()
-        req.close()
-        t.join(2)
-        assert not t.is_alive()
+        err = b.ended_by(req.close, 2)
         assert time.monotonic() - t0 < 1.5
-        assert len(errors) == 1, errors
         # nng tears the pipe down first, so pynng's recv may see "Connection reset" instead
         # (the runtime checks its stop flag either way); native always says Closed.
         expected = TransportError if tname == "pynng" else TransportClosed
-        assert isinstance(errors[0], expected), errors
+        assert isinstance(err, expected), err
         with pytest.raises(TransportClosed):
             req.send(b"after close")
     finally:
@@ -267,23 +252,13 @@ def test_req_close_unblocks_send_waiting_for_a_peer(tname: str, ipc_url, wait_fo
     url = ipc_url("r")
     rep = _rep(url)
     req = _dial_req(tname, url, send_ms=10_000)
-    errors: List[BaseException] = []
     try:
         rep.close()
         assert wait_for(lambda: not req.connected)
-
-        def sender() -> None:
-            try:
-                req.send(b"x")
-            except BaseException as e:
-                errors.append(e)
-
-        t = _in_thread(sender)
+        b = Blocked(lambda: req.send(b"x"))
         time.sleep(0.1)
-        req.close()
-        t.join(2)
-        assert not t.is_alive()
-        assert len(errors) == 1 and isinstance(errors[0], TransportClosed), errors
+        err = b.ended_by(req.close, 2)
+        assert isinstance(err, TransportClosed), err
     finally:
         req.close()
 
@@ -342,7 +317,7 @@ def test_push_keeps_order(tname: str, ipc_url) -> None:
     push = _dial_push(tname, url)
     try:
         got: List[bytes] = []
-        t = _in_thread(lambda: got.extend(pull.recv() for _ in range(2000)))
+        t = in_thread(lambda: got.extend(pull.recv() for _ in range(2000)))
         for i in range(2000):
             push.send(b'{"message":{"i":%d}}' % i)
         t.join(10)
@@ -413,24 +388,18 @@ def test_push_close_unblocks_send(tname: str, ipc_url) -> None:
     url = ipc_url("p")
     pull = _pull(url)
     push = _dial_push(tname, url, send_ms=10_000)
-    errors: List[BaseException] = []
     try:
         pull.close()
         time.sleep(0.05)
 
         def sender() -> None:
-            try:
-                for _ in range(5):
-                    push.send(b"x")
-            except BaseException as e:
-                errors.append(e)
+            for _ in range(5):
+                push.send(b"x")
 
-        t = _in_thread(sender)
+        b = Blocked(sender)
         time.sleep(0.2)
-        push.close()
-        t.join(2)
-        assert not t.is_alive()
-        assert len(errors) == 1 and isinstance(errors[0], TransportClosed), errors
+        err = b.ended_by(push.close, 2)
+        assert isinstance(err, TransportClosed), err
     finally:
         push.close()
 
@@ -457,7 +426,7 @@ def test_pull_from_push(tname: str, ipc_url, size: int) -> None:
         data = _payload(size)
         # The host sends from its own thread: a native PULL reads only while recv runs
         # (nng reads one message ahead per pipe), so a 16 MiB message needs a reader.
-        t = _in_thread(_quietly(lambda: (push.send(data), push.send(b"after"))))
+        t = in_thread(_quietly(lambda: (push.send(data), push.send(b"after"))))
         assert pull.recv() == data
         assert pull.recv() == b"after"
         t.join(5)
@@ -475,7 +444,7 @@ def test_pull_from_several_peers(tname: str, ipc_url) -> None:
             for i in range(300):
                 s.send(b"%d:%d" % (k, i))
 
-        threads = [_in_thread(lambda k=k, s=s: feed(k, s)) for k, s in enumerate(pushes)]
+        threads = [in_thread(lambda k=k, s=s: feed(k, s)) for k, s in enumerate(pushes)]
         got = [pull.recv() for _ in range(900)]
         for t in threads:
             t.join(5)
@@ -501,21 +470,11 @@ def test_pull_recv_timeout(tname: str, ipc_url) -> None:
 
 def test_pull_blocks_until_close(tname: str, ipc_url) -> None:
     pull = _listen_pull(tname, ipc_url("s"))
-    errors: List[BaseException] = []
-
-    def waiter() -> None:
-        try:
-            pull.recv()
-        except BaseException as e:
-            errors.append(e)
-
-    t = _in_thread(waiter)
+    b = Blocked(pull.recv)
     time.sleep(0.3)
-    assert t.is_alive()
-    pull.close()
-    t.join(2)
-    assert not t.is_alive()
-    assert len(errors) == 1 and isinstance(errors[0], TransportClosed), errors
+    assert b.alive()
+    err = b.ended_by(pull.close, 2)
+    assert isinstance(err, TransportClosed), err
     with pytest.raises(TransportClosed):
         pull.recv()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -18,6 +19,29 @@ from typing import Callable, Iterator, List
 import pytest
 
 NNGCAT = shutil.which("nngcat")
+
+
+def read_exact(c: socket.socket, n: int) -> bytes:
+    """Exactly ``n`` bytes from a raw peer socket (its timeout bounds the wait)."""
+    buf = b""
+    while len(buf) < n:
+        chunk = c.recv(n - len(buf))
+        assert chunk, "peer closed"
+        buf += chunk
+    return buf
+
+
+def closed_by_peer(c: socket.socket, timeout: float = 3.0) -> bool:
+    """Whether the other end closed ``c`` (reads what it sends until end of stream)."""
+    c.settimeout(timeout)
+    try:
+        while c.recv(65536):
+            pass
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def in_thread(fn: Callable[[], object]) -> threading.Thread:

@@ -30,6 +30,8 @@ from ekuiper.transport import (
     sp,
 )
 
+from .conftest import closed_by_peer, read_exact
+
 native_t = get_transport("native")
 PUSH_HEADER = b"\x00SP\x00\x00\x50\x00\x00"
 REP_HEADER = b"\x00SP\x00\x00\x31\x00\x00"
@@ -51,28 +53,6 @@ def _connect(url: str) -> socket.socket:
             s.close()
             assert time.monotonic() < deadline, "the listener stopped accepting"
             time.sleep(0.01)
-
-
-def _read_exact(c: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = c.recv(n - len(buf))
-        assert chunk, "peer closed"
-        buf += chunk
-    return buf
-
-
-def _closed_by_peer(c: socket.socket, timeout: float = 3.0) -> bool:
-    """Whether the other end closed ``c`` (reads what it sends until end of stream)."""
-    c.settimeout(timeout)
-    try:
-        while c.recv(65536):
-            pass
-    except socket.timeout:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _push(url: str) -> pynng.Push0:
@@ -119,7 +99,7 @@ def test_a_flood_of_silent_peers_is_bounded_and_real_peers_get_through(ipc_url) 
         assert pull.recv() == b"through"
         good.close()
         # The oldest silent peers were dropped to stay within the bound.
-        assert _closed_by_peer(silent[0])
+        assert closed_by_peer(silent[0])
     finally:
         for s in silent:
             s.close()
@@ -131,7 +111,7 @@ def test_a_header_split_across_writes_is_accepted(ipc_url) -> None:
     pull = _pull(url)
     c = _connect(url)
     try:
-        assert _read_exact(c, 8) == b"\x00SP\x00\x00\x51\x00\x00"
+        assert read_exact(c, 8) == b"\x00SP\x00\x00\x51\x00\x00"
         for b in PUSH_HEADER:
             c.sendall(bytes([b]))
             time.sleep(0.005)
@@ -150,7 +130,7 @@ def test_a_header_claiming_2_gb_drops_the_peer_and_the_next_message_is_served(ip
     pull = _pull(url, recv_ms=300)
     c = _connect(url)
     try:
-        _read_exact(c, 8)
+        read_exact(c, 8)
         c.sendall(PUSH_HEADER + struct.pack(">BQ", 1, 2 << 30))
         try:
             c.sendall(b"\x00" * 70_000)  # the issue's 70 KB
@@ -158,7 +138,7 @@ def test_a_header_claiming_2_gb_drops_the_peer_and_the_next_message_is_served(ip
             pass  # already dropped
         with pytest.raises(TransportTimeout):
             pull.recv()  # nothing delivered, and the peer is gone
-        assert _closed_by_peer(c)
+        assert closed_by_peer(c)
         good = _push(url)
         good.send(b"next")
         assert pull.recv() == b"next"
@@ -178,7 +158,7 @@ def test_memory_is_taken_as_bytes_arrive_not_as_the_header_claims(ipc_url) -> No
     c = _connect(url)
     tracemalloc.start()
     try:
-        _read_exact(c, 8)
+        read_exact(c, 8)
         c.sendall(PUSH_HEADER + struct.pack(">BQ", 1, claim) + body[:70_000])
         for _ in range(3):  # let the receiving side take what was sent
             with pytest.raises(TransportTimeout):
@@ -248,21 +228,21 @@ def test_an_oversized_reply_resets_a_req_and_it_redials(ipc_url, monkeypatch) ->
         c, _ = lst.accept()
         conns.append(c)
         c.settimeout(5)
-        _read_exact(c, 8)
+        read_exact(c, 8)
         c.sendall(REP_HEADER)
         t.join(5)
         req = result[0]
         req.send(b"handshake")  # type: ignore[attr-defined]
-        _kind, length = struct.unpack(">BQ", _read_exact(c, 9))
-        rid = _read_exact(c, length)[:4]
+        _kind, length = struct.unpack(">BQ", read_exact(c, 9))
+        rid = read_exact(c, length)[:4]
         c.sendall(struct.pack(">BQ", 1, 1 << 40) + rid)  # claims a terabyte
         with pytest.raises(TransportError, match="over the 4096-byte limit"):
             req.recv()  # type: ignore[attr-defined]
-        assert _closed_by_peer(c)
+        assert closed_by_peer(c)
         c2, _ = lst.accept()  # it dials again
         conns.append(c2)
         c2.settimeout(5)
-        assert _read_exact(c2, 8)[:4] == b"\x00SP\x00"
+        assert read_exact(c2, 8)[:4] == b"\x00SP\x00"
         req.close()  # type: ignore[attr-defined]
     finally:
         for c in conns:

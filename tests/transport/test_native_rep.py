@@ -37,7 +37,7 @@ from ekuiper.transport import (
     get_transport,
 )
 
-from .conftest import Blocked, in_thread
+from .conftest import Blocked, closed_by_peer, in_thread, read_exact
 
 NAMES = ["native", "pynng"]
 REQ_HEADER = b"\x00SP\x00\x00\x30\x00\x00"
@@ -97,19 +97,10 @@ def _connect(url: str, socks: List[object]) -> socket.socket:
     return s
 
 
-def _read_exact(c: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = c.recv(n - len(buf))
-        assert chunk, "peer closed"
-        buf += chunk
-    return buf
-
-
 def _raw_req(url: str, socks: List[object]) -> socket.socket:
     """A raw REQ peer that has exchanged connection headers."""
     c = _connect(url, socks)
-    assert _read_exact(c, 8) == REP_HEADER
+    assert read_exact(c, 8) == REP_HEADER
     c.sendall(REQ_HEADER)
     return c
 
@@ -119,21 +110,9 @@ def _frame(payload: bytes) -> bytes:
 
 
 def _read_frame(c: socket.socket) -> bytes:
-    kind, length = struct.unpack(">BQ", _read_exact(c, 9))
+    kind, length = struct.unpack(">BQ", read_exact(c, 9))
     assert kind == 1
-    return _read_exact(c, length)
-
-
-def _closed_by_peer(c: socket.socket, timeout: float = 3.0) -> bool:
-    c.settimeout(timeout)
-    try:
-        while c.recv(65536):
-            pass
-    except socket.timeout:
-        return False
-    except OSError:
-        return True
-    return True
+    return read_exact(c, length)
 
 
 # --- round trips with every kind of REQ peer ---------------------------------------------
@@ -415,7 +394,7 @@ def test_a_reply_the_peer_does_not_read_times_out_and_ends_its_connection(ipc_ur
     with pytest.raises(TransportTimeout, match="the connection is ended"):
         rep.send(b"y" * (8 << 20))
     assert 0.25 < time.monotonic() - t0 < 3.0
-    assert _closed_by_peer(c)
+    assert closed_by_peer(c)
     with pytest.raises(TransportStateError):
         rep.send(b"no request outstanding after a failed reply")
     _serves(url, rep, socks)
@@ -497,7 +476,7 @@ def test_a_garbage_header_is_refused(ipc_url, socks) -> None:
     rep = _rep("native", url, socks, recv_ms=300)
     c = _connect(url, socks)
     c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert _closed_by_peer(c)
+    assert closed_by_peer(c)
     _serves(url, rep, socks)
 
 
@@ -512,9 +491,9 @@ def test_a_push_peer_is_refused(ipc_url, socks) -> None:
     with pytest.raises(TransportTimeout):
         rep.recv()
     c = _connect(url, socks)
-    assert _read_exact(c, 8) == REP_HEADER
+    assert read_exact(c, 8) == REP_HEADER
     c.sendall(PUSH_HEADER)
-    assert _closed_by_peer(c)
+    assert closed_by_peer(c)
     _serves(url, rep, socks)
 
 
@@ -539,7 +518,7 @@ def test_a_header_claiming_2_gb_drops_the_peer(ipc_url, socks) -> None:
         pass  # dropped already
     with pytest.raises(TransportTimeout):
         rep.recv()
-    assert _closed_by_peer(c)  # over the 64 MiB default limit
+    assert closed_by_peer(c)  # over the 64 MiB default limit
     _serves(url, rep, socks)
 
 
@@ -571,7 +550,7 @@ def test_the_size_limit_holds(ipc_url, socks, monkeypatch) -> None:
     c.sendall(_frame(struct.pack(">I", 0x80000001) + b"x" * 1021))  # 1025 bytes
     with pytest.raises(TransportTimeout):
         rep.recv()
-    assert _closed_by_peer(c)
+    assert closed_by_peer(c)
     c2 = _raw_req(url, socks)
     c2.sendall(_frame(struct.pack(">I", 0x80000002) + b"x" * 1020))  # 1024: allowed
     rep.recv_timeout_ms = 3000
@@ -599,7 +578,7 @@ def test_a_message_without_a_request_id_is_dropped(ipc_url, socks) -> None:
         c.sendall(_frame(bad))
         with pytest.raises(TransportTimeout):
             rep.recv()
-        assert _closed_by_peer(c), bad
+        assert closed_by_peer(c), bad
     _serves(url, rep, socks)
 
 

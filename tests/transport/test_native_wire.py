@@ -22,6 +22,8 @@ import pytest
 
 from ekuiper.transport import TransportError, TransportTimeout, get_transport, sp
 
+from .conftest import read_exact
+
 BIG = 16 << 20
 native = get_transport("native")
 
@@ -197,18 +199,9 @@ def _raw_listener(path: str) -> socket.socket:
     return s
 
 
-def _read_exact(c: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = c.recv(n - len(buf))
-        assert chunk, "peer closed"
-        buf += chunk
-    return buf
-
-
 def _read_msg(c: socket.socket) -> Tuple[int, bytes]:
-    kind, length = struct.unpack(">BQ", _read_exact(c, 9))
-    return kind, _read_exact(c, length)
+    kind, length = struct.unpack(">BQ", read_exact(c, 9))
+    return kind, read_exact(c, length)
 
 
 def test_req_bytes_on_the_wire(ipc_url) -> None:
@@ -220,7 +213,7 @@ def test_req_bytes_on_the_wire(ipc_url) -> None:
     c, _ = lst.accept()
     c.settimeout(5)
     try:
-        assert _read_exact(c, 8) == b"\x00SP\x00\x00\x30\x00\x00"  # REQ = 0x30
+        assert read_exact(c, 8) == b"\x00SP\x00\x00\x30\x00\x00"  # REQ = 0x30
         c.sendall(b"\x00SP\x00\x00\x31\x00\x00")  # REP = 0x31
         t.join(5)
         req = result[0]
@@ -261,7 +254,7 @@ def test_pull_refuses_a_non_sp_peer_and_keeps_serving(ipc_url) -> None:
         bad = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         bad.settimeout(5)
         bad.connect(_path(url))
-        assert _read_exact(bad, 8) == b"\x00SP\x00\x00\x51\x00\x00"  # PULL = 0x51
+        assert read_exact(bad, 8) == b"\x00SP\x00\x00\x51\x00\x00"  # PULL = 0x51
         bad.sendall(b"GET / HTTP/1.0\r\n\r\n")
         assert bad.recv(10) == b""  # refused
         bad.close()

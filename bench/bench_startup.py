@@ -62,12 +62,24 @@ EKL = str(BIN / "ekl")
 EKL_PYTHON = str(BIN / "ekl-python")
 PYTHON = sys.executable
 
+#: A console script as pip writes it (``import re`` included: it runs before ekl does).
 SCRIPT = """#!{python}
+# -*- coding: utf-8 -*-
+import re
 import sys
-from {module} import entry
-if __name__ == "__main__":
-    sys.exit(entry())
+from {module} import {func}
+if __name__ == '__main__':
+    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
+    sys.exit({func}())
 """
+
+
+def console_scripts() -> Dict[str, Tuple[str, str]]:
+    """``[project.scripts]`` of pyproject.toml: name -> (module, function)."""
+    text = (REPO / "pyproject.toml").read_text()
+    block = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
+    return {m.group(1): (m.group(2), m.group(3))
+            for m in re.finditer(r'^([\w-]+) = "([\w.]+):(\w+)"', block, re.M)}
 
 
 def installed_venv(root: str) -> Tuple[str, str, str]:
@@ -87,9 +99,9 @@ def installed_venv(root: str) -> Tuple[str, str, str]:
     dev_site = [p for p in sys.path if p.endswith("site-packages")]
     (site / "ekl-installed.pth").write_text("\n".join([str(tree), *dev_site]) + "\n")
     py = str(venv / "bin" / "python")
-    for name, module in (("ekl", "ekl.launcher.cli"), ("ekl-python", "ekl.launcher.pythonbin")):
+    for name, (module, func) in console_scripts().items():
         f = venv / "bin" / name
-        f.write_text(SCRIPT.format(python=py, module=module))
+        f.write_text(SCRIPT.format(python=py, module=module, func=func))
         f.chmod(0o755)
     return py, str(venv / "bin" / "ekl"), str(venv / "bin" / "ekl-python")
 FAST_SOURCE = {"interval": 0.001}

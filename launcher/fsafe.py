@@ -198,17 +198,21 @@ def status_dir_candidates() -> List[str]:
     return out
 
 
+def file_clock_ns() -> int:
+    """Now, on the clock the kernel stamps file times with (coarse on Linux): a file whose
+    mtime is at or after a reading's start may have changed while it was read."""
+    import time
+
+    coarse = getattr(time, "CLOCK_REALTIME_COARSE", None)
+    return time.clock_gettime_ns(coarse) if coarse is not None else time.time_ns()
+
+
 def private_tmp_dir(prefix: str = "ekl-") -> str:
     """A new folder in ``/tmp`` (not ``$TMPDIR``: socket paths must stay under 107 bytes), 0700."""
-    # As tempfile.mkdtemp does (a random name, made with O_EXCL semantics by mkdir, tried
-    # again on a collision), without importing tempfile (and hashlib) on every start.
-    for _ in range(100):
-        d = f"/tmp/{prefix}{os.urandom(5).hex()}"
-        try:
-            os.mkdir(d, 0o700)
-        except FileExistsError:
-            continue
-        os.chmod(d, 0o700)  # mkdir's 0700 is still subject to an odd umask such as 0277
-        return d
-    raise EklError(f"/tmp/{prefix}*: 100 random folder names were all taken; something is "
-                   f"filling /tmp: look at what is in it")
+    from .early import make_private_dir  # the early start makes its folder the same way
+
+    d = make_private_dir(prefix)
+    if d is None:
+        raise EklError(f"/tmp/{prefix}*: 100 random folder names were all taken; something "
+                       f"is filling /tmp: look at what is in it")
+    return d

@@ -12,6 +12,7 @@ import sys
 from typing import List, Optional
 
 from .. import __version__
+from ..early import arm
 from ..errors import EklError, ManifestError
 from ..ops import cli as ops_cli
 from ..start import Interrupted, terminate_as_interrupt
@@ -55,6 +56,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose, args.quiet)
+    payload = getattr(args, "early_payload", None)
+    if payload is not None:  # a verb that starts one plugin: the early start may record it
+        arm(payload(args))
     try:
         with terminate_as_interrupt():
             return int(args.func(args) or 0)

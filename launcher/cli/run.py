@@ -201,7 +201,7 @@ def register(sub: Any) -> None:
                    help="do not restart the plugin if it dies or hangs mid-run; exit 1")
     add_call_timeout(r)
     add_launch_options(r)
-    r.set_defaults(func=cmd_run)
+    r.set_defaults(func=cmd_run, early_payload=lambda a: ())
 
     c = sub.add_parser("call", help="call a function once and print its result as JSON")
     c.add_argument("plugin", metavar="PLUGIN")
@@ -210,7 +210,7 @@ def register(sub: Any) -> None:
     c.add_argument("--validate", action="store_true", help="call Validate first")
     add_call_timeout(c)
     add_launch_options(c)
-    c.set_defaults(func=cmd_call)
+    c.set_defaults(func=cmd_call, early_payload=lambda a: [a.function, *a.args])
 
     t = sub.add_parser("tail", help="print a source's messages as JSON lines")
     t.add_argument("plugin", metavar="PLUGIN")
@@ -223,7 +223,7 @@ def register(sub: Any) -> None:
     t.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="fail if no message comes for S seconds")
     add_launch_options(t)
-    t.set_defaults(func=cmd_tail)
+    t.set_defaults(func=cmd_tail, early_payload=lambda a: [a.source] if a.source else [])
 
     f = sub.add_parser("feed", help="send JSON lines from stdin to a sink")
     f.add_argument("plugin", metavar="PLUGIN")
@@ -233,4 +233,4 @@ def register(sub: Any) -> None:
                    help="set requireAck and report every ack error")
     add_call_timeout(f)
     add_launch_options(f)
-    f.set_defaults(func=cmd_feed)
+    f.set_defaults(func=cmd_feed, early_payload=lambda a: [a.sink] if a.sink else [])

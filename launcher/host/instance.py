@@ -17,6 +17,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ekuiper import protocol
 from ekuiper.protocol import Control, Meta
 
+from ..early import CACHE_ENV, Early
+from ..early import forget as forget_early
+from ..early import record as record_early
+from ..early import take as take_early
 from ..errors import CommandError, EklError, HostTimeout, PluginStartError
 from ..process import LaunchSpec, PluginProcess
 from ..process.lifeline import Lifeline
@@ -82,6 +86,14 @@ class PluginInstance:
             if self._spawned is not None:
                 return
             self.stop_process()
+            path = protocol.url_path(protocol.control_url(self.name, self.control_dir))
+            early = take_early()
+            if early is not None:  # spawned before the launcher loaded (early.py)
+                spec = self.spec
+                if early.matches(spec.argv, spec.cwd, spec.env, path):
+                    self._spawned = self._adopt(early, path)
+                    return
+                self._reject(early)
             control = ControlChannel(self.name, self.control_dir)
             proc = PluginProcess(self.spec, self.lifeline)
             try:
@@ -90,6 +102,52 @@ class PluginInstance:
                 control.close()
                 raise
             self._spawned = (proc, control)
+            self._record(path)
+
+    def _adopt(self, early: Early, path: str) -> Tuple[PluginProcess, ControlChannel]:
+        """The early start's process and listening control socket, as ``spawn`` makes them."""
+        import socket
+
+        from ekuiper.transport.sp import provide_listener
+
+        sock = socket.socket(fileno=early.listener.detach())  # type: ignore[attr-defined]
+        early.listener = None
+        provide_listener(path, sock, early.inode)
+        proc = PluginProcess(self.spec, self.lifeline)
+        try:
+            control = ControlChannel(self.name, self.control_dir)
+        except BaseException:
+            proc.adopt(early.child, early.token).kill_tree(0.5)
+            raise
+        proc.adopt(early.child, early.token)
+        log.debug("plugin %s: adopted the early start, pid %s", self.name, proc.pid)
+        return proc, control
+
+    def _reject(self, early: Early) -> None:
+        """An early start that is not this start (its record was wrong): kill its tree."""
+        PluginProcess(self.spec, self.lifeline).adopt(early.child, early.token).kill_tree(0.5)
+        forget_early(early)
+        log.debug("plugin %s: the early start did not match this start; killed it",
+                  self.name)
+
+    def _record(self, control_path: str) -> None:
+        """Record this start for the next identical command line (early.py), if it is one
+        an early start can repeat; a record that cannot be written costs only that."""
+        if not self._owned_dirs:
+            return
+        spec = self.spec
+        out = record_early(list(spec.argv), spec.cwd, spec.env, spec.deps, control_path,
+                           self._owned_dirs[0])
+        if out is None:
+            return
+        from ..fsafe import atomic_write, ensure_private_dir
+
+        path, data = out
+        try:
+            ensure_private_dir(os.path.dirname(path), "launch cache folder", CACHE_ENV)
+            atomic_write(path, data)
+        except (EklError, OSError) as e:
+            log.debug("early start record not written: %s", e)
 
     def start_process(self) -> None:
         """Start the plugin (unless ``spawn`` did) and wait for its handshake; on failure

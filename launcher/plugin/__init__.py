@@ -89,15 +89,12 @@ class Plugin:
 
     def source_config(self, source: str, conf_key: str = "default") -> Dict[str, Any]:
         """The ``conf_key`` section of ``sources/{source}.yaml``, as eKuiper merges it."""
-        import yaml  # only the verbs that start sources need it
+        from .yamlfile import load as load_yaml  # only the verbs that start sources need it
 
         path = self.folder / "sources" / f"{source}.yaml"
         if not path.is_file():
             return {}
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise ManifestError([f"{path}: not valid YAML: {' '.join(str(e).split())}"]) from None
+        data = load_yaml(path) or {}
         if not isinstance(data, dict):
             raise ManifestError([f"{path}: must be a mapping of config keys (default: ...)"])
         section = data.get(conf_key)

@@ -14,8 +14,8 @@ import subprocess
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Callable, Deque, Dict, List, Mapping, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import EklError, PluginStartError
 from ..fsafe import check_output_path
@@ -76,6 +76,11 @@ class LaunchSpec:
     log_file: Optional[str] = None
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 3
+    #: the files the launch cache recorded this spec's resolution from, with their
+    #: (mtime_ns, size, inode) or None when missing; empty when it did not come through the
+    #: cache. Provenance, not part of the start: the early start's record keeps them.
+    deps: Tuple[Tuple[str, Optional[Tuple[int, int, int]]], ...] = field(default=(),
+                                                                          compare=False)
 
     @property
     def ekl_sdk(self) -> bool:
@@ -116,7 +121,7 @@ class PluginProcess:
     def pid(self) -> Optional[int]:
         return self.popen.pid if self.popen else None
 
-    def start(self) -> PluginProcess:
+    def _open_log(self) -> None:
         spec = self.spec
         if spec.log_file and self._file_handler is None:
             import logging.handlers  # only with --log-file: it pulls in pickle and socket
@@ -130,6 +135,10 @@ class PluginProcess:
             h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
             self._out.addHandler(h)
             self._file_handler = h
+
+    def start(self) -> PluginProcess:
+        spec = self.spec
+        self._open_log()
         containment.become_subreaper()  # orphans of the plugin come back to us, not to init
         env = dict(spec.env)
         env[containment.TOKEN_ENV] = self.token
@@ -141,16 +150,37 @@ class PluginProcess:
         except OSError as e:
             raise PluginStartError(f"plugin {spec.name}: cannot run {spec.argv[0]}: "
                                    f"{e.strerror}") from None
+        self._started()
+        return self
+
+    def adopt(self, child: Any, token: str) -> PluginProcess:
+        """Take over the process the early start spawned for this spec (``early.py``):
+        the same session, pipes and environment ``start`` gives, with ``token`` as its
+        containment token; from here on nothing tells the two apart."""
+        try:
+            self._open_log()
+        except PluginStartError:
+            child.kill()
+            child.wait()
+            raise
+        containment.become_subreaper()
+        self.token = token
+        self.popen = child
+        self._started()
+        return self
+
+    def _started(self) -> None:
+        assert self.popen is not None
         self.started_at = time.time()
         if self.lifeline is not None:
             self.lifeline.register(self.popen.pid, self.token)
-        threading.Thread(target=self._wait, daemon=True, name=f"{spec.name}-wait").start()
+        threading.Thread(target=self._wait, daemon=True,
+                         name=f"{self.spec.name}-wait").start()
         for stream, is_err in ((self.popen.stdout, False), (self.popen.stderr, True)):
             t = threading.Thread(target=self._pump, args=(stream, is_err), daemon=True,
-                                 name=f"{spec.name}-{'err' if is_err else 'out'}")
+                                 name=f"{self.spec.name}-{'err' if is_err else 'out'}")
             t.start()
             self._readers.append(t)
-        return self
 
     def _wait(self) -> None:
         assert self.popen is not None

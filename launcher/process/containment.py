@@ -30,15 +30,16 @@ import ctypes
 import os
 from typing import Iterable, List, Optional, Set
 
-#: The variable every plugin start gets; its value is unique per start.
-TOKEN_ENV = "EKL_CONTAINMENT"
+# The variable every plugin start gets (TOKEN_ENV), its value unique per start (new_token):
+# both defined in early.py, which needs them before this module loads.
+from ..early import TOKEN_ENV, new_token
+
+__all__ = ["TOKEN_ENV", "new_token", "become_subreaper", "mode", "members", "reap",
+           "cgroup_v2_writable"]
+
 _PR_SET_CHILD_SUBREAPER = 36
 
 _subreaper: Optional[bool] = None
-
-
-def new_token() -> str:
-    return os.urandom(16).hex()  # as uuid4().hex, without importing uuid (and platform)
 
 
 def become_subreaper() -> bool:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import atexit
 import os
 import subprocess
-import sys
 import threading
-from pathlib import Path
-from typing import Optional, Set
+from typing import Any, Iterable, Optional, Set
+
+from ..early import take_watchdog, watchdog_argv
 
 
 class Lifeline:
@@ -26,7 +26,6 @@ class Lifeline:
         self._paths: Set[str] = set()
 
     def _spawn(self) -> subprocess.Popen:
-        script = Path(__file__).with_name("watchdog.py")
         # A new watchdog learns everything the dead one knew through its argv: it knows it
         # from its first instant, even if the launcher is SIGKILLed right after the spawn
         # (written to the pipe afterwards, the registry was lost in that window: the
@@ -35,7 +34,7 @@ class Lifeline:
                     + [f"+={t}" for t in sorted(self._tokens)]
                     + [f"+{p}" for p in sorted(self._paths)])
         return subprocess.Popen(
-            [sys.executable, "-S", "-E", str(script), *registry], stdin=subprocess.PIPE,
+            watchdog_argv(registry), stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True, text=True, bufsize=1)
 
@@ -57,6 +56,17 @@ class Lifeline:
                 return
             except (BrokenPipeError, OSError):
                 self._proc = None
+
+    def adopt(self, proc: Any, groups: Iterable[int], tokens: Iterable[str],
+              paths: Iterable[str]) -> None:
+        """Take over a running watchdog that already holds this registry (the early
+        start's, ``early.py``, which got it in its argv)."""
+        with self._lock:
+            assert self._proc is None, "a lifeline adopts only before its first use"
+            self._proc = proc
+            self._groups.update(groups)
+            self._tokens.update(tokens)
+            self._paths.update(paths)
 
     def ensure(self) -> None:
         """Respawn the watchdog now if it died (the supervisor calls this at each check)."""
@@ -129,5 +139,8 @@ def shared() -> Lifeline:
     with _shared_lock:
         if _shared is None:
             _shared = Lifeline()
+            early = take_watchdog()
+            if early is not None:
+                _shared.adopt(*early)
             atexit.register(_shared.close)
         return _shared

@@ -103,7 +103,10 @@ def run_plugin(manifest: Plugin, conf_arg: Optional[str]) -> int:
             log.info("ekl-python: %s keeps the official SDK; running it without a relay",
                      manifest.name)
             _exec(list(spec.argv), dict(spec.env))
+    from ..early import arm
     from ..fsafe import STATUS_DIR_ENV, default_status_dir, ensure_private_dir
+
+    arm()  # eKuiper's command line never changes: the next start may begin at once
 
     # bad input stops us before anything starts
     status_folder = str(ensure_private_dir(default_status_dir(), "status folder",

@@ -75,15 +75,16 @@ def socket_dirs(spec: LaunchSpec, host: HostSettings, relay: bool = False) -> So
     - ekl's SDK (installed or hosted): a fresh private 0700 folder, so runs never collide.
     - otherwise (the official SDK, Go, ``conda run``): ``/tmp``, as eKuiper uses.
     """
+    from ..early import claim_dir
     from ..host.ipc import private_ipc_dir
 
     if relay:
-        private = private_ipc_dir()
+        private = claim_dir() or private_ipc_dir()
         return SocketDirs(protocol.ipc_dir(), private, (private,))
     if host.ipc_dir:
         return SocketDirs(host.ipc_dir, host.ipc_dir)
     if spec.ekl_sdk:
-        private = private_ipc_dir()
+        private = claim_dir() or private_ipc_dir()  # the early start's, if there is one
         return SocketDirs(private, private, (private,))
     return SocketDirs(protocol.DEFAULT_IPC_DIR, protocol.DEFAULT_IPC_DIR)
 

@@ -36,64 +36,42 @@ from __future__ import annotations
 import json
 import logging
 import os
-import stat
 import sys
 import threading
-import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from .. import __version__
+from ..early import CACHE_ENV, VOLATILE_ENV, safe_folder, sha256, signature
+from ..early import CACHE_SUBDIR as SUBDIR
+from ..early import cache_root as _cache_root
+from ..fsafe import file_clock_ns
 from ..plugin import Plugin
 from ..process import LaunchSpec
-from ..process.containment import TOKEN_ENV
 from ..settings import LaunchOptions
 
 log = logging.getLogger("ekl")
+#: "Now" on the file-time clock: a file stamped at or after a resolution's start may have
+#: changed while it was read (``store``'s racy check).
+clock_ns = file_clock_ns
+#: What a recorded file's signature is: (mtime_ns, size, inode), or None when missing.
+Sig = Optional[Tuple[int, int, int]]
 
 #: Bump when the entry format or what it records changes.
 FORMAT = 1
-#: Variables that differ between identical calls and that resolution never reads. The
-#: containment token is new at every start of a process ekl supervises: an ``ekl-python``
-#: run by ekl (or a plugin that runs ``ekl call``) inherits it, and with it in the key every
-#: one of its starts missed (the plugin gets its own token when it is spawned anyway).
-VOLATILE_ENV = frozenset({"_", "PWD", "OLDPWD", TOKEN_ENV})
 #: An entry is a few kilobytes; anything larger is not one of ours.
 MAX_ENTRY_BYTES = 1024 * 1024
 #: Entries kept; the oldest go when a store finds more (one per plugin and environment).
 MAX_ENTRIES = 256
-#: Same variables and default as ``ekl.envs.probe.cache_dir`` (tests check they agree);
-#: repeated here because importing ``ekl.envs`` is what a hit avoids.
-CACHE_ENV = "EKL_CACHE_DIR"
-SUBDIR = "launch"
-#: What a recorded file's signature is: (mtime_ns, size, inode), or None when missing.
-Sig = Optional[Tuple[int, int, int]]
-
-
-try:  # CPython's built-in SHA-256: hashlib would load OpenSSL on every start just for this
-    from _sha2 import sha256 as _sha256  # type: ignore[import-not-found]  # 3.12+
-except ImportError:
-    try:
-        from _sha256 import sha256 as _sha256  # type: ignore[import-not-found,no-redef]
-    except ImportError:
-        from hashlib import sha256 as _sha256  # type: ignore[assignment]
+# VOLATILE_ENV (left out of the key), CACHE_ENV and the folder (the same variables and
+# default as ``ekl.envs.probe.cache_dir``; tests check) are early.py's: its records live
+# in the same folder and are keyed the same way.
 
 
 def cache_root(environ: Optional[Mapping[str, str]] = None) -> Path:
-    env = os.environ if environ is None else environ
-    base = env.get(CACHE_ENV) or os.path.join(
-        env.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ekl")
-    return Path(base)
-
-
-def signature(path: str) -> Sig:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+    return Path(_cache_root(environ))
 
 
 def _options_text(opts: LaunchOptions) -> str:
@@ -126,7 +104,7 @@ def usable() -> bool:
 def launch_key(manifest: Plugin, opts: LaunchOptions, host_sdk: str) -> str:
     """The inputs of a resolution, hashed: everything but the files' contents."""
     env = _caller_env(opts)
-    h = _sha256()
+    h = sha256()
     for part in (f"format={FORMAT}", f"ekl={__version__}",
                  f"json={os.path.abspath(manifest.path)}", f"cwd={os.getcwd()}",
                  f"opts={_options_text(opts)}", f"host_sdk={host_sdk}",
@@ -136,17 +114,6 @@ def launch_key(manifest: Plugin, opts: LaunchOptions, host_sdk: str) -> str:
         if k not in VOLATILE_ENV:
             h.update(f"{k}={env[k]}".encode("utf-8", "surrogateescape") + b"\0")
     return h.hexdigest()[:40]
-
-
-def _safe_folder(folder: Path) -> bool:
-    """Our own real folder, writable by nobody else (an entry names a program to run); the
-    same rule as ``fsafe.ensure_private_dir``, checked without creating anything."""
-    try:
-        st = os.lstat(folder)
-    except OSError:
-        return False
-    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
-            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
 def entry_path(key: str) -> Path:
@@ -298,7 +265,7 @@ def lookup(manifest: Plugin, opts: LaunchOptions, host_sdk: str) -> Optional[Lau
     """The cached spec for this start, or None (a miss: resolve, then ``store``)."""
     key = launch_key(manifest, opts, host_sdk)
     path = entry_path(key)
-    if not _safe_folder(path.parent):
+    if not safe_folder(str(path.parent)):
         return None
     try:
         with open(path, "rb") as f:
@@ -317,13 +284,8 @@ def lookup(manifest: Plugin, opts: LaunchOptions, host_sdk: str) -> Optional[Lau
     spec = _spec_from(entry.get("spec"), _caller_env(opts))
     if spec is None or spec.name != manifest.name or not _replay(entry.get("logs")):
         return None
-    return spec
-
-
-def clock_ns() -> int:
-    """Now, on the clock the kernel stamps file times with (coarse on Linux)."""
-    coarse = getattr(time, "CLOCK_REALTIME_COARSE", None)
-    return time.clock_gettime_ns(coarse) if coarse is not None else time.time_ns()
+    return replace(spec, deps=tuple((f, None if sig is None else tuple(sig))
+                                    for f, sig in entry["deps"]))
 
 
 def store(manifest: Plugin, opts: LaunchOptions, host_sdk: str, spec: LaunchSpec,
@@ -358,6 +320,11 @@ def store(manifest: Plugin, opts: LaunchOptions, host_sdk: str, spec: LaunchSpec
         return None
     _prune(path.parent)
     return path
+
+
+def with_deps(spec: LaunchSpec, deps: Iterable[str]) -> LaunchSpec:
+    """``spec`` carrying the signatures of the files it was resolved from, as stored."""
+    return replace(spec, deps=tuple((f, signature(f)) for f in deps))
 
 
 def _prune(folder: Path) -> None:

@@ -28,7 +28,7 @@ from ..plugin import Plugin, vendored
 from ..plugin.vendored import Vendored
 from ..process import LaunchSpec
 from ..settings import LaunchOptions
-from .cache import LogCapture, clock_ns, dependencies
+from .cache import LogCapture, clock_ns, dependencies, with_deps
 from .cache import lookup as cache_lookup
 from .cache import store as cache_store
 from .cache import usable as cache_usable
@@ -253,11 +253,10 @@ def resolve(manifest: Plugin, opts: Optional[LaunchOptions] = None,
         lock_file = str(found) if found else None
     except Exception:  # a bad lock reference was reported by resolution itself
         pass
-    cache_store(manifest, opts, host_sdk, spec,
-                dependencies(manifest, opts, spec, seen.get("prefix"), lock_file,
-                                   seen.get("hosted")),
-                logs.records, started)
-    return spec
+    deps = dependencies(manifest, opts, spec, seen.get("prefix"), lock_file, seen.get("hosted"))
+    if cache_store(manifest, opts, host_sdk, spec, deps, logs.records, started) is None:
+        return spec
+    return with_deps(spec, deps)
 
 
 def _resolve(manifest: Plugin, opts: LaunchOptions, host_sdk: str,

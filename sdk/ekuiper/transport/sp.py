@@ -29,7 +29,7 @@ import socket
 import stat
 import struct
 import time
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from .base import MAX_MSG_SIZE_ENV, TransportClosed, TransportError, TransportTimeout
 
@@ -603,9 +603,31 @@ def remove_stale(path: str) -> None:
         probe.close()
 
 
+#: Listening sockets bound before the transport was loaded, by path (ekl binds a plugin's
+#: control socket before its launcher has loaded, so the plugin can dial at once); the next
+#: ``listen`` on that path takes the socket instead of binding a new one.
+_provided: Dict[str, Tuple[socket.socket, int]] = {}
+
+
+def provide_listener(path: str, sock: socket.socket, ino: int) -> None:
+    """Hand ``listen`` a socket already bound (to the file with inode ``ino``) and
+    listening on ``path``; one-shot, and only while that file is still there."""
+    _provided[path] = (sock, ino)
+
+
 def listen(path: str, backlog: int = 128) -> Tuple[socket.socket, int]:
     """Bind and listen on ``path``; returns the socket and the file's inode (so that close
     removes the file only while it is still ours)."""
+    given = _provided.pop(path, None)
+    if given is not None:
+        sock, ino = given
+        try:
+            if os.stat(path).st_ino == ino:
+                sock.setblocking(False)
+                return sock, ino
+        except OSError:
+            pass
+        sock.close()  # its file was removed or replaced: bind anew
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         try:

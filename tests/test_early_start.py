@@ -1,0 +1,355 @@
+"""The early start (launcher/early.py): a repeated command line spawns its plugin before the
+launcher loads, and the normal start path adopts it, or kills it when it is not the start
+it decided. Real ``ekl`` and ``ekl-python`` processes, real sockets, real signals; every
+test has its own launch cache folder (``EKL_CACHE_DIR``) and plugin copy.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import psutil
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import wait_for
+from ekl.launcher import early
+from ekl.launcher.process import containment
+from ekuiper import protocol
+
+EKL = str(Path(sys.executable).with_name("ekl"))
+EKL_PYTHON = str(Path(sys.executable).with_name("ekl-python"))
+ADOPTED = "adopted the early start"
+MISMATCH = "did not match this start"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Dict[str, str]:
+    e = dict(os.environ, EKL_CACHE_DIR=str(tmp_path / "cache"),
+             EKL_STATUS_DIR=str(tmp_path / "status"))
+    e.pop(early.DISABLE_ENV, None)
+    return e
+
+
+def ekl(args: List[str], env: Dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([EKL, "-vv", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=60)
+
+
+def records(env: Dict[str, str]) -> List[Path]:
+    return sorted((Path(env["EKL_CACHE_DIR"]) / "launch").glob(early.RECORD_PREFIX + "*"))
+
+
+def plugin_procs(folder: Path) -> List[psutil.Process]:
+    """Live processes running the plugin's code (not ekl or ekl-python themselves)."""
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        cmd = p.info["cmdline"] or []
+        if p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if any(str(folder) in c for c in cmd) and not any(
+                os.path.basename(c) in ("ekl", "ekl-python") for c in cmd):
+            out.append(p)
+    return out
+
+
+def tagged(needle: bytes) -> List[int]:
+    """Pids whose environment contains ``needle``."""
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/environ", "rb") as f:
+                    if needle in f.read():
+                        out.append(int(name))
+            except OSError:
+                pass
+    return out
+
+
+def control_sockets(name: str) -> List[str]:
+    return [str(p) for p in Path("/tmp").glob(f"ekl-*/plugin_{name}.ipc")]
+
+
+def test_a_repeated_call_starts_the_plugin_before_the_launcher_loads(plugin_copy, env):
+    folder = plugin_copy("compat")
+    first = ekl(["call", str(folder), "echo", '"abc"'], env, folder)
+    assert first.returncode == 0, first.stderr
+    assert '"args": ["abc"]' in first.stdout and ADOPTED not in first.stderr
+    assert len(records(env)) == 1
+    # the function's name and arguments are not part of the key: another call shares it
+    second = ekl(["call", str(folder), "echo", '"xyz"', "2"], env, folder)
+    assert second.returncode == 0, second.stderr
+    assert '"args": ["xyz", 2]' in second.stdout and ADOPTED in second.stderr
+    assert len(records(env)) == 1  # an adopted start writes nothing
+    off = ekl(["call", str(folder), "echo", '"off"'],
+              dict(env, **{early.DISABLE_ENV: "0"}), folder)
+    assert off.returncode == 0 and ADOPTED not in off.stderr
+    assert not plugin_procs(folder)
+    assert not control_sockets(folder.name)
+
+
+def test_a_changed_plugin_json_is_not_started_early(plugin_copy, env):
+    folder = plugin_copy("compat")
+    assert ekl(["call", str(folder), "echo", '"a"'], env, folder).returncode == 0
+    manifest = folder / f"{folder.name}.json"
+    st_ = manifest.stat()
+    os.utime(manifest, ns=(st_.st_atime_ns, st_.st_mtime_ns + 10**9))
+    out = ekl(["call", str(folder), "echo", '"a"'], env, folder)
+    assert out.returncode == 0, out.stderr
+    assert ADOPTED not in out.stderr and MISMATCH not in out.stderr
+    assert ADOPTED in ekl(["call", str(folder), "echo", '"a"'], env, folder).stderr
+
+
+def test_a_wrong_prediction_is_killed_and_the_plugin_started_anew(plugin_copy, env):
+    """A record that no longer says what the start path decides (here: edited to add a
+    variable) spawns its process, which the start path kills with its whole tree."""
+    folder = plugin_copy("compat")
+    assert ekl(["call", str(folder), "echo", '"a"'], env, folder).returncode == 0
+    [path] = records(env)
+    rec = early.Record.decode(path.read_bytes())
+    assert rec is not None
+    mark = f"EKL_TEST_MARK_{os.getpid()}_{folder.name}"
+    rec.env[mark] = "1"
+    path.write_bytes(rec.encode())
+    out = ekl(["call", str(folder), "echo", '"abc"'], env, folder)
+    assert out.returncode == 0, out.stderr
+    assert '"args": ["abc"]' in out.stdout
+    assert MISMATCH in out.stderr and ADOPTED not in out.stderr
+    assert not tagged(f"{mark}=1".encode())
+    # the start that replaced it wrote a right record: the next one is adopted
+    assert ADOPTED in ekl(["call", str(folder), "echo", '"a"'], env, folder).stderr
+    assert not plugin_procs(folder)
+
+
+def test_a_command_that_fails_before_its_spawn_leaves_nothing(plugin_copy, env):
+    folder = plugin_copy("compat")
+    assert ekl(["call", str(folder), "echo", '"a"'], env, folder).returncode == 0
+    out = ekl(["call", str(folder), "nosuch", '"a"'], env, folder)
+    assert out.returncode == 2
+    assert "lists no function 'nosuch'" in out.stderr and "Traceback" not in out.stderr
+    assert not plugin_procs(folder)
+    assert not control_sockets(folder.name)
+
+
+@pytest.mark.parametrize("order", ["ekl", "plugin_then_ekl"])
+def test_sigkill_right_after_the_early_start_leaves_nothing(plugin_copy, env, order):
+    """SIGKILL of ekl (alone, or after its plugin) while the early-started plugin boots,
+    before or after the adoption, whichever this run hits: the watchdog spawned with the
+    plugin kills what is left and removes the private socket folder."""
+    folder = plugin_copy("compat")
+    argv = [EKL, "tail", str(folder), "counter", "-n", "100000"]
+    first = subprocess.Popen(argv, env=env, cwd=folder, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert first.stdout is not None and first.stdout.readline()
+    finally:
+        first.terminate()
+        first.communicate(timeout=30)
+    assert records(env)
+    proc = subprocess.Popen(argv, env=env, cwd=folder, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: plugin_procs(folder), timeout=20, interval=0.002)
+        plugin = plugin_procs(folder)[0]
+        penv = plugin.environ()
+        private = penv[protocol.IPC_DIR_ENV]
+        token = penv[containment.TOKEN_ENV]
+        assert os.path.basename(private).startswith(early.PRIVATE_PREFIX)
+        if order == "plugin_then_ekl":
+            plugin.kill()
+        proc.kill()
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert wait_for(lambda: not plugin_procs(folder), timeout=10)
+    assert wait_for(lambda: not os.path.exists(private), timeout=10)
+    assert not tagged(f"{containment.TOKEN_ENV}={token}".encode())
+
+
+def relay_instance(folder: Path, ipc: str, env: Dict[str, str]):
+    """eKuiper's side, as the bench plays it: ekl-python started as eKuiper starts it."""
+    from ekl.launcher.host.instance import PluginInstance
+    from ekl.launcher.process import LaunchSpec
+    from ekl.launcher.settings import HostSettings
+
+    spec = LaunchSpec(folder.name, (EKL_PYTHON, "-u", str(folder / "compat.py"),
+                                    protocol.encode_portable_config(1000)), str(folder),
+                      dict(env, EKUIPER_IPC_DIR=ipc))
+    return PluginInstance(spec, HostSettings(ipc_dir=ipc), ipc_dir=ipc, control_dir=ipc)
+
+
+def test_ekl_python_adopts_its_early_start(plugin_copy, env, ipc_dir):
+    """The second start of the same ``ekl-python`` command line spawns the plugin before
+    the relay loads: its watchdog got the plugin's token in its argv at its spawn (the
+    Lifeline's own watchdog gets tokens later, on its pipe)."""
+    folder = plugin_copy("compat")
+    seen = []
+    for _ in range(2):
+        inst = relay_instance(folder, ipc_dir, env)
+        try:
+            inst.start_process()
+            inst.start_function("echo")
+            relay = psutil.Process(inst.pid)
+            assert wait_for(relay.children, timeout=10)
+            plugin = next(c for c in relay.children() if "compat.py" in " ".join(c.cmdline()))
+            token = plugin.environ()[containment.TOKEN_ENV]
+            dogs = [c.cmdline() for c in relay.children()
+                    if any("watchdog.py" in a for a in c.cmdline())]
+            seen.append(any(f"+={token}" in d for d in dogs))
+        finally:
+            assert not inst.close()
+    assert seen == [False, True]
+    assert not plugin_procs(folder)
+
+
+# --- records: hostile and odd files -------------------------------------------------------
+
+
+def a_record(tmp_path: Path) -> early.Record:
+    dep = tmp_path / "dep"
+    dep.write_text("x")
+    return early.Record("k" * 40, [sys.executable, "-c", "pass"], str(tmp_path),
+                        {"A": "1=2", "EMPTY": ""}, ["PWD"], "/tmp/ekl-x/plugin_p.ipc",
+                        "/tmp/ekl-x", [(str(dep), early.signature(str(dep))),
+                                       (str(tmp_path / "missing"), None)])
+
+
+def test_a_record_reads_back_as_written(tmp_path):
+    rec = a_record(tmp_path)
+    back = early.Record.decode(rec.encode())
+    assert back is not None and vars(back) == vars(rec) and back.fresh()
+    (tmp_path / "missing").write_text("now here")
+    assert not back.fresh()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_garbage_is_never_a_record_and_never_an_error(raw):
+    assert early.Record.decode(raw) is None or isinstance(early.Record.decode(raw),
+                                                          early.Record)
+
+
+#: A record's bytes (its files need not exist to be read back).
+RAW = early.Record("k" * 40, ["/bin/true", "-x"], "/srv", {"A": "1=2", "EMPTY": ""}, ["PWD"],
+                   "/tmp/ekl-x/plugin_p.ipc", "/tmp/ekl-x",
+                   [("/etc/hostname", (1, 2, 3)), ("/nope", None)]).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, len(RAW) - 1), st.booleans(), st.integers(1, 255))
+def test_a_damaged_record_is_a_miss_or_a_record_never_an_error(i, cut, flip):
+    damaged = RAW[:i] if cut else RAW[:i] + bytes([RAW[i] ^ flip]) + RAW[i + 1:]
+    early.Record.decode(damaged)  # must not raise
+
+
+def write_record(folder: Path, key: str, data: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    p = folder / (early.RECORD_PREFIX + key)
+    p.write_bytes(data)
+    return p
+
+
+def test_records_outside_a_private_folder_or_oversized_or_linked_are_ignored(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("EKL_CACHE_DIR", str(tmp_path / "cache"))
+    key = early._Key("ekl", ["call", "p"])
+    rec = a_record(tmp_path)
+    rec.key = key.of(2)
+    folder = tmp_path / "cache" / "launch"
+    write_record(folder, rec.key, rec.encode())
+    assert early.find(key) is not None
+    os.chmod(folder, 0o770)  # others may write there: not a record to run
+    assert early.find(key) is None
+    os.chmod(folder, 0o700)
+    write_record(folder, rec.key, rec.encode() + b"\0" + b"x" * early.MAX_RECORD_BYTES)
+    assert early.find(key) is None
+    target = tmp_path / "elsewhere"
+    target.write_bytes(rec.encode())
+    link = folder / (early.RECORD_PREFIX + rec.key)
+    link.unlink()
+    link.symlink_to(target)
+    assert early.find(key) is None
+    link.unlink()
+    rec.key = "0" * 40  # a record whose own key is not its name's
+    write_record(folder, key.of(2), rec.encode())
+    assert early.find(key) is None
+
+
+def test_the_early_start_loads_nothing_but_itself():
+    code = ("import sys\nbefore = set(sys.modules)\nimport ekl.launcher.commands\n"
+            "print(','.join(sorted(set(sys.modules) - before)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip().split(",")
+    assert set(out) <= {"ekl", "ekl.launcher", "ekl.launcher.early", "ekl.launcher.commands",
+                        "_sha2", "_sha256"}, out
+
+
+def test_a_child_answers_as_popen_does():
+    pid = os.posix_spawn("/bin/sleep", ["sleep", "30"], dict(os.environ))
+    child = early.Child(pid, ["sleep", "30"])
+    assert child.poll() is None
+    with pytest.raises(subprocess.TimeoutExpired):
+        child.wait(0.05)
+    child.kill()
+    assert child.wait(5) == -signal.SIGKILL and child.poll() == -signal.SIGKILL
+    child.kill()  # a reaped child is not signalled again
+    t0 = time.monotonic()
+    pid = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 3"], dict(os.environ))
+    assert early.Child(pid, ["sh"]).wait() == 3 and time.monotonic() - t0 < 5
+
+
+def test_ekl_python_with_a_broken_status_folder_kills_its_early_start(plugin_copy, env,
+                                                                       ipc_dir):
+    """The status folder is checked after the early start has spawned the plugin (it is
+    only known once ekl-python has loaded): the one-line error and exit 2 stay, and the
+    plugin that had begun to boot is killed."""
+    folder = plugin_copy("compat")
+    inst = relay_instance(folder, ipc_dir, env)
+    try:
+        inst.start_process()
+    finally:
+        assert not inst.close()
+    assert records(env)
+    status = Path(env["EKL_STATUS_DIR"])
+    subprocess.run(["rm", "-rf", str(status)], check=True)
+    status.write_text("a file where the status folder should be")
+    proc = subprocess.Popen(list(inst.spec.argv), cwd=folder, env=dict(inst.spec.env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen_running = False
+    try:
+        while proc.poll() is None:
+            seen_running = seen_running or bool(plugin_procs(folder))
+            time.sleep(0.002)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, err
+    assert "status folder" in err and "Traceback" not in err
+    assert seen_running, "the early start did not spawn the plugin (no record used?)"
+    assert not plugin_procs(folder)
+    assert not control_sockets(folder.name)
+
+
+def test_an_early_plugin_gets_the_signals_popen_gives(tmp_path):
+    """Python ignores SIGPIPE and an ignored signal stays ignored across exec; Popen
+    restores it for its children, and so does the early start's spawn."""
+    assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN  # what a child would inherit
+    out = tmp_path / "out"
+    pid = early._spawn(["/bin/sh", "-c", "grep SigIgn /proc/$$/status"], dict(os.environ),
+                       str(tmp_path), [(os.POSIX_SPAWN_OPEN, 1, str(out),
+                                        os.O_WRONLY | os.O_CREAT, 0o600)])
+    os.waitpid(pid, 0)
+    ignored = int(out.read_text().split()[1], 16)
+    assert not ignored & (1 << (signal.SIGPIPE - 1))

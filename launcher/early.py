@@ -466,21 +466,16 @@ class Early:
                 dog.wait(3.0)
             except Exception:  # noqa: BLE001 - TimeoutExpired: do not hang an exit on it
                 dog.kill()
-        if not self.dir_claimed:
+        if not self.dir_claimed:  # nothing but the control socket (closed above) was in it
             self.dir_claimed = True
-            _remove_private(self.private)
+            _rmdir(self.private)
 
 
-def _remove_private(path: str) -> None:
+def _rmdir(path: str) -> None:
     try:
-        for name in os.listdir(path):
-            try:
-                os.unlink(os.path.join(path, name))
-            except OSError:
-                pass
         os.rmdir(path)
     except OSError:
-        pass
+        pass  # the watchdog removes it at its EOF if it is not empty
 
 
 class Session:
@@ -553,7 +548,11 @@ def _start(rec: Record) -> Optional[Early]:
         listener.close()
         for fd in pipes:
             os.close(fd)
-        _remove_private(private)
+        for leftover in (control, private):
+            try:
+                (os.rmdir if leftover == private else os.unlink)(leftover)
+            except OSError:
+                pass
         raise
     os.close(out_w)
     os.close(err_w)

@@ -17,7 +17,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -47,6 +47,39 @@ def wait_for(cond: Callable[[], object], timeout: float = 10.0, interval: float 
             return True
         time.sleep(interval)
     return bool(cond())
+
+
+def plugin_procs(folder: Path) -> list:
+    """Live processes running the plugin's code in ``folder`` (not ekl or ekl-python)."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        cmd = p.info["cmdline"] or []
+        if p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if any(str(folder) in c for c in cmd) and not any(
+                os.path.basename(c) in ("ekl", "ekl-python") for c in cmd):
+            out.append(p)
+    return out
+
+
+def run_watching(argv: List[str], folder: Path, **popen: object) -> Tuple[int, str, bool]:
+    """Run ``argv`` to its end: (exit code, stderr, whether the plugin in ``folder`` was
+    seen running meanwhile)."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **popen)  # type: ignore[call-overload]
+    seen = False
+    try:
+        while proc.poll() is None:
+            seen = seen or bool(plugin_procs(folder))
+            time.sleep(0.002)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err, seen
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import wait_for
+from conftest import plugin_procs, run_watching, wait_for
 from ekl.launcher import early
 from ekl.launcher.process import containment
 from ekuiper import protocol
@@ -45,19 +45,6 @@ def ekl(args: List[str], env: Dict[str, str], cwd: Path) -> subprocess.Completed
 
 def records(env: Dict[str, str]) -> List[Path]:
     return sorted((Path(env["EKL_CACHE_DIR"]) / "launch").glob(early.RECORD_PREFIX + "*"))
-
-
-def plugin_procs(folder: Path) -> List[psutil.Process]:
-    """Live processes running the plugin's code (not ekl or ekl-python themselves)."""
-    out = []
-    for p in psutil.process_iter(["cmdline", "status"]):
-        cmd = p.info["cmdline"] or []
-        if p.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        if any(str(folder) in c for c in cmd) and not any(
-                os.path.basename(c) in ("ekl", "ekl-python") for c in cmd):
-            out.append(p)
-    return out
 
 
 def tagged(needle: bytes) -> List[int]:
@@ -323,19 +310,9 @@ def test_ekl_python_with_a_broken_status_folder_kills_its_early_start(plugin_cop
     status = Path(env["EKL_STATUS_DIR"])
     subprocess.run(["rm", "-rf", str(status)], check=True)
     status.write_text("a file where the status folder should be")
-    proc = subprocess.Popen(list(inst.spec.argv), cwd=folder, env=dict(inst.spec.env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen_running = False
-    try:
-        while proc.poll() is None:
-            seen_running = seen_running or bool(plugin_procs(folder))
-            time.sleep(0.002)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 2, err
+    code, err, seen_running = run_watching(list(inst.spec.argv), folder, cwd=folder,
+                                           env=dict(inst.spec.env))
+    assert code == 2, err
     assert "status folder" in err and "Traceback" not in err
     assert seen_running, "the early start did not spawn the plugin (no record used?)"
     assert not plugin_procs(folder)

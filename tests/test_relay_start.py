@@ -12,8 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
-
+from conftest import plugin_procs, run_watching
 from ekuiper import protocol
 
 EKL_PYTHON = str(Path(sys.executable).with_name("ekl-python"))
@@ -22,16 +21,6 @@ EKL_PYTHON = str(Path(sys.executable).with_name("ekl-python"))
 def relay_argv(folder: Path) -> list:
     exe = json.loads(next(folder.glob("*.json")).read_text())["executable"]
     return [EKL_PYTHON, "-u", str(folder / exe), protocol.encode_portable_config(1000)]
-
-
-def plugin_procs(folder: Path) -> list:
-    """Processes running the plugin's executable (the real plugin, not ekl-python)."""
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = p.info["cmdline"] or []
-        if any(str(folder) in c for c in cmd) and not any("ekl-python" in c for c in cmd):
-            out.append(p)
-    return out
 
 
 def test_the_plugin_is_spawned_before_the_dial_to_ekuiper_ends(plugin_copy, ipc_dir, tmp_path):
@@ -66,19 +55,8 @@ def test_a_status_folder_that_cannot_be_made_stops_before_the_plugin_starts(plug
     """Bad input is found before anything is spawned, eKuiper listening or not."""
     folder = plugin_copy("compat")
     env = dict(os.environ, EKUIPER_IPC_DIR=ipc_dir, EKL_STATUS_DIR="/dev/null/status")
-    proc = subprocess.Popen(relay_argv(folder), cwd=folder, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    seen_running = False
-    try:
-        while proc.poll() is None:
-            seen_running = seen_running or bool(plugin_procs(folder))
-            time.sleep(0.02)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 2
+    code, err, seen_running = run_watching(relay_argv(folder), folder, cwd=folder, env=env)
+    assert code == 2
     assert "status folder /dev/null/status: cannot create it" in err and "Traceback" not in err
     assert not seen_running and not plugin_procs(folder)
 

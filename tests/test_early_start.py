@@ -330,3 +330,23 @@ def test_an_early_plugin_gets_the_signals_popen_gives(tmp_path):
     os.waitpid(pid, 0)
     ignored = int(out.read_text().split()[1], 16)
     assert not ignored & (1 << (signal.SIGPIPE - 1))
+
+
+def test_the_watchdog_starts_niced_and_light(plugin_copy, env):
+    """Its start runs beside the plugin's boot and the launcher's load: niced to 10, and
+    importing nothing beyond os (no signal module and its enum, no ctypes)."""
+    out = subprocess.run(early.watchdog_argv([])[:3] + ["-X", "importtime", early.WATCHDOG],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    loaded = {ln.split("|")[-1].strip() for ln in out.stderr.splitlines() if "|" in ln}
+    assert not loaded & {"enum", "ctypes", "signal", "subprocess", "threading"}, loaded
+    folder = plugin_copy("compat")
+    proc = subprocess.Popen([EKL, "tail", str(folder), "counter", "-n", "100000"], env=env,
+                            cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline()
+        dogs = [c for c in psutil.Process(proc.pid).children()
+                if any("watchdog.py" in a for a in c.cmdline())]
+        assert dogs and all(d.nice() == early.WATCHDOG_NICE for d in dogs)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)

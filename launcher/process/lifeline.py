@@ -14,7 +14,7 @@ import subprocess
 import threading
 from typing import Any, Iterable, Optional, Set
 
-from ..early import take_watchdog, watchdog_argv
+from ..early import nice_watchdog, take_watchdog, watchdog_argv
 
 
 class Lifeline:
@@ -33,10 +33,12 @@ class Lifeline:
         registry = ([f"+{g}" for g in sorted(self._groups)]
                     + [f"+={t}" for t in sorted(self._tokens)]
                     + [f"+{p}" for p in sorted(self._paths)])
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             watchdog_argv(registry), stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True, text=True, bufsize=1)
+        nice_watchdog(proc.pid)
+        return proc
 
     def _write(self, line: str) -> None:
         """Send one line; respawn (with the full registry) if the watchdog is gone."""

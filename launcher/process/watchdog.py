@@ -8,27 +8,25 @@ reaches EOF the launcher is gone: every registered process group and every proce
 environment carries a registered token (``setsid`` children, double-forked daemons) gets
 SIGTERM, then SIGKILL after a short grace, so nothing outlives the launcher by more than
 ~1 s; then the registered paths are removed, so a SIGKILLed launcher leaves no socket
-files behind. It makes itself a child subreaper too, so orphans of anything it starts
-come back to it.
+files behind. It is no child subreaper: it starts no process, and the plugins are not its
+descendants (their orphans go to the launcher, a subreaper, and once it is dead to init or
+an outer subreaper, where the token scan finds them); ``ctypes`` for that ``prctl`` was a
+fifth of this process's start, which every plugin start pays.
 
 This file must stay runnable on its own (no package imports): it starts on every launch.
 """
 
-import ctypes
 import os
-import signal
 import sys
 import time
 
+try:  # the built-in half of signal: signal.py loads enum, a third of this process's start
+    import _signal as signal
+except ImportError:  # not CPython
+    import signal
+
 GRACE_S = 0.8
 TOKEN_ENV = "EKL_CONTAINMENT"  # process/containment.py's TOKEN_ENV
-
-
-def _subreaper():
-    try:
-        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        pass
 
 
 def _tagged(tokens):
@@ -86,7 +84,6 @@ def main():
     # SIGTERM (an outer launcher stopping the tree this launcher runs in) means the same as
     # the launcher's death: clean up now, before a SIGKILL can follow
     signal.signal(signal.SIGTERM, _on_term)
-    _subreaper()
     groups = set()
     tokens = set()
     paths = set()

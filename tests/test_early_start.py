@@ -350,3 +350,32 @@ def test_the_watchdog_starts_niced_and_light(plugin_copy, env):
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+def test_many_repeated_calls_at_once_each_adopt_their_own(plugin_copy, env):
+    """Six identical command lines at once: one record, six early starts, each in its own
+    private folder, each adopted by its own ekl; nothing left afterwards."""
+    folder = plugin_copy("compat")
+    assert ekl(["call", str(folder), "echo", '"a"'], env, folder).returncode == 0
+    procs = [subprocess.Popen([EKL, "-vv", "call", str(folder), "echo", f'"{i}"'], env=env,
+                              cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(6)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
+    assert sorted(o for o, _ in outs) == sorted(
+        f'{{"args": ["{i}"], "rule": "ekl", "op": "call"}}\n' for i in range(6))
+    assert sum(ADOPTED in e for _, e in outs) == 6
+    assert not plugin_procs(folder) and not control_sockets(folder.name)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a folder another user's needs root")
+def test_a_record_folder_owned_by_another_user_is_not_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("EKL_CACHE_DIR", str(tmp_path / "cache"))
+    key = early._Key("ekl", ["call", "p"])
+    rec = a_record(tmp_path)
+    rec.key = key.of(2)
+    folder = tmp_path / "cache" / "launch"
+    write_record(folder, rec.key, rec.encode())
+    assert early.find(key) is not None
+    os.chown(folder, 65534, 65534)  # nobody's: whatever it holds is not ours to run
+    assert early.find(key) is None

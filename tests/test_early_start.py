@@ -246,8 +246,8 @@ def write_record(folder: Path, key: str, data: bytes) -> Path:
     return p
 
 
-def test_records_outside_a_private_folder_or_oversized_or_linked_are_ignored(
-        tmp_path, monkeypatch):
+def a_found_record(tmp_path: Path, monkeypatch) -> tuple:
+    """(key, record, folder): a record ``find`` finds, in a cache folder of the test's own."""
     monkeypatch.setenv("EKL_CACHE_DIR", str(tmp_path / "cache"))
     key = early._Key("ekl", ["call", "p"])
     rec = a_record(tmp_path)
@@ -255,6 +255,12 @@ def test_records_outside_a_private_folder_or_oversized_or_linked_are_ignored(
     folder = tmp_path / "cache" / "launch"
     write_record(folder, rec.key, rec.encode())
     assert early.find(key) is not None
+    return key, rec, folder
+
+
+def test_records_outside_a_private_folder_or_oversized_or_linked_are_ignored(
+        tmp_path, monkeypatch):
+    key, rec, folder = a_found_record(tmp_path, monkeypatch)
     os.chmod(folder, 0o770)  # others may write there: not a record to run
     assert early.find(key) is None
     os.chmod(folder, 0o700)
@@ -370,12 +376,6 @@ def test_many_repeated_calls_at_once_each_adopt_their_own(plugin_copy, env):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making a folder another user's needs root")
 def test_a_record_folder_owned_by_another_user_is_not_used(tmp_path, monkeypatch):
-    monkeypatch.setenv("EKL_CACHE_DIR", str(tmp_path / "cache"))
-    key = early._Key("ekl", ["call", "p"])
-    rec = a_record(tmp_path)
-    rec.key = key.of(2)
-    folder = tmp_path / "cache" / "launch"
-    write_record(folder, rec.key, rec.encode())
-    assert early.find(key) is not None
+    key, rec, folder = a_found_record(tmp_path, monkeypatch)
     os.chown(folder, 65534, 65534)  # nobody's: whatever it holds is not ours to run
     assert early.find(key) is None

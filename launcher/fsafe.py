@@ -198,6 +198,31 @@ def status_dir_candidates() -> List[str]:
     return out
 
 
+def prune_folder(folder: str, keep: int) -> None:
+    """Keep the ``keep`` newest files of a cache folder (by mtime): caches whose keys
+    change with what they record (a file's signature, an environment) never overwrite
+    an old entry, so without this they would only grow."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    if len(names) <= keep:
+        return
+    aged = []
+    for n in names:
+        p = os.path.join(folder, n)
+        try:
+            aged.append((os.stat(p).st_mtime_ns, p))
+        except OSError:
+            pass
+    aged.sort()
+    for _, p in aged[:len(aged) - keep]:
+        try:
+            os.unlink(p)
+        except OSError:
+            pass
+
+
 def file_clock_ns() -> int:
     """Now, on the clock the kernel stamps file times with (coarse on Linux): a file whose
     mtime is at or after a reading's start may have changed while it was read."""

@@ -89,3 +89,13 @@ def test_odd_entries_and_a_shared_folder_are_misses(tmp_path, cache):
                                  "data": {"poisoned": True}}))
     os.chmod(cache, 0o777)  # others could have written that: not used
     assert yamlfile.load(f) == {"default": {"a": 1}}
+
+
+def test_the_cache_keeps_only_the_newest_documents(tmp_path, cache, monkeypatch):
+    monkeypatch.setattr(yamlfile, "MAX_ENTRIES", 3)
+    f = tmp_path / "s.yaml"
+    for i in range(6):  # every edit is a new key
+        f.write_text(f"default: {{n: {i}}}\n")
+        os.utime(f, (i + 1, i + 1))
+        assert yamlfile.load(f) == {"default": {"n": i}}
+    assert len(list(cache.iterdir())) == 3

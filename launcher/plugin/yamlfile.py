@@ -17,9 +17,11 @@ from typing import Any, Optional
 
 from ..early import cache_root, safe_folder, sha256, signature
 from ..errors import EklError, ManifestError
-from ..fsafe import atomic_write, ensure_private_dir, file_clock_ns
+from ..fsafe import atomic_write, ensure_private_dir, file_clock_ns, prune_folder
 
 SUBDIR = "yaml"
+#: Documents kept (the oldest go when a store finds more): each edit of a file is a new key.
+MAX_ENTRIES = 256
 #: A cached document larger than this is not read (nor written).
 MAX_ENTRY_BYTES = 1024 * 1024
 
@@ -72,4 +74,5 @@ def _store(entry: str, path: str, sig: Any, data: Any) -> None:
         ensure_private_dir(os.path.dirname(entry), "cache folder", "EKL_CACHE_DIR")
         atomic_write(entry, blob.encode("utf-8"))
     except (TypeError, ValueError, OSError, EklError):
-        pass  # dates and the like, or a cache that cannot be written: only costs a parse
+        return  # dates and the like, or a cache that cannot be written: only costs a parse
+    prune_folder(os.path.dirname(entry), MAX_ENTRIES)

@@ -47,7 +47,7 @@ from .. import __version__
 from ..early import CACHE_ENV, VOLATILE_ENV, safe_folder, sha256, signature
 from ..early import CACHE_SUBDIR as SUBDIR
 from ..early import cache_root as _cache_root
-from ..fsafe import file_clock_ns
+from ..fsafe import file_clock_ns, prune_folder
 from ..plugin import Plugin
 from ..process import LaunchSpec
 from ..settings import LaunchOptions
@@ -329,25 +329,7 @@ def with_deps(spec: LaunchSpec, deps: Iterable[str]) -> LaunchSpec:
 
 def _prune(folder: Path) -> None:
     """Keep the newest MAX_ENTRIES entries (and drop temporary files writers left)."""
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return
-    if len(names) <= MAX_ENTRIES:
-        return
-    aged = []
-    for n in names:
-        p = os.path.join(folder, n)
-        try:
-            aged.append((os.stat(p).st_mtime_ns, p))
-        except OSError:
-            pass
-    aged.sort()
-    for _, p in aged[:len(aged) - MAX_ENTRIES]:
-        try:
-            os.unlink(p)
-        except OSError:
-            pass
+    prune_folder(str(folder), MAX_ENTRIES)
 
 
 class LogCapture(logging.Handler):

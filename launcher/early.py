@@ -189,14 +189,16 @@ class Record:
     """One recorded start: what the normal path spawned, with its private folder's name."""
 
     def __init__(self, key: str, argv: Sequence[str], cwd: str, env: Mapping[str, str],
-                 inherit: Sequence[str], control: str, private: str,
+                 unset: Sequence[str], control: str, private: str,
                  deps: Sequence[Tuple[str, Sig]]) -> None:
         self.key = key
         self.argv = list(argv)
         self.cwd = cwd
-        #: without the volatile variables; ``inherit`` names those taken from the caller
+        #: the plugin's environment as changes to the caller's (set, then ``unset``): the
+        #: key covers the caller's, so they rebuild it exactly, and what the caller's
+        #: environment holds (tokens, passwords) is never written to the cache
         self.env = dict(env)
-        self.inherit = list(inherit)
+        self.unset = list(unset)
         self.control = control
         self.private = private
         self.deps = list(deps)
@@ -205,7 +207,7 @@ class Record:
         fields = [MAGIC.decode(), str(FORMAT), self.key, self.cwd, self.control, self.private,
                   str(len(self.argv)), *self.argv,
                   str(len(self.env)), *(f"{k}={v}" for k, v in sorted(self.env.items())),
-                  str(len(self.inherit)), *self.inherit, str(len(self.deps))]
+                  str(len(self.unset)), *self.unset, str(len(self.deps))]
         for path, sig in self.deps:
             fields += [path, "-" if sig is None else ":".join(str(x) for x in sig)]
         return b"\0".join(_enc(f) for f in fields)
@@ -226,7 +228,7 @@ class Record:
                 if not sep or not k:
                     return None
                 env[k] = v
-            inherit = [next(it) for _ in range(int(next(it)))]
+            unset = [next(it) for _ in range(int(next(it)))]
             deps: List[Tuple[str, Sig]] = []
             for _ in range(int(next(it))):
                 path, sig = next(it), next(it)
@@ -242,7 +244,7 @@ class Record:
         if not (os.path.isabs(cwd) and os.path.isabs(control) and os.path.isabs(private)
                 and control.startswith(private + "/")):
             return None
-        return cls(key, argv, cwd, env, inherit, control, private, deps)
+        return cls(key, argv, cwd, env, unset, control, private, deps)
 
     def fresh(self) -> bool:
         return all(signature(path) == sig for path, sig in self.deps)
@@ -537,11 +539,11 @@ def _start(rec: Record) -> Optional[Early]:
     if private is None:
         return None
     control = private + rec.control[len(rec.private):]
-    sub = {k: (v.replace(rec.private, private) if rec.private in v else v)
-           for k, v in rec.env.items()}
-    for name in rec.inherit:
-        if name in os.environ:
-            sub[name] = os.environ[name]
+    sub = dict(os.environ)
+    for k in rec.unset:
+        sub.pop(k, None)
+    sub.update({k: (v.replace(rec.private, private) if rec.private in v else v)
+                for k, v in rec.env.items()})
     argv = [a.replace(rec.private, private) for a in rec.argv]
     token = new_token()
     sub[TOKEN_ENV] = token
@@ -675,8 +677,9 @@ def record(argv: Sequence[str], cwd: str, env: Mapping[str, str],
     if transport_name() != "native":
         return None
     key = s.key.of(s.armed)
-    rec = Record(key, argv, cwd, {k: v for k, v in env.items() if k not in VOLATILE_ENV},
-                 [k for k in sorted(VOLATILE_ENV - {TOKEN_ENV})
-                  if k in env and os.environ.get(k) == env[k]],
+    caller = os.environ
+    rec = Record(key, argv, cwd,
+                 {k: v for k, v in env.items() if k != TOKEN_ENV and caller.get(k) != v},
+                 sorted(k for k in caller if k not in env and k != TOKEN_ENV),
                  control, private, deps)
     return os.path.join(record_folder(), RECORD_PREFIX + key), rec.encode()

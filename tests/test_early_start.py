@@ -67,10 +67,14 @@ def control_sockets(name: str) -> List[str]:
 
 def test_a_repeated_call_starts_the_plugin_before_the_launcher_loads(plugin_copy, env):
     folder = plugin_copy("compat")
+    env["EKL_TEST_SECRET"] = "hunter2-not-for-the-cache"
     first = ekl(["call", str(folder), "echo", '"abc"'], env, folder)
     assert first.returncode == 0, first.stderr
     assert '"args": ["abc"]' in first.stdout and ADOPTED not in first.stderr
     assert len(records(env)) == 1
+    # the plugin's environment is kept as changes to the caller's: nothing of the
+    # caller's own (tokens, passwords) is written to the cache
+    assert b"hunter2" not in records(env)[0].read_bytes()
     # the function's name and arguments are not part of the key: another call shares it
     second = ekl(["call", str(folder), "echo", '"xyz"', "2"], env, folder)
     assert second.returncode == 0, second.stderr
@@ -206,7 +210,7 @@ def a_record(tmp_path: Path) -> early.Record:
     dep = tmp_path / "dep"
     dep.write_text("x")
     return early.Record("k" * 40, [sys.executable, "-c", "pass"], str(tmp_path),
-                        {"A": "1=2", "EMPTY": ""}, ["PWD"], "/tmp/ekl-x/plugin_p.ipc",
+                        {"A": "1=2", "EMPTY": ""}, ["UNSET_ME"], "/tmp/ekl-x/plugin_p.ipc",
                         "/tmp/ekl-x", [(str(dep), early.signature(str(dep))),
                                        (str(tmp_path / "missing"), None)])
 
@@ -227,7 +231,7 @@ def test_garbage_is_never_a_record_and_never_an_error(raw):
 
 
 #: A record's bytes (its files need not exist to be read back).
-RAW = early.Record("k" * 40, ["/bin/true", "-x"], "/srv", {"A": "1=2", "EMPTY": ""}, ["PWD"],
+RAW = early.Record("k" * 40, ["/bin/true", "-x"], "/srv", {"A": "1=2", "EMPTY": ""}, ["U"],
                    "/tmp/ekl-x/plugin_p.ipc", "/tmp/ekl-x",
                    [("/etc/hostname", (1, 2, 3)), ("/nope", None)]).encode()
 

@@ -388,12 +388,12 @@ def _spawn(argv: Sequence[str], env: Mapping[str, str], cwd: Optional[str],
     import _signal  # the built-in half of signal (signal.py itself loads enum)
 
     # As Popen's restore_signals: Python ignores SIGPIPE and SIGXFSZ, and an ignored
-    # signal stays ignored across exec
+    # signal stays ignored across exec. The mask is emptied: ``start`` blocks signals.
     default = [getattr(_signal, n) for n in ("SIGPIPE", "SIGXFZ", "SIGXFSZ")
                if hasattr(_signal, n)]
     try:
         return os.posix_spawn(argv[0], list(argv), dict(env), file_actions=actions,
-                              setsid=True, setsigdef=default)
+                              setsid=True, setsigdef=default, setsigmask=())
     finally:
         if here is not None:
             os.chdir(here)
@@ -523,12 +523,24 @@ def start(program: str, argv: Sequence[str]) -> None:
     except OSError:  # the current folder is gone: no key
         return
     _session = session
+    import _signal
+
+    # Ctrl-C or SIGTERM between a spawn and the bookkeeping that ends it on exit would
+    # leave a plugin behind: they wait the few milliseconds this takes, then arrive
+    stop = {getattr(_signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(_signal, n)}
+    try:
+        old = _signal.pthread_sigmask(_signal.SIG_BLOCK, stop)
+    except (AttributeError, OSError):
+        old = None
     try:
         rec = find(session.key)
         if rec is not None:
             session.early = _start(rec)
     except Exception:  # noqa: BLE001 - anything odd here is a miss, never a failed start
         session.early = None
+    finally:
+        if old is not None:
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, old)
 
 
 def _start(rec: Record) -> Optional[Early]:

@@ -7,6 +7,7 @@ test has its own launch cache folder (``EKL_CACHE_DIR``) and plugin copy.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -331,15 +332,24 @@ def test_ekl_python_with_a_broken_status_folder_kills_its_early_start(plugin_cop
 
 def test_an_early_plugin_gets_the_signals_popen_gives(tmp_path):
     """Python ignores SIGPIPE and an ignored signal stays ignored across exec; Popen
-    restores it for its children, and so does the early start's spawn."""
+    restores it for its children, and so does the early start's spawn. The early start
+    blocks SIGINT/SIGTERM while it works; its children start with nothing blocked."""
     assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN  # what a child would inherit
     out = tmp_path / "out"
-    pid = early._spawn(["/bin/sh", "-c", "grep SigIgn /proc/$$/status"], dict(os.environ),
-                       str(tmp_path), [(os.POSIX_SPAWN_OPEN, 1, str(out),
-                                        os.O_WRONLY | os.O_CREAT, 0o600)])
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        grep = shutil.which("grep")
+        assert grep
+        pid = early._spawn([grep, "-E", "SigIgn|SigBlk", "/proc/self/status"],
+                           dict(os.environ), str(tmp_path),
+                           [(os.POSIX_SPAWN_OPEN, 1, str(out), os.O_WRONLY | os.O_CREAT,
+                             0o600)])
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
     os.waitpid(pid, 0)
-    ignored = int(out.read_text().split()[1], 16)
-    assert not ignored & (1 << (signal.SIGPIPE - 1))
+    status = dict(line.split(":") for line in out.read_text().splitlines())
+    assert int(status["SigBlk"], 16) == 0
+    assert not int(status["SigIgn"], 16) & (1 << (signal.SIGPIPE - 1))
 
 
 def test_the_watchdog_starts_niced_and_light(plugin_copy, env):
@@ -383,3 +393,31 @@ def test_a_record_folder_owned_by_another_user_is_not_used(tmp_path, monkeypatch
     key, rec, folder = a_found_record(tmp_path, monkeypatch)
     os.chown(folder, 65534, 65534)  # nobody's: whatever it holds is not ours to run
     assert early.find(key) is None
+
+
+def test_ctrl_c_during_the_early_start_is_a_quiet_exit_130(plugin_copy, env):
+    """SIGINT as soon as the early plugin appears (the launcher is still loading, or has
+    just adopted it): exit 130 without a traceback, and nothing left."""
+    folder = plugin_copy("compat")
+    argv = [EKL, "tail", str(folder), "counter", "-n", "100000"]
+    first = subprocess.Popen(argv, env=env, cwd=folder, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert first.stdout is not None and first.stdout.readline()
+    finally:
+        first.terminate()
+        first.communicate(timeout=30)
+    proc = subprocess.Popen(argv, env=env, cwd=folder, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: plugin_procs(folder), timeout=20, interval=0.002)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert wait_for(lambda: not plugin_procs(folder), timeout=10)
+    assert not control_sockets(folder.name)

@@ -65,7 +65,12 @@ def test_a_status_folder_that_cannot_be_made_stops_before_the_plugin_starts(plug
 #: several ms of every ekl-python and ekl start (issue 16) and none is needed to decide
 #: and spawn a cached start.
 HEAVY = ("pynng", "psutil", "orjson", "random", "uuid", "datetime", "shutil", "tempfile",
-         "hashlib", "zipfile", "yaml", "asyncio", "ssl", "ekl.envs", "ekuiper.runtime")
+         "hashlib", "zipfile", "yaml", "asyncio", "ssl", "ekl.envs", "ekuiper.runtime",
+         # an adopted early start spawns nothing: Popen and its imports wait for a restart
+         "subprocess")
+#: Not loaded with the relay either: the status file and the operator's socket load after
+#: the dial to eKuiper, Popen at a restart.
+RELAY_LATER = ("subprocess", "ekl.launcher.supervise.control", "ekl.launcher.supervise.status")
 
 
 def test_the_start_path_up_to_the_spawn_loads_no_heavy_module():
@@ -75,3 +80,12 @@ def test_the_start_path_up_to_the_spawn_loads_no_heavy_module():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "", f"loaded on the start path: {out}"
+
+
+def test_the_relay_loads_its_bookkeeping_and_popen_later():
+    code = ("import sys\n"
+            "import ekl.launcher.commands, ekl.launcher.pythonbin.relay\n"
+            f"print(','.join(m for m in {RELAY_LATER!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "", f"loaded with the relay: {out}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections import deque
@@ -23,7 +22,9 @@ from ..settings import ERROR_TEXT_MAX_CHARS, OUTPUT_LINE_MAX_BYTES
 from . import containment
 from .lifeline import Lifeline
 
-if TYPE_CHECKING:  # psutil is imported where used: a start does not need it (issue 16)
+if TYPE_CHECKING:  # psutil and subprocess are imported where used: an adopted early start
+    import subprocess  # needs neither (issue 16)
+
     import psutil
 
 log = logging.getLogger("ekl")
@@ -105,6 +106,7 @@ class PluginProcess:
     def __init__(self, spec: LaunchSpec, lifeline: Optional[Lifeline] = None) -> None:
         self.spec = spec
         self.lifeline = lifeline
+        #: a ``subprocess.Popen``, or the early start's ``Child`` (the same interface)
         self.popen: Optional[subprocess.Popen] = None
         self.stderr_tail: Deque[str] = deque(maxlen=TAIL_LINES)
         self.started_at: Optional[float] = None
@@ -139,6 +141,8 @@ class PluginProcess:
     def start(self) -> PluginProcess:
         spec = self.spec
         self._open_log()
+        import subprocess
+
         containment.become_subreaper()  # orphans of the plugin come back to us, not to init
         env = dict(spec.env)
         env[containment.TOKEN_ENV] = self.token
@@ -289,6 +293,8 @@ class PluginProcess:
         eKuiper SIGKILLs only the process it started, which orphans a ``conda run``
         wrapper's python child; here every descendant gets the signal.
         """
+        import subprocess
+
         import psutil
 
         if self.popen is None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import atexit
 import os
-import subprocess
 import threading
-from typing import Any, Iterable, Optional, Set
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Set
 
 from ..early import nice_watchdog, take_watchdog, watchdog_argv
+
+if TYPE_CHECKING:  # imported where a watchdog is spawned: an early start brings its own
+    import subprocess
 
 
 class Lifeline:
@@ -26,6 +28,8 @@ class Lifeline:
         self._paths: Set[str] = set()
 
     def _spawn(self) -> subprocess.Popen:
+        import subprocess
+
         # A new watchdog learns everything the dead one knew through its argv: it knows it
         # from its first instant, even if the launcher is SIGKILLed right after the spawn
         # (written to the pipe afterwards, the registry was lost in that window: the
@@ -124,6 +128,8 @@ class Lifeline:
                 p.stdin.close()
             except OSError:
                 pass
+            import subprocess  # an adopted early watchdog raises Popen's TimeoutExpired too
+
             try:
                 p.wait(3)
             except subprocess.TimeoutExpired:

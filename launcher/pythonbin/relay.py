@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from ekuiper import protocol
 from ekuiper.reqrep import PeerWatch, one_line, serve_inverted
@@ -25,15 +25,12 @@ from ..errors import EklError
 from ..host.instance import PluginInstance
 from ..plugin import Plugin
 from ..settings import SupervisorSettings
-from ..supervise.control import ControlServer
 from ..supervise.states import State
-from ..supervise.status import (
-    MODE_EKL_PYTHON,
-    STATUS_DIR_ENV,
-    StatusWriter,
-    status_document,
-)
 from ..supervise.watcher import Watcher
+
+if TYPE_CHECKING:  # loaded by _open_bookkeeping, after the dial: eKuiper does not wait for it
+    from ..supervise.control import ControlServer
+    from ..supervise.status import StatusWriter
 
 log = logging.getLogger("ekl")
 #: eKuiper gone (its control socket closed) this long: the relay exits, as a plugin would.
@@ -61,6 +58,9 @@ class Relay:
 
     def _open_bookkeeping(self) -> None:
         """The status file and the operator's control socket (``ekl operate``)."""
+        from ..supervise.control import ControlServer
+        from ..supervise.status import MODE_EKL_PYTHON, STATUS_DIR_ENV, StatusWriter, status_document
+
         folder = self.status_folder
         control = ControlServer(lambda: [self.name],
                                 lambda op, _name, t: self.watcher.operate(op, t))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,6 +156,8 @@ def local_environment(manifest: Plugin, opts: LaunchOptions,
     log.info("building %s from %s (first start)", prefix, lock.name)
     if notes is not None:
         notes["built"] = str(prefix)
+    import subprocess  # only to build an environment: a cached start never gets here
+
     cp = subprocess.run([sys.executable, "-m", "ekl.launcher.cli", "env", "create",
                          str(manifest.folder)], stdout=subprocess.PIPE,
                         stderr=subprocess.STDOUT, text=True)

@@ -66,6 +66,20 @@ def control_sockets(name: str) -> List[str]:
     return [str(p) for p in Path("/tmp").glob(f"ekl-*/plugin_{name}.ipc")]
 
 
+def recorded_tail(folder: Path, env: Dict[str, str]) -> List[str]:
+    """An endless ``ekl tail`` of the plugin, run once until its first line, so that the
+    next run of the same command line starts early."""
+    argv = [EKL, "tail", str(folder), "counter", "-n", "100000"]
+    first = subprocess.Popen(argv, env=env, cwd=folder, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert first.stdout is not None and first.stdout.readline()
+    finally:
+        first.terminate()
+        first.communicate(timeout=30)
+    return argv
+
+
 def test_a_repeated_call_starts_the_plugin_before_the_launcher_loads(plugin_copy, env):
     folder = plugin_copy("compat")
     env["EKL_TEST_SECRET"] = "hunter2-not-for-the-cache"
@@ -137,14 +151,7 @@ def test_sigkill_right_after_the_early_start_leaves_nothing(plugin_copy, env, or
     before or after the adoption, whichever this run hits: the watchdog spawned with the
     plugin kills what is left and removes the private socket folder."""
     folder = plugin_copy("compat")
-    argv = [EKL, "tail", str(folder), "counter", "-n", "100000"]
-    first = subprocess.Popen(argv, env=env, cwd=folder, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert first.stdout is not None and first.stdout.readline()
-    finally:
-        first.terminate()
-        first.communicate(timeout=30)
+    argv = recorded_tail(folder, env)
     assert records(env)
     proc = subprocess.Popen(argv, env=env, cwd=folder, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -399,14 +406,7 @@ def test_ctrl_c_during_the_early_start_is_a_quiet_exit_130(plugin_copy, env):
     """SIGINT as soon as the early plugin appears (the launcher is still loading, or has
     just adopted it): exit 130 without a traceback, and nothing left."""
     folder = plugin_copy("compat")
-    argv = [EKL, "tail", str(folder), "counter", "-n", "100000"]
-    first = subprocess.Popen(argv, env=env, cwd=folder, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert first.stdout is not None and first.stdout.readline()
-    finally:
-        first.terminate()
-        first.communicate(timeout=30)
+    argv = recorded_tail(folder, env)
     proc = subprocess.Popen(argv, env=env, cwd=folder, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:

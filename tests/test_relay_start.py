@@ -73,19 +73,20 @@ HEAVY = ("pynng", "psutil", "orjson", "random", "uuid", "datetime", "shutil", "t
 RELAY_LATER = ("subprocess", "ekl.launcher.supervise.control", "ekl.launcher.supervise.status")
 
 
+def loaded(modules: str, names: tuple) -> str:
+    """Which of ``names`` a fresh interpreter has loaded after ``import modules``."""
+    code = (f"import sys\nimport {modules}\n"
+            f"print(','.join(m for m in {names!r} if m in sys.modules))")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
 def test_the_start_path_up_to_the_spawn_loads_no_heavy_module():
-    code = ("import sys\n"
-            "import ekl.launcher.pythonbin, ekl.launcher.start, ekl.launcher.host.instance\n"
-            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = loaded("ekl.launcher.pythonbin, ekl.launcher.start, ekl.launcher.host.instance",
+                 HEAVY)
     assert out == "", f"loaded on the start path: {out}"
 
 
 def test_the_relay_loads_its_bookkeeping_and_popen_later():
-    code = ("import sys\n"
-            "import ekl.launcher.commands, ekl.launcher.pythonbin.relay\n"
-            f"print(','.join(m for m in {RELAY_LATER!r} if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = loaded("ekl.launcher.commands, ekl.launcher.pythonbin.relay", RELAY_LATER)
     assert out == "", f"loaded with the relay: {out}"

@@ -284,14 +284,16 @@ def lookup(manifest: Plugin, opts: LaunchOptions, host_sdk: str) -> Optional[Lau
     spec = _spec_from(entry.get("spec"), _caller_env(opts))
     if spec is None or spec.name != manifest.name or not _replay(entry.get("logs")):
         return None
-    return replace(spec, deps=tuple((f, None if sig is None else tuple(sig))
-                                    for f, sig in entry["deps"]))
+    return _with_sigs(spec, entry["deps"])
 
 
 def store(manifest: Plugin, opts: LaunchOptions, host_sdk: str, spec: LaunchSpec,
           deps: Iterable[str], logs: Iterable[Tuple[int, str]],
-          started_ns: int) -> Optional[Path]:
+          started_ns: int) -> Optional[LaunchSpec]:
     """Write the entry atomically; a cache that cannot be written only costs the next start.
+
+    Returns ``spec`` carrying the signatures just stored (``LaunchSpec.deps``, as ``lookup``
+    returns it on a hit), or None when nothing was stored.
 
     ``started_ns`` (``clock_ns()`` before resolving): a file stamped at or after it may
     have changed while resolution read it, so its recorded state could be newer than what
@@ -318,18 +320,14 @@ def store(manifest: Plugin, opts: LaunchOptions, host_sdk: str, spec: LaunchSpec
     except (EklError, OSError) as e:  # a cache that cannot be written only costs a resolve
         log.debug("launch cache: not stored: %s", e)
         return None
-    _prune(path.parent)
-    return path
+    prune_folder(str(path.parent), MAX_ENTRIES)  # temporary files writers left go too
+    return _with_sigs(spec, sigs)
 
 
-def with_deps(spec: LaunchSpec, deps: Iterable[str]) -> LaunchSpec:
-    """``spec`` carrying the signatures of the files it was resolved from, as stored."""
-    return replace(spec, deps=tuple((f, signature(f)) for f in deps))
-
-
-def _prune(folder: Path) -> None:
-    """Keep the newest MAX_ENTRIES entries (and drop temporary files writers left)."""
-    prune_folder(str(folder), MAX_ENTRIES)
+def _with_sigs(spec: LaunchSpec, sigs: List[List[Any]]) -> LaunchSpec:
+    """``spec`` carrying an entry's recorded files and signatures (``LaunchSpec.deps``)."""
+    return replace(spec, deps=tuple((f, None if sig is None else tuple(sig))
+                                    for f, sig in sigs))
 
 
 class LogCapture(logging.Handler):

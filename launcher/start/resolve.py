@@ -27,7 +27,7 @@ from ..plugin import Plugin, vendored
 from ..plugin.vendored import Vendored
 from ..process import LaunchSpec
 from ..settings import LaunchOptions
-from .cache import LogCapture, clock_ns, dependencies, with_deps
+from .cache import LogCapture, clock_ns, dependencies
 from .cache import lookup as cache_lookup
 from .cache import store as cache_store
 from .cache import usable as cache_usable
@@ -255,9 +255,7 @@ def resolve(manifest: Plugin, opts: Optional[LaunchOptions] = None,
     except Exception:  # a bad lock reference was reported by resolution itself
         pass
     deps = dependencies(manifest, opts, spec, seen.get("prefix"), lock_file, seen.get("hosted"))
-    if cache_store(manifest, opts, host_sdk, spec, deps, logs.records, started) is None:
-        return spec
-    return with_deps(spec, deps)
+    return cache_store(manifest, opts, host_sdk, spec, deps, logs.records, started) or spec
 
 
 def _resolve(manifest: Plugin, opts: LaunchOptions, host_sdk: str,

@@ -421,3 +421,32 @@ def test_ctrl_c_during_the_early_start_is_a_quiet_exit_130(plugin_copy, env):
     assert "Traceback" not in err
     assert wait_for(lambda: not plugin_procs(folder), timeout=10)
     assert not control_sockets(folder.name)
+
+
+def test_an_early_start_that_cannot_be_adopted_leaves_nothing(tmp_path, ipc_dir):
+    """Adoption fails (its --log-file cannot be written): the early process and its bound
+    control socket are gone, and nothing is left for the next listener on that path."""
+    from ekl.launcher.errors import PluginStartError
+    from ekl.launcher.host.instance import PluginInstance
+    from ekl.launcher.process import LaunchSpec
+    from ekl.launcher.settings import HostSettings
+    from ekuiper.transport import sp
+
+    rec = early.Record("k" * 40, ["/bin/sleep", "30"], str(tmp_path), {}, [],
+                       "/tmp/ekl-rec/plugin_p.ipc", "/tmp/ekl-rec", [])
+    made = early._start(rec)
+    assert made is not None
+    made.taken = True  # as take() hands it over
+    try:
+        spec = LaunchSpec("p", tuple(made.argv), str(tmp_path), made.env,
+                          log_file=str(tmp_path / "no-such-folder" / "p.log"))
+        inst = PluginInstance(spec, HostSettings(), ipc_dir=made.private,
+                              control_dir=made.private, owned_dirs=(made.private,))
+        with pytest.raises(PluginStartError, match="--log-file"):
+            inst._adopt(made, made.control)
+        assert made.child.returncode is not None  # killed and reaped
+        assert not os.path.exists(made.control) and made.control not in sp._provided
+        assert inst.process is None
+    finally:
+        made.discard()
+    assert not os.path.exists(made.private)

@@ -105,21 +105,27 @@ class PluginInstance:
             self._record(path)
 
     def _adopt(self, early: Early, path: str) -> Tuple[PluginProcess, ControlChannel]:
-        """The early start's process and listening control socket, as ``spawn`` makes them."""
+        """The early start's process and listening control socket, as ``spawn`` makes them;
+        on failure nothing is left of either (as ``spawn`` leaves nothing)."""
         import socket
 
         from ekuiper.transport.sp import provide_listener
 
+        proc = PluginProcess(self.spec, self.lifeline)
+        try:
+            proc.adopt(early.child, early.token)
+        except PluginStartError:  # its --log-file cannot be written: the process is no use
+            early.kill()
+            early.close_listener()
+            raise
         sock = socket.socket(fileno=early.listener.detach())  # type: ignore[attr-defined]
         early.listener = None
         provide_listener(path, sock, early.inode)
-        proc = PluginProcess(self.spec, self.lifeline)
         try:
             control = ControlChannel(self.name, self.control_dir)
         except BaseException:
-            proc.adopt(early.child, early.token).kill_tree(0.5)
+            proc.kill_tree(0.5)
             raise
-        proc.adopt(early.child, early.token)
         log.debug("plugin %s: adopted the early start, pid %s", self.name, proc.pid)
         return proc, control
 

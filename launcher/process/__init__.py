@@ -160,13 +160,10 @@ class PluginProcess:
     def adopt(self, child: Any, token: str) -> PluginProcess:
         """Take over the process the early start spawned for this spec (``early.py``):
         the same session, pipes and environment ``start`` gives, with ``token`` as its
-        containment token; from here on nothing tells the two apart."""
-        try:
-            self._open_log()
-        except PluginStartError:
-            child.kill()
-            child.wait()
-            raise
+        containment token; from here on nothing tells the two apart. Raises
+        PluginStartError before taking it when ``--log-file`` cannot be written (the
+        caller still owns ``child`` then)."""
+        self._open_log()
         containment.become_subreaper()
         self.token = token
         self.popen = child

@@ -202,6 +202,16 @@ def test_exec_fast_path_reads_what_eKuiper_writes(args: list, ctx: str) -> None:
 
 
 @settings(max_examples=300, deadline=None)
+def edit(raw: bytearray, pos: int, op: str, byte: int) -> None:
+    """One mutation of a request: set, insert or delete the byte at ``pos``."""
+    if op == "set":
+        raw[pos] = byte
+    elif op == "insert":
+        raw.insert(pos, byte)
+    elif len(raw) > 1:
+        del raw[pos]
+
+
 @given(st.lists(json_values, min_size=1, max_size=3), contexts, st.data())
 def test_exec_fast_path_never_accepts_what_the_full_parse_refuses(args: list, ctx: str,
                                                                  data: st.DataObject) -> None:
@@ -210,12 +220,7 @@ def test_exec_fast_path_never_accepts_what_the_full_parse_refuses(args: list, ct
         pos = data.draw(st.integers(0, len(raw) - 1))
         op = data.draw(st.sampled_from(["set", "insert", "delete"]))
         byte = data.draw(st.sampled_from([ord(c) for c in ',"\\[]{}:0a ']) | st.integers(0, 255))
-        if op == "set":
-            raw[pos] = byte
-        elif op == "insert":
-            raw.insert(pos, byte)
-        elif len(raw) > 1:
-            del raw[pos]
+        edit(raw, pos, op, byte)
     agrees_with_full_parse(bytes(raw))
 
 
@@ -307,13 +312,7 @@ def test_function_runtime_reads_every_call_as_the_full_parse(calls: list) -> Non
     for args, site, edits in calls:
         raw = bytearray(protocol.encode_func_request(protocol.FUNC_EXEC, args + [site]))
         for pos, op, byte in edits:
-            pos %= len(raw)
-            if op == "set":
-                raw[pos] = byte
-            elif op == "insert":
-                raw.insert(pos, byte)
-            elif len(raw) > 1:
-                del raw[pos]
+            edit(raw, pos % len(raw), op, byte)
         data = bytes(raw)
         want = expected_call(data)
         before = len(rec.calls)

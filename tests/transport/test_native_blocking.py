@@ -56,6 +56,13 @@ def _peer(url: str, header: bytes, dial: Callable[[], object]) -> Tuple[object, 
     return box[0], conn, srv
 
 
+def _req_peer(url: str, recv_timeout_ms: int) -> Tuple[object, socket.socket, socket.socket]:
+    """A native REQ dialed to a raw REP peer in this process (sends bounded by 1 s)."""
+    return _peer(url, REP_HEADER, lambda: native_t.dial_req(
+        url, recv_timeout_ms=recv_timeout_ms, send_timeout_ms=1000, retries=20,
+        interval_s=0.05))
+
+
 def _fill(push: object, chunk: bytes) -> int:
     """Send until the send times out (the peer reads nothing); the messages sent."""
     n = 0
@@ -126,8 +133,7 @@ def test_close_wakes_a_push_send_blocked_on_a_full_buffer(ipc_url) -> None:
 
 def test_req_recv_times_out_and_close_wakes_it(ipc_url) -> None:
     url = ipc_url("req")
-    req, conn, srv = _peer(url, REP_HEADER, lambda: native_t.dial_req(
-        url, recv_timeout_ms=300, send_timeout_ms=1000, retries=20, interval_s=0.05))
+    req, conn, srv = _req_peer(url, recv_timeout_ms=300)
     try:
         req.send(b"handshake")  # type: ignore[attr-defined]
         t0 = time.monotonic()
@@ -148,8 +154,7 @@ def test_req_recv_times_out_and_close_wakes_it(ipc_url) -> None:
 def test_req_reply_split_across_writes_and_a_stale_reply_first(ipc_url) -> None:
     """The one-recv fast path hands anything unusual to the general path intact."""
     url = ipc_url("split")
-    req, conn, srv = _peer(url, REP_HEADER, lambda: native_t.dial_req(
-        url, recv_timeout_ms=3000, send_timeout_ms=1000, retries=20, interval_s=0.05))
+    req, conn, srv = _req_peer(url, recv_timeout_ms=3000)
     try:
         req.send(b"q")  # type: ignore[attr-defined]
         head = conn.recv(9)
@@ -179,8 +184,7 @@ def test_without_socket_timeouts_the_polling_paths_serve(ipc_url) -> None:
     which cannot be produced here, so the connection is put in the state a refusal
     leaves: -1 cached), sends and receives take the polling paths, timeouts included."""
     url = ipc_url("poll")
-    req, conn, srv = _peer(url, REP_HEADER, lambda: native_t.dial_req(
-        url, recv_timeout_ms=300, send_timeout_ms=1000, retries=20, interval_s=0.05))
+    req, conn, srv = _req_peer(url, recv_timeout_ms=300)
     try:
         c = req._conn  # type: ignore[attr-defined]
         c._rcvtimeo = c._sndtimeo = -1
@@ -225,8 +229,7 @@ def test_exchange_is_send_then_recv_on_the_wire(ipc_url) -> None:
     """The same frames as send + recv; None (nothing sent) until a first send has set the
     socket's send timeout; a reply with another request id is dropped as recv drops it."""
     url = ipc_url("xchg")
-    req, conn, srv = _peer(url, REP_HEADER, lambda: native_t.dial_req(
-        url, recv_timeout_ms=3000, send_timeout_ms=1000, retries=20, interval_s=0.05))
+    req, conn, srv = _req_peer(url, recv_timeout_ms=3000)
     try:
         assert req.exchange(b"early") is None  # type: ignore[attr-defined]
         req.send(b"handshake")  # type: ignore[attr-defined]
@@ -259,8 +262,7 @@ def test_exchange_times_out_and_close_wakes_it_and_a_vanished_peer_is_a_reset(ip
     from ekuiper.transport import TransportError
 
     url = ipc_url("xchg2")
-    req, conn, srv = _peer(url, REP_HEADER, lambda: native_t.dial_req(
-        url, recv_timeout_ms=300, send_timeout_ms=1000, retries=20, interval_s=0.05))
+    req, conn, srv = _req_peer(url, recv_timeout_ms=300)
     try:
         req.send(b"handshake")  # type: ignore[attr-defined]
         rid, _ = _read_request(conn)

@@ -9,11 +9,12 @@ thread wakes the blocked call at once, and that what was written stays whole.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
 import time
-from typing import Callable, List, Tuple
+from typing import Any, Callable, ContextManager, Iterator, List, Tuple
 
 import pytest
 
@@ -44,19 +45,32 @@ def _accept(srv: socket.socket, header: bytes) -> socket.socket:
     return c
 
 
-def _peer(url: str, header: bytes, dial: Callable[[], object]) -> Tuple[object, socket.socket,
-                                                                          socket.socket]:
+@contextlib.contextmanager
+def _peer(url: str, header: bytes,
+          dial: Callable[[], object]) -> Iterator[Tuple[Any, socket.socket, socket.socket]]:
+    """(the dialed socket, our accepted end, our listener), all closed on leaving."""
     srv = _listener(url)
     box: List[object] = []
     t = threading.Thread(target=lambda: box.append(dial()), daemon=True)
     t.start()
-    conn = _accept(srv, header)
+    try:
+        conn = _accept(srv, header)
+    except BaseException:
+        srv.close()
+        raise
     t.join(5)
-    assert box, "dial did not complete"
-    return box[0], conn, srv
+    try:
+        assert box, "dial did not complete"
+        yield box[0], conn, srv
+    finally:
+        if box:
+            box[0].close()  # type: ignore[attr-defined]
+        conn.close()
+        srv.close()
 
 
-def _req_peer(url: str, recv_timeout_ms: int) -> Tuple[object, socket.socket, socket.socket]:
+def _req_peer(url: str, recv_timeout_ms: int
+              ) -> ContextManager[Tuple[Any, socket.socket, socket.socket]]:
     """A native REQ dialed to a raw REP peer in this process (sends bounded by 1 s)."""
     return _peer(url, REP_HEADER, lambda: native_t.dial_req(
         url, recv_timeout_ms=recv_timeout_ms, send_timeout_ms=1000, retries=20,
@@ -76,9 +90,8 @@ def _fill(push: object, chunk: bytes) -> int:
 
 def test_push_send_times_out_on_a_full_buffer_then_sends_whole_messages(ipc_url) -> None:
     url = ipc_url("full")
-    push, conn, srv = _peer(url, PULL_HEADER, lambda: native_t.dial_push(
-        url, send_timeout_ms=200, retries=20, interval_s=0.05))
-    try:
+    with _peer(url, PULL_HEADER, lambda: native_t.dial_push(
+            url, send_timeout_ms=200, retries=20, interval_s=0.05)) as (push, conn, srv):
         t0 = time.monotonic()
         sent = _fill(push, b"y" * 1000)
         assert time.monotonic() - t0 < 5
@@ -102,22 +115,17 @@ def test_push_send_times_out_on_a_full_buffer_then_sends_whole_messages(ipc_url)
         assert off == len(data) and frames == sent
         push.send(b"after")  # type: ignore[attr-defined]
         assert conn.recv(100) == b"\x01" + struct.pack(">Q", 5) + b"after"
-    finally:
-        push.close()  # type: ignore[attr-defined]
-        conn.close()
-        srv.close()
 
 
 def test_close_wakes_a_push_send_blocked_on_a_full_buffer(ipc_url) -> None:
     url = ipc_url("wake")
-    push, conn, srv = _peer(url, PULL_HEADER, lambda: native_t.dial_push(
-        url, send_timeout_ms=30_000, retries=20, interval_s=0.05))
+    with _peer(url, PULL_HEADER, lambda: native_t.dial_push(
+            url, send_timeout_ms=30_000, retries=20, interval_s=0.05)) as (push, conn, srv):
 
-    def sender() -> None:
-        while True:
-            push.send(b"z" * 4000)  # type: ignore[attr-defined]
+        def sender() -> None:
+            while True:
+                push.send(b"z" * 4000)  # type: ignore[attr-defined]
 
-    try:
         b = Blocked(sender)
         time.sleep(0.5)  # the buffer is full: the sender is blocked in send()
         assert b.alive()
@@ -125,16 +133,11 @@ def test_close_wakes_a_push_send_blocked_on_a_full_buffer(ipc_url) -> None:
         err = b.ended_by(push.close, 3)  # type: ignore[attr-defined]
         assert time.monotonic() - t0 < 3
         assert isinstance(err, TransportClosed), err
-    finally:
-        push.close()  # type: ignore[attr-defined]
-        conn.close()
-        srv.close()
 
 
 def test_req_recv_times_out_and_close_wakes_it(ipc_url) -> None:
     url = ipc_url("req")
-    req, conn, srv = _req_peer(url, recv_timeout_ms=300)
-    try:
+    with _req_peer(url, recv_timeout_ms=300) as (req, conn, srv):
         req.send(b"handshake")  # type: ignore[attr-defined]
         t0 = time.monotonic()
         with pytest.raises(TransportTimeout):
@@ -145,17 +148,12 @@ def test_req_recv_times_out_and_close_wakes_it(ipc_url) -> None:
         time.sleep(0.1)
         err = b.ended_by(req.close, 3)  # type: ignore[attr-defined]
         assert isinstance(err, TransportClosed), err
-    finally:
-        req.close()  # type: ignore[attr-defined]
-        conn.close()
-        srv.close()
 
 
 def test_req_reply_split_across_writes_and_a_stale_reply_first(ipc_url) -> None:
     """The one-recv fast path hands anything unusual to the general path intact."""
     url = ipc_url("split")
-    req, conn, srv = _req_peer(url, recv_timeout_ms=3000)
-    try:
+    with _req_peer(url, recv_timeout_ms=3000) as (req, conn, srv):
         req.send(b"q")  # type: ignore[attr-defined]
         head = conn.recv(9)
         (length,) = struct.unpack(">Q", head[1:9])
@@ -173,10 +171,6 @@ def test_req_reply_split_across_writes_and_a_stale_reply_first(ipc_url) -> None:
         conn.sendall(reply[6:])
         t.join(3)
         assert got == [b"reply"]
-    finally:
-        req.close()  # type: ignore[attr-defined]
-        conn.close()
-        srv.close()
 
 
 def test_without_socket_timeouts_the_polling_paths_serve(ipc_url) -> None:
@@ -184,8 +178,7 @@ def test_without_socket_timeouts_the_polling_paths_serve(ipc_url) -> None:
     which cannot be produced here, so the connection is put in the state a refusal
     leaves: -1 cached), sends and receives take the polling paths, timeouts included."""
     url = ipc_url("poll")
-    req, conn, srv = _req_peer(url, recv_timeout_ms=300)
-    try:
+    with _req_peer(url, recv_timeout_ms=300) as (req, conn, srv):
         c = req._conn  # type: ignore[attr-defined]
         c._rcvtimeo = c._sndtimeo = -1
         req.send(b"q")  # type: ignore[attr-defined]
@@ -199,10 +192,6 @@ def test_without_socket_timeouts_the_polling_paths_serve(ipc_url) -> None:
             req.recv()  # type: ignore[attr-defined]
         assert 0.25 <= time.monotonic() - t0 < 3
         assert c._rcvtimeo == -1 and c._sndtimeo == -1
-    finally:
-        req.close()  # type: ignore[attr-defined]
-        conn.close()
-        srv.close()
 
 
 # --- NativeReq.exchange: send and recv in one call, for the serving loops ---------------
@@ -229,8 +218,7 @@ def test_exchange_is_send_then_recv_on_the_wire(ipc_url) -> None:
     """The same frames as send + recv; None (nothing sent) until a first send has set the
     socket's send timeout; a reply with another request id is dropped as recv drops it."""
     url = ipc_url("xchg")
-    req, conn, srv = _req_peer(url, recv_timeout_ms=3000)
-    try:
+    with _req_peer(url, recv_timeout_ms=3000) as (req, conn, srv):
         assert req.exchange(b"early") is None  # type: ignore[attr-defined]
         req.send(b"handshake")  # type: ignore[attr-defined]
         rid0, body = _read_request(conn)
@@ -252,18 +240,13 @@ def test_exchange_is_send_then_recv_on_the_wire(ipc_url) -> None:
         assert req.exchange(big) is None  # type: ignore[attr-defined]
         req.close()  # type: ignore[attr-defined]
         assert req.exchange(b"after close") is None  # type: ignore[attr-defined]
-    finally:
-        req.close()  # type: ignore[attr-defined]
-        conn.close()
-        srv.close()
 
 
 def test_exchange_times_out_and_close_wakes_it_and_a_vanished_peer_is_a_reset(ipc_url) -> None:
     from ekuiper.transport import TransportError
 
     url = ipc_url("xchg2")
-    req, conn, srv = _req_peer(url, recv_timeout_ms=300)
-    try:
+    with _req_peer(url, recv_timeout_ms=300) as (req, conn, srv):
         req.send(b"handshake")  # type: ignore[attr-defined]
         rid, _ = _read_request(conn)
         _reply(conn, rid, b"order")
@@ -296,10 +279,6 @@ def test_exchange_times_out_and_close_wakes_it_and_a_vanished_peer_is_a_reset(ip
         time.sleep(0.05)
         err = b.ended_by(req.close, 3)  # type: ignore[attr-defined]
         assert isinstance(err, TransportClosed), err
-    finally:
-        req.close()  # type: ignore[attr-defined]
-        conn.close()
-        srv.close()
 
 
 def wait_for_conn(req: object, timeout: float = 5.0) -> bool:

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from conftest import plugin_procs, run_watching, wait_for
 from ekl.launcher import early
-from ekl.launcher.process import containment
+from ekl.launcher.process import containment, is_gone
 from ekuiper import protocol
 
 EKL = str(Path(sys.executable).with_name("ekl"))
@@ -450,3 +450,38 @@ def test_an_early_start_that_cannot_be_adopted_leaves_nothing(tmp_path, ipc_dir)
     finally:
         made.discard()
     assert not os.path.exists(made.private)
+
+
+def test_a_plugin_that_escapes_while_it_starts_early_is_still_contained(plugin_copy, env):
+    """The hostile plugin starts a setsid child and a double-forked daemon as it boots:
+    under the early start that is before ekl has loaded (no subreaper yet). SIGKILL of ekl
+    right then: the watchdog's token scan still ends all three."""
+    folder = plugin_copy("hostile")
+    (folder / "escape").touch()
+    argv = recorded_tail(folder, env)
+    assert wait_for(lambda: not [p for f in folder.glob("pids-*.txt")
+                                 for p in map(int, f.read_text().split()) if not is_gone(p)],
+                    timeout=10)  # the recording run's escapees died with it
+    proc = subprocess.Popen(argv, env=env, cwd=folder, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    escaped: List[int] = []
+    try:
+        assert wait_for(lambda: plugin_procs(folder), timeout=20, interval=0.002)
+        plugin = plugin_procs(folder)[0].pid
+        pids = folder / f"pids-{plugin}.txt"
+        assert wait_for(lambda: pids.exists() and pids.read_text().strip(), timeout=10,
+                        interval=0.002)
+        escaped = [plugin, *map(int, pids.read_text().split())]
+        proc.kill()
+        proc.wait(10)
+        assert wait_for(lambda: all(is_gone(p) for p in escaped), timeout=5), \
+            [p for p in escaped if not is_gone(p)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for p in escaped:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass

@@ -29,6 +29,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import ThreadingMixIn
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+from ekuiper.sigevent import SignalEvent
+
 from ..errors import EklError
 from ..fsafe import atomic_write
 from ..supervise.status import read_status, status_dir_candidates, status_entries
@@ -415,7 +417,7 @@ def serve(listen: str, collect: Collect) -> MetricsServer:
 
 def main(listen: Optional[str] = None, textfile: Optional[str] = None,
          status_sources: Optional[Sequence[str]] = None, interval: Optional[float] = None,
-         stop: Optional[threading.Event] = None) -> int:
+         stop: Optional[SignalEvent] = None) -> int:
     """``ekl metrics``: serve, or write the textfile once (or every ``interval`` seconds).
 
     Runs until SIGTERM/SIGINT (or ``stop`` is set) when serving or repeating; exit 0.
@@ -429,7 +431,9 @@ def main(listen: Optional[str] = None, textfile: Optional[str] = None,
     if textfile and not listen and interval is None:
         write_textfile(textfile, collect)
         return 0
-    stop = stop or threading.Event()
+    # set by the signal handlers below while this thread waits on it: a SignalEvent
+    # (ekuiper.sigevent says why a threading.Event there can hang the process)
+    stop = stop or SignalEvent()
     server = serve(listen, collect) if listen else None
     old: Dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Optional
 
 from ekuiper import protocol
 from ekuiper.reqrep import PeerWatch, one_line, serve_inverted
+from ekuiper.sigevent import SignalEvent
 from ekuiper.transport import ReqSocket, TransportError, get_transport
 
 from ..errors import EklError
@@ -48,7 +49,8 @@ class Relay:
         self.instance = instance
         self.upstream_url = protocol.control_url(self.name, instance.ipc_dir)
         self.watcher = Watcher(self.instance, sup, on_state=lambda *_: self.write_status())
-        self.stop_event = threading.Event()
+        #: set by the signal handlers while the main thread waits on it
+        self.stop_event = SignalEvent()
         self.exit_code = 0
         self.upstream: Optional[ReqSocket] = None
         self.status_folder = status_folder

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from ekuiper.sigevent import SignalEvent
+
 from ..errors import EklError, ManifestError
 from ..plugin import Plugin, load
 from ..settings import HostSettings, LaunchOptions, SupervisorSettings
@@ -236,15 +238,26 @@ class Arbiter:
 
     def run(self) -> int:
         """Until SIGTERM/SIGINT (or SIGHUP without a config): supervise, then stop all."""
-        wake = threading.Event()
+        # The handlers run in this thread, possibly inside one of its Event calls: they
+        # only note the request and wake the loop (ekuiper.sigevent says why), and the
+        # loop sets the events other threads read.
+        wake = SignalEvent()
+        asked = {"stop": False, "hup": False}
 
         def on_stop(signum: int, _f: object) -> None:
-            self._stop.set()
+            asked["stop"] = True
             wake.set()
 
         def on_hup(signum: int, _f: object) -> None:
-            (self._reload if self.reload_entries else self._stop).set()
+            asked["hup"] = True
             wake.set()
+
+        def take_requests() -> None:
+            if asked["hup"]:
+                asked["hup"] = False
+                (self._reload if self.reload_entries else self._stop).set()
+            if asked["stop"]:
+                self._stop.set()
 
         old = {s: signal.signal(s, on_stop) for s in (signal.SIGTERM, signal.SIGINT)}
         old[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
@@ -262,6 +275,7 @@ class Arbiter:
             while not self._stop.is_set():
                 wake.wait(self.interval)
                 wake.clear()
+                take_requests()
                 if self._stop.is_set():
                     break
                 if self._reload.is_set():
@@ -274,6 +288,7 @@ class Arbiter:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+            wake.close()
             if pinger is not None:
                 pinger.stop()
             self.stop()

@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional
 from .. import protocol
 from ..function import Function
 from ..protocol import Control
+from ..sigevent import SignalEvent
 from ..sink import Sink
 from ..source import Source
 from ..transport import ReqSocket, Transport, TransportError, get_transport
@@ -66,7 +67,8 @@ class PluginRuntime:
         self.symbols: Dict[str, SymbolRuntime] = {}
         self.lock = threading.Lock()
         self.control: Optional[ReqSocket] = None
-        self.stop_event = threading.Event()
+        #: set by the SIGTERM/SIGINT handler while the main thread waits on it
+        self.stop_event = SignalEvent()
         self.stop_reason = ""
 
     # --- commands ----------------------------------------------------------------------

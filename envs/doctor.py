@@ -14,8 +14,9 @@ import re
 import shlex
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Mapping, Optional
+
+from ekuiper.record import asdict, record
 
 from .activate import activate_scripts, hook_shell
 from .locate import plugin_environment
@@ -30,7 +31,7 @@ _SHELL_TROUBLE = re.compile(r"not found|syntax error|bad substitution|unexpected
                             r"Syntax error|command not found|bad variable name")
 
 
-@dataclass
+@record
 class Check:
     name: str
     status: str  # "ok" | "fail" | "warn" | "skip" | "info"

@@ -14,9 +14,10 @@ import re
 import shlex
 import shutil
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from ekuiper.record import field, record
 
 from .model import KINDS, LOCAL_ENV_DIR, CondaSettings, EnvError, Environment, PluginEnv
 
@@ -79,7 +80,7 @@ def _is_conda_install(root: str) -> bool:
         os.path.exists(os.path.join(root, d, "conda")) for d in ("bin", "condabin"))
 
 
-@dataclass
+@record
 class CondaConfig:
     """What conda would compute for locating environments, from the files and variables."""
 

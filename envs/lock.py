@@ -21,9 +21,10 @@ import json
 import os
 import platform
 import re
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from ekuiper.record import asdict, field, record
 
 from .model import EnvError, Environment, LockDrift
 
@@ -80,7 +81,7 @@ def find_lock_file(plugin_dir: Path, lock: Optional[str] = None) -> Optional[Pat
     return None
 
 
-@dataclass
+@record
 class LockedPackage:
     manager: str  # "conda" | "pip"
     name: str
@@ -96,7 +97,7 @@ class LockedPackage:
         return f"{self.name} {self.version}" + (f" {self.build}" if self.build else "")
 
 
-@dataclass
+@record
 class Lock:
     path: Path
     format: str  # "conda-lock" | "explicit"
@@ -350,7 +351,7 @@ def _read_conda_lock(path: Path, sub: str, text: str) -> Lock:
 
 # -- what is installed --------------------------------------------------------------------
 
-@dataclass
+@record
 class Installed:
     name: str
     version: str
@@ -452,7 +453,7 @@ def installed_pip(prefix: Path) -> Dict[str, Tuple[Installed, str]]:
 
 # -- comparison -----------------------------------------------------------------------------
 
-@dataclass
+@record
 class Drift:
     lock: str
     prefix: str

@@ -6,12 +6,13 @@ Kept free of heavy imports: the launcher imports this on every plugin start.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
+from ekuiper.record import field, record
 
-@dataclass(frozen=True)
+
+@record(frozen=True)
 class EnvKind:
     """One ``virtualEnvType`` value and how an environment of that kind is activated.
 
@@ -69,7 +70,7 @@ class LockDrift(EnvFailed):
     exit_code = 1
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PluginEnv:
     """What a plugin asks of its environment, as the launcher's plugin reader decided it.
 
@@ -90,7 +91,7 @@ class PluginEnv:
         return str(self.folder)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CondaSettings:
     """The ``.condarc`` settings activation honours (conda's defaults when absent)."""
 
@@ -99,7 +100,7 @@ class CondaSettings:
     auto_stack: int = 0
 
 
-@dataclass
+@record
 class Environment:
     """One environment ekl can run a plugin in.
 

@@ -10,9 +10,10 @@ import hashlib
 import json
 import os
 import subprocess
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from ekuiper.record import asdict, record
 
 PROBE_TIMEOUT_S = 30.0
 CACHE_ENV = "EKL_CACHE_DIR"
@@ -48,7 +49,7 @@ class ProbeError(Exception):
     """The interpreter could not be run at all (one-line message)."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class InterpreterInfo:
     python: str
     version: Tuple[int, int, int]

@@ -1,7 +1,7 @@
 """The early start: the plugin spawned before the launcher has loaded, from a recorded start.
 
 Why: a plugin's own interpreter and SDK take about as long to boot as ``ekl-python`` or
-``ekl call`` take to load the launcher (logging, dataclasses, the transport, argparse...).
+``ekl call`` take to load the launcher (logging, typing, the transport, argparse...).
 Done one after the other, every start costs both (issue 16: ``ekl-python`` at 2.3x the
 bare plugin, ``ekl call`` at 2.6x). Here the entry point, having imported nothing but
 ``os`` and ``sys``, looks for a *record* of an earlier identical start, and if it finds one

@@ -2,15 +2,15 @@
 
 All three are frozen: built once (from the CLI, the plugin JSON's ``ekl`` section, a test)
 and never changed afterwards, so a value read in one thread is the value every thread
-uses. Derive a variant with ``dataclasses.replace``.
+uses. Derive a variant with ``ekuiper.record.replace``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 from ekuiper import protocol
+from ekuiper.record import field, record
 
 RESTART_POLICIES = ("always", "on-failure", "never")
 
@@ -24,7 +24,7 @@ DEFAULT_CALL_TIMEOUT_S = 5.0
 LOCK_POLICIES = ("strict", "warn", "off")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LaunchOptions:
     """How to choose the plugin's interpreter and what to hand it."""
 
@@ -39,7 +39,7 @@ class LaunchOptions:
     create_env: bool = False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HostSettings:
     #: wait for the plugin's handshake (eKuiper ``portable.initTimeout``)
     init_timeout_s: float = protocol.INIT_TIMEOUT_MS / 1000
@@ -59,7 +59,7 @@ class HostSettings:
     ipc_dir: Optional[str] = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SupervisorSettings:
     restart: str = "on-failure"            # always | on-failure | never
     backoff_initial_s: float = 0.1

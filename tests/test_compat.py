@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -34,6 +34,7 @@ from ekl.launcher.errors import AckError, CommandError, HostTimeout
 from ekl.launcher.host.instance import PluginInstance
 from ekuiper import protocol
 from ekuiper.protocol import FuncMeta, Meta
+from ekuiper.record import replace
 
 OFFICIAL, EKL = "official", "ekl"
 

@@ -83,9 +83,9 @@ def test_docs_link_to_existing_files(doc):
 def test_supervisor_settings_table_matches_the_defaults():
     """docs/launcher.md's settings table says the defaults the code has."""
     import re
-    from dataclasses import fields
 
     from ekl.launcher.settings import SupervisorSettings
+    from ekuiper.record import fields
 
     text = (DOCS / "launcher.md").read_text(encoding="utf-8")
     defaults = {f.name: f.default for f in fields(SupervisorSettings)}

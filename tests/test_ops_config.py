@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
 import shutil
@@ -13,6 +12,7 @@ import pytest
 from conftest import EXAMPLES
 from ekl.launcher.ops import config
 from ekl.launcher.ops.config import ConfigError
+from ekuiper import record
 
 GOOD = """\
 # ekl supervise --config supervise.toml
@@ -72,7 +72,7 @@ def problems(path: str) -> list:
     return e.value.problems
 
 
-def test_a_good_file_becomes_frozen_dataclasses_with_paths_from_its_folder(tree):
+def test_a_good_file_becomes_frozen_records_with_paths_from_its_folder(tree):
     c = config.load(write(tree, GOOD))
     assert [p.name for p in c.plugins] == ["pysam", "other"]
     assert c.status_file == str(tree / "run" / "status.json") and c.log_dir == str(tree / "logs")
@@ -91,7 +91,7 @@ def test_a_good_file_becomes_frozen_dataclasses_with_paths_from_its_folder(tree)
         "pysam", "pyjson", "revert", "name", "print")
     assert config.thaw(pipe.config) == {"interval": 0.5, "tags": ["a", "b"]}
     assert pipe.conf_key == "default" and pipe.datasource == ""
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(record.FrozenInstanceError):
         pysam.path = "/elsewhere"  # type: ignore[misc]
     with pytest.raises(TypeError):
         pysam.supervisor["restart"] = "never"  # type: ignore[index]
@@ -108,9 +108,9 @@ def test_every_per_plugin_setting_of_the_cli_and_the_json_is_a_key(tree):
     Sup, Host, Launch, section = _settings_classes()
     keys = set(config.PLUGIN_KEYS)
     # vendor_sdk is read by `ekl package` only: nothing a running plugin is supervised with
-    missing = ({f.name for f in dataclasses.fields(Sup)} | (section - {"vendor_sdk"})) - keys
-    missing |= {f.name for f in dataclasses.fields(Host)} - keys - {"plugin_send_timeout_ms"}
-    missing |= {f.name for f in dataclasses.fields(Launch)} - keys
+    missing = ({f.name for f in record.fields(Sup)} | (section - {"vendor_sdk"})) - keys
+    missing |= {f.name for f in record.fields(Host)} - keys - {"plugin_send_timeout_ms"}
+    missing |= {f.name for f in record.fields(Launch)} - keys
     assert not missing, f"config.PLUGIN_KEYS lacks {sorted(missing)}"
     # and the groups splat straight into ekl's own classes
     c = config.load(write(tree, GOOD))

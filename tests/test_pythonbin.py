@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -25,6 +24,7 @@ from ekl.launcher.process import LaunchSpec, is_gone
 from ekl.launcher.settings import HostSettings
 from ekuiper import protocol
 from ekuiper.protocol import Meta
+from ekuiper.record import replace
 
 
 def eKuiper_instance(spec: LaunchSpec, ipc_dir: str) -> PluginInstance:

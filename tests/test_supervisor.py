@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 
 import psutil
 import pytest
@@ -18,6 +17,7 @@ from ekl.launcher.errors import CommandError, EklError, HostTimeout, PluginExite
 from ekl.launcher.process import is_gone
 from ekl.launcher.supervise.states import State
 from ekuiper.protocol import Meta
+from ekuiper.record import replace
 
 FAST = dict(backoff_initial_s=0.1, backoff_factor=2.0, backoff_max_s=1.0,
             health_interval_s=0.3, probe_timeout_s=1.0, startsecs=1.0)

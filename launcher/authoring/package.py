@@ -27,9 +27,10 @@ import os
 import stat
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
+
+from ekuiper.record import field, record
 
 from ..errors import EklError
 from ..plugin import Plugin, vendored
@@ -42,7 +43,7 @@ FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 UNIX = 3
 
 
-@dataclass
+@record
 class Entry:
     path: str
     size: int
@@ -52,7 +53,7 @@ class Entry:
         return {"path": self.path, "size": self.size, "mode": f"{self.mode:04o}"}
 
 
-@dataclass
+@record
 class PackageResult:
     zip: Path
     name: str

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
+
+from ekuiper.record import field, record
 
 IGNORE_FILE = ".eklignore"
 
@@ -32,7 +33,7 @@ SKIP_FILES = (
 )
 
 
-@dataclass
+@record
 class Selection:
     files: List[str] = field(default_factory=list)          # relative posix paths, sorted
     skipped: List[Tuple[str, str]] = field(default_factory=list)  # (path, reason)

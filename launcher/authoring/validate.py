@@ -25,11 +25,11 @@ import posixpath
 import re
 import uuid
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from ekuiper.protocol import Meta
+from ekuiper.record import field, record
 
 from ..errors import EklError, HostTimeout, ManifestError
 from ..plugin import Plugin, load, vendored
@@ -51,7 +51,7 @@ UNKNOWN_RE = re.compile(r"unknown (source|sink|function) symbol '([^']*)': plugi
 ERROR_LINE_RE = re.compile(r"\b(ERROR|CRITICAL)\b|^\s*[A-Za-z_.]*(Error|Exception): ")
 
 
-@dataclass
+@record
 class Finding:
     level: str   # "error" (eKuiper refuses or the plugin fails) | "warning" | "note"
     text: str    # one line, starting with the file it is about
@@ -64,7 +64,7 @@ class Finding:
         return {"level": self.level, "file": self.file, "message": self.text}
 
 
-@dataclass
+@record
 class Report:
     target: str
     name: Optional[str] = None

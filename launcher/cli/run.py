@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from typing import Any
 
 from ekuiper.protocol import FuncMeta, Meta
+from ekuiper.record import replace
 
 from ..errors import EklError, FunctionError, HostTimeout
 from ..plugin import load

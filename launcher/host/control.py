@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from ekuiper import protocol
+from ekuiper.record import field, record
 
 from ..errors import CommandError
 from ..settings import ERROR_TEXT_MAX_CHARS
@@ -17,7 +17,7 @@ from .channels import Alive, RepChannel
 MAX_PING_REPLY = 1024 * 1024
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Probe:
     """One answered ping: the round trip and, from ekl's SDK, each symbol's liveness.
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from ekuiper import protocol
 from ekuiper.protocol import Control
+from ekuiper.record import field, record
 
 Key = Tuple[str, str, str, int, str]
 
@@ -24,7 +24,7 @@ def journal_key(ctrl: Control) -> Key:
     return (ctrl.plugin_type, m.rule_id, m.op_id, m.instance_id, ctrl.symbol_name)
 
 
-@dataclass
+@record
 class ReplayResult:
     control: Control
     ok: bool

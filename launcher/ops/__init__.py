@@ -10,7 +10,7 @@ config file see of a running launcher.
 - :mod:`.logfmt` -- supervisor log lines with ISO-8601 timestamps and the plugin name,
   ``--log-format json`` for log shippers, per-plugin rotating files in ``--log-dir``.
 - :mod:`.config` -- ``ekl supervise --config FILE.toml``: plugins, their settings and
-  pipelines as frozen dataclasses, every problem reported at once, and the diff a SIGHUP
+  pipelines as frozen records, every problem reported at once, and the diff a SIGHUP
   reload acts on.
 - :mod:`.health` -- ``ekl status`` exit codes (0/3/4, the LSB convention) and
   ``ekl status --check NAME...`` for probes.

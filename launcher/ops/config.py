@@ -2,7 +2,7 @@
 
 An operator used to supervisord or systemd expects one file that says what runs and how,
 checked before anything starts and reloaded on SIGHUP. This module parses and checks that
-file into frozen dataclasses and computes what a reload must do; it starts nothing.
+file into frozen records and computes what a reload must do; it starts nothing.
 
 Every per-plugin setting the CLI flags and the plugin JSON's ``ekl`` section have is a key
 here, under the ``ekl`` section's name (see :data:`PLUGIN_KEYS`; docs/deploy.md lists
@@ -21,10 +21,11 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass
-from dataclasses import field as dc_field
 from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ekuiper.record import field as dc_field
+from ekuiper.record import record
 
 from ..errors import ManifestError
 
@@ -179,7 +180,7 @@ def thaw(v: Any) -> Any:
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PluginConfig:
     """One ``[plugins.NAME]`` with ``[defaults]`` merged in; only the keys the file sets.
 
@@ -196,7 +197,7 @@ class PluginConfig:
     ekl_section: Mapping[str, Any] = dc_field(default_factory=lambda: _EMPTY)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PipelineConfig:
     """``[pipelines.NAME]``: source -> optional function -> sink, kept running in one plugin."""
 
@@ -212,7 +213,7 @@ class PipelineConfig:
     properties: Mapping[str, Any] = dc_field(default_factory=lambda: _EMPTY)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SuperviseConfig:
     path: str
     plugins: Tuple[PluginConfig, ...]
@@ -225,7 +226,7 @@ class SuperviseConfig:
         return next((p for p in self.plugins if p.name == name), None)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ConfigDiff:
     """What a reload does: start ``added``, stop ``removed``, restart ``changed``."""
 
@@ -518,7 +519,7 @@ def load(path: str) -> SuperviseConfig:
     return parse(text, path)
 
 
-@dataclass
+@record
 class Reloader:
     """Holds the running config; :meth:`reload` returns the diff, or keeps the old one.
 

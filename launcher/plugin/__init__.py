@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from ekuiper.record import field, fields, record
 
 from ..errors import ManifestError
 from ..settings import LOCK_POLICIES, RESTART_POLICIES, SupervisorSettings
@@ -41,7 +42,7 @@ def env_kinds() -> Tuple[str, ...]:
     return tuple(KINDS)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class EklSection:
     """The JSON's ``ekl`` section, validated: what ekl adds on top of eKuiper's fields."""
 
@@ -58,7 +59,7 @@ class EklSection:
         return SupervisorSettings(**{**defaults, **self.supervisor})
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Plugin:
     name: str
     path: Path              # the NAME.json file

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
+
+from ekuiper.record import field, record
 
 #: the folder, beside the executable, that holds the vendored package
 VENDOR_DIR = "ekuiper"
@@ -88,7 +89,7 @@ def version_key(version: str) -> Tuple[Tuple[int, ...], int, str]:
     return nums, (0 if pre else 1), rest
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Vendored:
     """A vendored copy as found: where, its recorded version, and what is wrong with it."""
 

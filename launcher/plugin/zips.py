@@ -32,9 +32,10 @@ import tempfile
 import time
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, NoReturn, Optional, Tuple
+
+from ekuiper.record import record
 
 from ..errors import EklError, ManifestError
 from ..fsafe import ensure_private_dir
@@ -78,7 +79,7 @@ except ImportError:  # pragma: no cover - Python built without lzma
     pass
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ZipLimits:
     """Limits for one unpack. A field left None takes its environment variable, else the
     default, when the limits are used (not when the object is made), so a default
@@ -98,7 +99,7 @@ class ZipLimits:
             else env_int(MAX_RATIO_ENV, DEFAULT_MAX_RATIO))
 
 
-@dataclass
+@record
 class _Entry:
     info: zipfile.ZipInfo
     rel: str             # normalised relative path ("a/b"), "" for the root

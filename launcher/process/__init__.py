@@ -13,8 +13,9 @@ import signal
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
+
+from ekuiper.record import field, record
 
 from ..errors import EklError, PluginStartError
 from ..fsafe import check_output_path
@@ -54,7 +55,7 @@ def check_writable_file(path: str, option: str) -> None:
                        f"can write") from None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LaunchSpec:
     """Everything needed to start the plugin process, decided before it starts.
 

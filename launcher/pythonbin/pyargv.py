@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import List, Optional
+
+from ekuiper.record import field, record
 
 #: CPython options that take a value (as the next argument or glued on: -Wignore).
 WITH_VALUE = {"W", "X"}
 LONG_WITH_VALUE = {"--check-hash-based-pycs"}
 
 
-@dataclass
+@record
 class PyArgv:
     options: List[str] = field(default_factory=list)   # everything before the target
     mode: str = "none"          # "script", "-c", "-m", "stdin", "none" (REPL / --version ...)

@@ -14,11 +14,11 @@ import logging
 import signal
 import sys
 import threading
-from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Iterator, Optional, Tuple
 
 from ekuiper import protocol
+from ekuiper.record import record, replace
 
 from ..plugin import Plugin, load
 from ..process import LaunchSpec
@@ -57,7 +57,7 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SocketDirs:
     """Where the plugin's sockets live, and which of those folders ekl made (and removes)."""
 

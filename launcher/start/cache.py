@@ -38,10 +38,11 @@ import logging
 import os
 import sys
 import threading
-from dataclasses import fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from ekuiper.record import fields, replace
 
 from .. import __version__
 from ..early import CACHE_ENV, VOLATILE_ENV, safe_folder, sha256, signature

@@ -15,11 +15,11 @@ import functools
 import logging
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ekuiper import protocol
+from ekuiper.record import record
 from ekuiper.transport import TRANSPORT_ENV, transport_name
 
 from ..errors import EklError, EnvironmentDrift
@@ -117,7 +117,7 @@ def _pip_command(python: str, env_desc: Optional[str]) -> str:
     return f"{python} -m pip install pynng"
 
 
-@dataclass
+@record
 class Choice:
     """The interpreter and the environment it runs with, before any plugin specifics."""
 

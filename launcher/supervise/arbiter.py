@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from ekuiper.record import field, record, replace
 from ekuiper.sigevent import SignalEvent
 
 from ..errors import EklError, ManifestError
@@ -30,7 +30,7 @@ from .watcher import Watcher
 log = logging.getLogger("ekl")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PluginEntry:
     """One plugin to supervise and its settings, as the CLI or the config file decided."""
 

@@ -7,13 +7,14 @@ first health check comes a health interval after its handshake.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import List, Optional
+
+from ekuiper.record import field, record
 
 from ..process import PluginProcess
 
 
-@dataclass
+@record
 class Health:
     alive: bool
     problem: Optional[str] = None          # set when the tree is unusable (restart)

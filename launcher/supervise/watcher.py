@@ -15,8 +15,9 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+from ekuiper.record import field, record
 
 from ..errors import EklError, PluginStartError
 from ..host.instance import PluginInstance
@@ -38,7 +39,7 @@ MEMORY_KILL_GRACE_S = 0.2
 HUNG_KILL_GRACE_S = 0.5
 
 
-@dataclass
+@record
 class RestartRecord:
     at: float
     reason: str

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+from .record import field, record
 
 # --- where the sockets live -------------------------------------------------------------
 
@@ -352,7 +353,7 @@ def short_repr(v: Any, n: int = 60) -> str:
     return text if len(text) <= n else text[:n] + "..."
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Meta:
     rule_id: str = ""
     op_id: str = ""
@@ -375,7 +376,7 @@ class Meta:
         return f"{self.rule_id}_{self.op_id}_{self.instance_id}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Control:
     """What a start/stop command carries (Go ``Control``)."""
 
@@ -496,7 +497,7 @@ FUNC_EXEC = "Exec"
 FUNC_IS_AGGREGATE = "IsAggregate"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FuncMeta:
     rule_id: str = ""
     op_id: str = ""
@@ -672,7 +673,7 @@ def encode_source_error(text: str) -> bytes:
     return dumps({"error": text, "message": text})
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SourceMessage:
     message: Optional[Dict[str, Any]] = None
     meta: Optional[Dict[str, Any]] = None

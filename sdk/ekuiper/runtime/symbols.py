@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
 
 from .. import protocol
 from ..protocol import Control, FuncMeta, Meta
+from ..record import record
 from ..transport import (
     PullSocket,
     PushSocket,
@@ -31,7 +31,7 @@ _EXEC_START = len(_EXEC_PREFIX)
 _encode_func_reply = protocol.encode_func_reply
 
 
-@dataclass
+@record
 class Settings:
     """Timeouts and retries of the plugin side; every one has a named default."""
 

@@ -30,6 +30,9 @@ its SDK are plain packages on ``sys.path`` (links to this checkout, as an instal
 lays them out) instead of the development venv's editable install, whose import hooks
 (``__editable__`` finders, loading pathlib, re and urllib at every interpreter start)
 cost every Python start here about 20 ms that a deployment does not pay.
+``--before-pip-wrappers`` (with ``--installed``) times as "before" a second such venv whose
+commands are pip's ``[project.scripts]`` wrappers (``import re`` before ekl runs), as ekl
+installed them before they became scripts.
 
 Run: ``.venv/bin/python bench/bench_startup.py [--rounds 15] [--before PY] [--imports]``
 """
@@ -62,31 +65,33 @@ EKL = str(BIN / "ekl")
 EKL_PYTHON = str(BIN / "ekl-python")
 PYTHON = sys.executable
 
-#: A console script as pip writes it (``import re`` included: it runs before ekl does).
-SCRIPT = """#!{python}
+#: What pip writes for a ``[project.scripts]`` entry point (``import re`` included, before
+#: ekl runs): ``--pip-wrappers`` installs the commands this way, as ekl did before it
+#: shipped them as scripts.
+PIP_WRAPPER = """#!{python}
 # -*- coding: utf-8 -*-
 import re
 import sys
-from {module} import {func}
+from ekl.launcher.commands import {func}
 if __name__ == '__main__':
     sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
     sys.exit({func}())
 """
 
 
-def console_scripts() -> Dict[str, Tuple[str, str]]:
-    """``[project.scripts]`` of pyproject.toml: name -> (module, function)."""
+def script_files() -> List[Path]:
+    """``script-files`` of pyproject.toml: the commands, as pip installs them."""
     text = (REPO / "pyproject.toml").read_text()
-    block = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
-    return {m.group(1): (m.group(2), m.group(3))
-            for m in re.finditer(r'^([\w-]+) = "([\w.]+):(\w+)"', block, re.M)}
+    listed = text.split("script-files = [", 1)[1].split("]", 1)[0]
+    return [REPO / m.group(1) for m in re.finditer(r'"([^"]+)"', listed)]
 
 
-def installed_venv(root: str) -> Tuple[str, str, str]:
+def installed_venv(root: str, pip_wrappers: bool = False) -> Tuple[str, str, str]:
     """(python, ekl, ekl-python) of a venv laid out as an installed ekl is: the packages as
-    plain folders on ``sys.path`` (links into this checkout), console scripts as pip writes
-    them, and the development venv's other packages (psutil, orjson...) through a path
-    file, so no editable-install hook runs at interpreter start."""
+    plain folders on ``sys.path`` (links into this checkout), the commands as pip installs
+    them (the script with the interpreter on its first line; or, with ``pip_wrappers``,
+    pip's entry-point wrapper), and the development venv's other packages (psutil,
+    orjson...) through a path file, so no editable-install hook runs at interpreter start."""
     venv = Path(root) / "installed"
     base = getattr(sys, "_base_executable", sys.executable)
     subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -99,9 +104,13 @@ def installed_venv(root: str) -> Tuple[str, str, str]:
     dev_site = [p for p in sys.path if p.endswith("site-packages")]
     (site / "ekl-installed.pth").write_text("\n".join([str(tree), *dev_site]) + "\n")
     py = str(venv / "bin" / "python")
-    for name, (module, func) in console_scripts().items():
-        f = venv / "bin" / name
-        f.write_text(SCRIPT.format(python=py, module=module, func=func))
+    for src in script_files():
+        f = venv / "bin" / src.name
+        if pip_wrappers:
+            f.write_text(PIP_WRAPPER.format(python=py, func=src.name.replace("-", "_")))
+        else:
+            body = src.read_text().split("\n", 1)[1]
+            f.write_text(f"#!{py}\n{body}")
         f.chmod(0o755)
     return py, str(venv / "bin" / "ekl"), str(venv / "bin" / "ekl-python")
 FAST_SOURCE = {"interval": 0.001}
@@ -194,11 +203,19 @@ def main() -> None:
     ap.add_argument("--installed", action="store_true",
                     help="run every variant on a venv laid out as an installed ekl (no "
                          "editable-install hooks at interpreter start)")
+    ap.add_argument("--before-pip-wrappers", action="store_true",
+                    help="with --installed: time as 'before' the same layout with the commands "
+                         "installed as pip's entry-point wrappers (import re first)")
     a = ap.parse_args()
     global PYTHON, EKL, EKL_PYTHON
     root = tempfile.mkdtemp(prefix="eklb-")
     if a.installed:
         PYTHON, EKL, EKL_PYTHON = installed_venv(root)
+        if a.before_pip_wrappers:
+            os.mkdir(os.path.join(root, "wrapped"))
+            a.before = installed_venv(os.path.join(root, "wrapped"), pip_wrappers=True)[0]
+    elif a.before_pip_wrappers:
+        ap.error("--before-pip-wrappers needs --installed")
     env = dict(os.environ, EKL_STATUS_DIR=root, EKL_CACHE_DIR=os.path.join(root, "cache"))
     env.pop("PYTHONPATH", None)
     if not a.no_bytecode:

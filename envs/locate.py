@@ -15,11 +15,14 @@ import shlex
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ekuiper.record import field, record
 
 from .model import KINDS, LOCAL_ENV_DIR, CondaSettings, EnvError, Environment, PluginEnv
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 #: conda's configuration search path on POSIX (conda/base/constants.py SEARCH_PATH).
 CONDARC_SEARCH_PATH = (

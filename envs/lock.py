@@ -22,11 +22,14 @@ import os
 import platform
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ekuiper.record import asdict, field, record
 
 from .model import EnvError, Environment, LockDrift
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 POLICIES = ("strict", "warn", "off")
 #: Manifest key naming the lock file (relative to the plugin folder):

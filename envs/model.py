@@ -7,9 +7,12 @@ Kept free of heavy imports: the launcher imports this on every plugin start.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
 
 from ekuiper.record import field, record
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Dict, List, Mapping, Optional, Tuple
 
 
 @record(frozen=True)

@@ -11,9 +11,12 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ekuiper.record import asdict, record
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 PROBE_TIMEOUT_S = 30.0
 CACHE_ENV = "EKL_CACHE_DIR"

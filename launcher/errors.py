@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Iterable, List
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Iterable, List
 
 
 class EklError(Exception):

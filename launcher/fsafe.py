@@ -16,11 +16,14 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import List, Optional, Union
 
 from .errors import EklError
 
-StrPath = Union[str, "os.PathLike[str]"]
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import List, Optional, Union
+    StrPath = Union[str, "os.PathLike[str]"]
+
 
 STATUS_DIR_ENV = "EKL_STATUS_DIR"
 #: How many random temporary names ``atomic_write`` tries before giving up: each try

@@ -14,7 +14,10 @@ import os
 import sys
 import threading
 import time
-from typing import IO, Iterator, Optional
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import IO, Iterator, Optional
 
 PROGRESS_ENV = "EKL_PROGRESS"
 FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"

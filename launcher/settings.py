@@ -7,10 +7,12 @@ uses. Derive a variant with ``ekuiper.record.replace``.
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
-
 from ekuiper import protocol
 from ekuiper.record import field, record
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Mapping, Optional
 
 RESTART_POLICIES = ("always", "on-failure", "never")
 

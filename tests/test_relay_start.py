@@ -67,7 +67,12 @@ def test_a_status_folder_that_cannot_be_made_stops_before_the_plugin_starts(plug
 HEAVY = ("pynng", "psutil", "orjson", "random", "uuid", "datetime", "shutil", "tempfile",
          "hashlib", "zipfile", "yaml", "asyncio", "ssl", "ekl.envs", "ekuiper.runtime",
          # an adopted early start spawns nothing: Popen and its imports wait for a restart
-         "subprocess")
+         "subprocess",
+         # value classes are records and annotations are not evaluated: dataclasses
+         # (inspect, ast, dis) and typing cost every start about 50 ms (docs/performance.md)
+         "dataclasses", "inspect", "typing")
+#: Not loaded by any command (the CLI's verbs and the relay included) before it runs.
+NEVER_AT_START = ("dataclasses", "inspect", "typing")
 #: Not loaded with the relay either: the status file and the operator's socket load after
 #: the dial to eKuiper, Popen at a restart.
 RELAY_LATER = ("subprocess", "ekl.launcher.supervise.control", "ekl.launcher.supervise.status")
@@ -88,5 +93,14 @@ def test_the_start_path_up_to_the_spawn_loads_no_heavy_module():
 
 
 def test_the_relay_loads_its_bookkeeping_and_popen_later():
-    out = loaded("ekl.launcher.commands, ekl.launcher.pythonbin.relay", RELAY_LATER)
+    out = loaded("ekl.launcher.commands, ekl.launcher.pythonbin.relay",
+                 RELAY_LATER + NEVER_AT_START)
     assert out == "", f"loaded with the relay: {out}"
+
+
+def test_no_command_loads_dataclasses_or_typing():
+    """The CLI (every verb's parser and the modules ``call``, ``tail`` and ``run`` use) and
+    the SDK's plugin runtime stay free of them too."""
+    out = loaded("ekl.launcher.cli, ekl.launcher.cli.run, ekl.launcher.host.instance, "
+                 "ekuiper.runtime.plugin", NEVER_AT_START)
+    assert out == "", f"loaded: {out}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import List, Optional
 
 from .. import __version__
 from ..early import arm
@@ -18,6 +17,10 @@ from ..ops import cli as ops_cli
 from ..start import Interrupted, terminate_as_interrupt
 from . import authoring, env, operate, run, supervise
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import List, Optional
 
 log = logging.getLogger("ekl")
 

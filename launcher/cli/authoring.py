@@ -13,10 +13,13 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Dict
 
 from ..errors import EklError
 from .common import add_launch_options, host_settings, launch_options
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Dict
 
 EXIT_OK, EXIT_FAILED = 0, 1
 

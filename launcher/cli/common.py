@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Dict, List, Optional
 
 from ekuiper import protocol
 
 from ..errors import EklError
 from ..plugin import Plugin
 from ..settings import HostSettings, LaunchOptions
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: 128 + SIGTERM, the shell's convention for a process ended by SIGTERM

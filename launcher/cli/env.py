@@ -13,9 +13,12 @@ import json
 import logging
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 from ..errors import EklError, ManifestError
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Callable, List, Optional
 
 if TYPE_CHECKING:  # ekl.envs loads when an env verb runs, not with every ekl command
     from ekl.envs.model import PluginEnv

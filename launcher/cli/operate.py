@@ -16,7 +16,6 @@ import os
 import sys
 import textwrap
 import time
-from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import EklError
 from ..supervise.status import (
@@ -28,6 +27,10 @@ from ..supervise.status import (
     status_entries,
 )
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Tuple
 
 EXIT_NOT_RUNNING = 3
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from ekuiper.protocol import FuncMeta, Meta
 from ekuiper.record import replace
@@ -28,6 +27,10 @@ from .common import (
     host_settings,
     launch_options,
 )
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def add_call_timeout(p: argparse.ArgumentParser) -> None:

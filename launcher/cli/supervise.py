@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, List, Optional, Tuple
 
 from ..errors import EklError
 from ..ops.cli import add_supervise_options
 from ..settings import RESTART_POLICIES, HostSettings, LaunchOptions, SupervisorSettings
 from .common import add_launch_options, launch_options
 from .run import _host, add_call_timeout
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, List, Optional, Tuple
 
 
 def entries_from_config(cfg: Any) -> List[Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Optional
 
 from ekuiper import protocol
 from ekuiper.transport import TransportStateError, TransportTimeout
@@ -19,7 +18,11 @@ from ekuiper.transport import TransportStateError, TransportTimeout
 from ..errors import HostTimeout
 from .ipc import listen_rep, recv_until
 
-Alive = Optional[Callable[[], bool]]
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+    Alive = Optional[Callable[[], bool]]
+
 
 
 class RepChannel:

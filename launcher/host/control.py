@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Dict, List, Optional
 
 from ekuiper import protocol
 from ekuiper.record import field, record
 
 from ..errors import CommandError
 from ..settings import ERROR_TEXT_MAX_CHARS
-from .channels import Alive, RepChannel
+from .channels import RepChannel
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
+
+    from .channels import Alive
 
 #: A ping answer larger than this is not read as liveness (a hostile plugin stays bounded).
 MAX_PING_REPLY = 1024 * 1024

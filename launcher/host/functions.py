@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional
-
 from ekuiper import protocol
 from ekuiper.protocol import FuncMeta
 
 from ..errors import FunctionError, HostTimeout, PluginExited
 from .channels import RepChannel
 from .ipc import PluginDied
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Callable, List, Optional
 
 
 class FunctionClient:

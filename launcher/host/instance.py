@@ -12,7 +12,6 @@ import os
 import stat
 import threading
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
 
 from ekuiper import protocol
 from ekuiper.protocol import Control, Meta
@@ -31,6 +30,10 @@ from .ipc import PluginDied, remove_ipc_dir
 from .journal import Journal, ReplayResult, journal_key
 from .sinks import SinkWriter
 from .sources import SourceStream
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Sequence, Tuple
 
 log = logging.getLogger("ekl")
 #: SIGTERM to SIGKILL of the plugin tree when the user interrupted ekl (Ctrl-C, SIGTERM).

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import time
-from typing import Any, Callable, Optional, Union
 
 from ekuiper import protocol
 from ekuiper.transport import (
@@ -25,6 +24,10 @@ from ekuiper.transport import (
 
 from ..errors import EklError, HostTimeout
 from ..fsafe import private_tmp_dir
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional, Union
 
 #: How long the host keeps re-dialing a sink's data socket after the plugin said it listens.
 SINK_DIAL_RETRIES = 50

@@ -10,13 +10,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from typing import Dict, List, Optional, Tuple
 
 from ekuiper import protocol
 from ekuiper.protocol import Control
 from ekuiper.record import field, record
 
-Key = Tuple[str, str, str, int, str]
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Tuple
+    Key = Tuple[str, str, str, int, str]
+
 
 
 def journal_key(ctrl: Control) -> Key:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Optional, Union
 
 from ekuiper import protocol
 from ekuiper.protocol import Meta
@@ -11,6 +10,10 @@ from ekuiper.transport import PushSocket, TransportError, TransportTimeout, get_
 
 from ..errors import AckError, EklError, HostTimeout
 from .ipc import SINK_DIAL_INTERVAL_S, SINK_DIAL_RETRIES, listen_pull
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Optional, Union
 
 
 class SinkWriter:

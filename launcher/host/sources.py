@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Iterator, Optional
 
 from ekuiper import protocol
 from ekuiper.protocol import Meta, SourceMessage
@@ -11,6 +10,10 @@ from ekuiper.transport import TransportTimeout
 
 from ..errors import HostTimeout
 from .ipc import listen_pull
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Iterator, Optional
 
 #: The longest single wait in ``recv``: the bound on how late a signal is handled.
 RECV_SLICE_S = 0.1

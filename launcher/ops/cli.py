@@ -11,9 +11,12 @@ input, as every ``ekl`` verb does. Only argparse and this package are imported, 
 from __future__ import annotations
 
 import argparse
-from typing import Any, List, Optional
 
 from .logfmt import LOG_FORMATS
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, List, Optional
 
 
 def _sources(args: argparse.Namespace) -> Optional[List[str]]:

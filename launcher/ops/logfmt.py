@@ -22,9 +22,12 @@ import re
 import sys
 import threading
 from collections import OrderedDict
-from typing import Any, Dict, MutableMapping, Optional, Tuple
 
 from ..errors import EklError
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Dict, MutableMapping, Optional, Tuple
 
 LOG_FORMATS = ("text", "json")
 #: longer messages are cut, with a marker saying how much was dropped

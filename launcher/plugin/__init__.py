@@ -14,13 +14,17 @@ import json
 import os
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ekuiper.record import field, fields, record
 
 from ..errors import ManifestError
 from ..settings import LOCK_POLICIES, RESTART_POLICIES, SupervisorSettings
 from .jsonfile import read_json_limited
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+    Problems = List[str]
 
 if TYPE_CHECKING:
     from ekl.envs.model import PluginEnv
@@ -162,7 +166,6 @@ def plugin_for_script(script: str) -> Optional[Plugin]:
 
 # --- one function per field -----------------------------------------------------------------
 
-Problems = List[str]
 
 
 def _language(raw: Mapping[str, Any], bad: Callable[[str, str], None]) -> str:

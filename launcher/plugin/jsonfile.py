@@ -11,9 +11,12 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any, NoReturn, Optional
 
 from ..errors import EklError, ManifestError
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, NoReturn, Optional
 
 JSON_MAX_BYTES_ENV = "EKL_JSON_MAX_BYTES"
 DEFAULT_JSON_MAX_BYTES = 1 << 20     # 1 MiB: plugin JSON is a few hundred bytes

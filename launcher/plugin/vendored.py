@@ -14,9 +14,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
 
 from ekuiper.record import field, record
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Tuple
 
 #: the folder, beside the executable, that holds the vendored package
 VENDOR_DIR = "ekuiper"

@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
 
 from ..early import cache_root, safe_folder, sha256, signature
 from ..errors import EklError, ManifestError
 from ..fsafe import atomic_write, ensure_private_dir, file_clock_ns, prune_folder
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 SUBDIR = "yaml"
 #: Documents kept (the oldest go when a store finds more): each edit of a file is a new key.

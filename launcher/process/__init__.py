@@ -13,7 +13,6 @@ import signal
 import threading
 import time
 from collections import deque
-from typing import IO, TYPE_CHECKING, Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 from ekuiper.record import field, record
 
@@ -22,6 +21,10 @@ from ..fsafe import check_output_path
 from ..settings import ERROR_TEXT_MAX_CHARS, OUTPUT_LINE_MAX_BYTES
 from . import containment
 from .lifeline import Lifeline
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import IO, Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 if TYPE_CHECKING:  # psutil and subprocess are imported where used: an adopted early start
     import subprocess  # needs neither (issue 16)

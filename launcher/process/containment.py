@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import Iterable, List, Optional, Set
 
 # The variable every plugin start gets (TOKEN_ENV), its value unique per start (new_token):
 # both defined in early.py, which needs them before this module loads.
 from ..early import TOKEN_ENV, new_token
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Iterable, List, Optional, Set
 
 __all__ = ["TOKEN_ENV", "new_token", "become_subreaper", "mode", "members", "reap",
            "cgroup_v2_writable"]

@@ -11,9 +11,12 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Set
 
 from ..early import nice_watchdog, take_watchdog, watchdog_argv
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Iterable, Optional, Set
 
 if TYPE_CHECKING:  # imported where a watchdog is spawned: an early start brings its own
     import subprocess

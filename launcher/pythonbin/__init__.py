@@ -25,7 +25,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, NoReturn, Optional
 
 from ekuiper import protocol
 
@@ -34,6 +33,10 @@ from ..plugin import Plugin, load, plugin_for_script
 from ..settings import LaunchOptions
 from ..start.resolve import choose_interpreter, resolve
 from .pyargv import parse
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Dict, List, NoReturn, Optional
 
 log = logging.getLogger("ekl")
 #: Linux prctl option: a signal for this process when its parent dies.

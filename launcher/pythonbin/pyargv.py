@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 from ekuiper.record import field, record
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import List, Optional
 
 #: CPython options that take a value (as the next argument or glued on: -Wignore).
 WITH_VALUE = {"W", "X"}

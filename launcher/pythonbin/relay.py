@@ -15,7 +15,6 @@ import os
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Optional
 
 from ekuiper import protocol
 from ekuiper.reqrep import PeerWatch, one_line, serve_inverted
@@ -28,6 +27,10 @@ from ..plugin import Plugin
 from ..settings import SupervisorSettings
 from ..supervise.states import State
 from ..supervise.watcher import Watcher
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Optional
 
 if TYPE_CHECKING:  # loaded by _open_bookkeeping, after the dial: eKuiper does not wait for it
     from ..supervise.control import ControlServer

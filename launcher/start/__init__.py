@@ -15,7 +15,6 @@ import signal
 import sys
 import threading
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Iterator, Optional, Tuple
 
 from ekuiper import protocol
 from ekuiper.record import record, replace
@@ -26,6 +25,10 @@ from ..process.lifeline import Lifeline, shared
 from ..progress import Progress
 from ..settings import HostSettings, LaunchOptions
 from .resolve import resolve
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Iterator, Optional, Tuple
 
 if TYPE_CHECKING:  # the host (and pynng) load when a plugin starts, not with the CLI
     from ..host.instance import PluginInstance

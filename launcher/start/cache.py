@@ -38,9 +38,9 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ekuiper.record import fields, replace
 
@@ -53,12 +53,16 @@ from ..plugin import Plugin
 from ..process import LaunchSpec
 from ..settings import LaunchOptions
 
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Dict, Iterable, List, Optional, Tuple
+    Sig = Optional[Tuple[int, int, int]]
+
 log = logging.getLogger("ekl")
 #: "Now" on the file-time clock: a file stamped at or after a resolution's start may have
 #: changed while it was read (``store``'s racy check).
 clock_ns = file_clock_ns
 #: What a recorded file's signature is: (mtime_ns, size, inode), or None when missing.
-Sig = Optional[Tuple[int, int, int]]
 
 #: Bump when the entry format or what it records changes.
 FORMAT = 1

@@ -16,7 +16,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ekuiper import protocol
 from ekuiper.record import record
@@ -31,6 +30,10 @@ from .cache import LogCapture, clock_ns, dependencies
 from .cache import lookup as cache_lookup
 from .cache import store as cache_store
 from .cache import usable as cache_usable
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 log = logging.getLogger("ekl")
 PYTHON_BIN_ENV = "EKL_PYTHON_BIN"

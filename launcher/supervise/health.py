@@ -7,11 +7,13 @@ first health check comes a health interval after its handshake.
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 from ekuiper.record import field, record
 
 from ..process import PluginProcess
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import List, Optional
 
 
 @record

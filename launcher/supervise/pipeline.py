@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any, Callable, Dict, Optional
 
 from ekuiper.protocol import FuncMeta, Meta
 
@@ -27,6 +26,10 @@ from ..settings import HostSettings, LaunchOptions, SupervisorSettings
 from ..start import RULE, prepare
 from .states import State
 from .watcher import Watcher
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Optional
 
 log = logging.getLogger("ekl")
 #: How long the pipeline waits for a restarted plugin before giving up.

@@ -16,7 +16,6 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import EklError
 from ..fsafe import (  # noqa: F401 - the status folder's rules live there
@@ -26,6 +25,10 @@ from ..fsafe import (  # noqa: F401 - the status folder's rules live there
     default_status_dir,
     status_dir_candidates,
 )
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 log = logging.getLogger("ekl")
 

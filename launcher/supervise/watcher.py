@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from ekuiper.record import field, record
 
@@ -26,6 +25,10 @@ from ..process.containment import mode as containment_mode
 from ..settings import SupervisorSettings
 from .health import Health, TreeSampler, tree_rss
 from .states import State, check_transition
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 log = logging.getLogger("ekl")
 #: How often the monitor looks again while no process exists (between restarts).

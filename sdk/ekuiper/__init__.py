@@ -5,7 +5,11 @@ The public names load on first use (PEP 562): a plugin pays for the runtime when
 ``ekuiper.protocol`` and the transport, does not load the runtime on its start path.
 """
 
-from typing import TYPE_CHECKING, Any, List
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, List
 
 __version__ = "0.1.0"
 #: Marks this SDK as ekl's, so the launcher can tell it from the official one.

@@ -24,7 +24,11 @@ signature does not name the fields at run time (type checkers see them through
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, TypeVar
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Optional, Tuple, TypeVar
+    T = TypeVar("T")
 
 if TYPE_CHECKING:
     from typing_extensions import dataclass_transform
@@ -35,7 +39,6 @@ else:
 __all__ = ["MISSING", "Field", "FrozenInstanceError", "asdict", "field", "fields", "record",
            "replace"]
 
-T = TypeVar("T")
 
 
 class _Missing:

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import os
 import select
-from typing import Optional
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Optional
 
 
 class SignalEvent:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, Optional
 
 from .. import protocol
 from ..transport import PushSocket, TransportClosed, TransportError
 from .context import Context
 from .logs import log, one_line, symbol_logger
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Dict, Optional
 
 _encode_source_message = protocol.encode_source_message
 _monotonic = time.monotonic

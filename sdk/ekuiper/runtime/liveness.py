@@ -17,7 +17,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Dict, Iterable, List, Optional
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Dict, Iterable, List, Optional
 
 #: Version of the reply's shape; readers accept any version >= 1 and ignore unknown keys.
 LIVENESS_VERSION = 1

@@ -6,9 +6,12 @@ import logging
 import os
 import sys
 import threading
-from typing import Dict, Iterable
 
 from ..protocol import Meta
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Dict, Iterable
 
 LOG_LEVEL_ENV = "EKUIPER_LOG_LEVEL"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -14,7 +14,6 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable, Dict, List, Optional
 
 from .. import protocol
 from ..function import Function
@@ -27,6 +26,10 @@ from .liveness import ping_reply
 from .logs import log, one_line, setup_logging
 from .reqloop import PeerWatch, serve_inverted
 from .symbols import RUNTIMES, Settings, StartError, SymbolRuntime
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Optional
 
 _KINDS = {protocol.TYPE_SOURCE: "source", protocol.TYPE_SINK: "sink",
           protocol.TYPE_FUNC: "function"}

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Optional
 
 from ..protocol import HANDSHAKE
 from ..transport import ReqSocket, TransportClosed, TransportError, TransportTimeout
 from .logs import log, one_line
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Callable, Optional
 
 
 class PeerWatch:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
 
 from .. import protocol
 from ..protocol import Control, FuncMeta, Meta
@@ -22,6 +21,10 @@ from .contextimpl import ContextImpl
 from .liveness import Beat, entry
 from .logs import log, one_line
 from .reqloop import serve_inverted
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Optional
 
 _monotonic = time.monotonic
 _split_exec_request = protocol.split_exec_request

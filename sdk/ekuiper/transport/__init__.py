@@ -7,7 +7,6 @@ pynng's CPU per message and needs no compiled wheel. pynng is imported only when
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Mapping, Optional
 
 from .base import (
     DEFAULT_MAX_MSG_SIZE,
@@ -23,6 +22,10 @@ from .base import (
     TransportTimeout,
     max_msg_size,
 )
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Callable, Dict, Mapping, Optional
 
 TRANSPORT_ENV = "EKUIPER_TRANSPORT"
 DEFAULT_TRANSPORT = "native"

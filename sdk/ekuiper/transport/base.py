@@ -12,7 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Optional
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Optional
 
 #: The largest message a plugin accepts, in bytes (``0``: no limit), for both transports.
 MAX_MSG_SIZE_ENV = "EKUIPER_MAX_MSG_SIZE"

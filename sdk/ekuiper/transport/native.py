@@ -40,7 +40,6 @@ import os
 import select
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
 from . import sp
 from .base import (
@@ -55,6 +54,11 @@ from .base import (
     TransportTimeout,
     max_msg_size,
 )
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Optional, Tuple, TypeVar
+    L = TypeVar("L", bound="_Listener")
 
 #: the largest body a send passes to ``Connection.send_frame`` (its frame, with the SP
 #: header and a REQ's request id, must fit sp.FAST_FRAME); larger ones go the long way
@@ -939,7 +943,6 @@ class NativeTransport(Transport):
                        lambda path: NativeRep(path, recv_timeout_ms, send_timeout_ms))
 
 
-L = TypeVar("L", bound=_Listener)
 
 
 def _listen(url: str, retries: int, interval_s: float, make: Callable[[str], L]) -> L:

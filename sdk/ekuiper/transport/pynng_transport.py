@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from typing import Callable, Optional, Type, TypeVar
 
 import pynng
 
@@ -22,7 +21,10 @@ from .base import (
     max_msg_size,
 )
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Callable, Optional, Type, TypeVar
+    T = TypeVar("T")
 
 
 def _call(fn: Callable[[], T], bad_state: Type[TransportError] = TransportTimeout) -> T:

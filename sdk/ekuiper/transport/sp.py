@@ -29,9 +29,13 @@ import socket
 import stat
 import struct
 import time
-from typing import Dict, List, Optional, Tuple, Union
 
 from .base import MAX_MSG_SIZE_ENV, TransportClosed, TransportError, TransportTimeout
+
+TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Tuple, Union
+    Buffer = Union[bytes, bytearray]
 
 PROTO_REQ = 0x30
 PROTO_REP = 0x31
@@ -83,7 +87,6 @@ _POLLOUT = select.POLLOUT
 _POLLGONE = (select.POLLHUP | select.POLLERR | select.POLLNVAL
              | getattr(select, "POLLRDHUP", 0))
 
-Buffer = Union[bytes, bytearray]
 
 
 class PeerGone(Exception):

@@ -462,7 +462,9 @@ def test_records_of_other_threads_are_not_captured():
     import threading
 
     log = logging.getLogger("ekl")
-    with cache.LogCapture() as cap:
+    from ekl.launcher.start.logcapture import LogCapture
+
+    with LogCapture() as cap:
         t = threading.Thread(target=log.warning, args=("another plugin's warning",))
         t.start()
         t.join()

@@ -7,13 +7,12 @@ as in eKuiper, so a restarted plugin re-dials the same sockets after the journal
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 import threading
 import time
 
-from ekuiper import protocol
+from ekuiper import lazylog, protocol
 from ekuiper.protocol import Control, Meta
 
 from ..early import CACHE_ENV, Early
@@ -35,7 +34,7 @@ TYPE_CHECKING = False  # typing is not loaded at run time on the start path (doc
 if TYPE_CHECKING:
     from typing import Dict, List, Optional, Sequence, Tuple
 
-log = logging.getLogger("ekl")
+log = lazylog.getLogger("ekl")
 #: SIGTERM to SIGKILL of the plugin tree when the user interrupted ekl (Ctrl-C, SIGTERM).
 INTERRUPT_GRACE_S = 0.25
 

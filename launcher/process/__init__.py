@@ -7,13 +7,13 @@ plugins when the launcher itself dies (``lifeline``, ``watchdog``).
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
 import time
 from collections import deque
 
+from ekuiper import lazylog
 from ekuiper.record import field, record
 
 from ..errors import EklError, PluginStartError
@@ -27,11 +27,12 @@ if TYPE_CHECKING:
     from typing import IO, Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 if TYPE_CHECKING:  # psutil and subprocess are imported where used: an adopted early start
-    import subprocess  # needs neither (issue 16)
+    import logging  # needs neither (issue 16); logging loads at the first record (lazylog)
+    import subprocess
 
     import psutil
 
-log = logging.getLogger("ekl")
+log = lazylog.getLogger("ekl")
 
 #: How many of the plugin's last stderr lines an error message may quote.
 TAIL_LINES = 20
@@ -115,7 +116,7 @@ class PluginProcess:
         self.stderr_tail: Deque[str] = deque(maxlen=TAIL_LINES)
         self.started_at: Optional[float] = None
         self._readers: List[threading.Thread] = []
-        self._out = logging.getLogger(f"ekl.plugin.{spec.name}")
+        self._out = lazylog.getLogger(f"ekl.plugin.{spec.name}")
         #: set the moment the process exits (a thread blocks in wait(), so nobody polls)
         self.exited = threading.Event()
         self._on_exit: List[Callable[[], None]] = []
@@ -130,6 +131,7 @@ class PluginProcess:
     def _open_log(self) -> None:
         spec = self.spec
         if spec.log_file and self._file_handler is None:
+            import logging
             import logging.handlers  # only with --log-file: it pulls in pickle and socket
 
             try:

@@ -21,12 +21,11 @@ the plugin in its environment.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
 
-from ekuiper import protocol
+from ekuiper import lazylog, protocol
 
 from ..errors import EklError, ManifestError
 from ..plugin import Plugin, load, plugin_for_script
@@ -38,7 +37,7 @@ TYPE_CHECKING = False  # typing is not loaded at run time on the start path (doc
 if TYPE_CHECKING:
     from typing import Dict, List, NoReturn, Optional
 
-log = logging.getLogger("ekl")
+log = lazylog.getLogger("ekl")
 #: Linux prctl option: a signal for this process when its parent dies.
 PR_SET_PDEATHSIG = 1
 
@@ -132,14 +131,21 @@ def run_plugin(manifest: Plugin, conf_arg: Optional[str]) -> int:
     return relay.run()
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+def _log_to_stderr() -> None:
+    """ekl's messages as plain lines on stderr (eKuiper logs the plugin's stderr)."""
+    import logging
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger("ekl")
     root.handlers[:] = [handler]
     root.propagate = False
     root.setLevel(logging.INFO)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    lazylog.when_loaded(_log_to_stderr)
     py = parse(args)
     try:
         manifest = plugin_for_script(py.target) if py.mode == "script" and py.target else None

@@ -10,13 +10,12 @@ the plugin and eKuiper: nothing is copied through here.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
 import time
 
-from ekuiper import protocol
+from ekuiper import lazylog, protocol
 from ekuiper.reqrep import PeerWatch, one_line, serve_inverted
 from ekuiper.sigevent import SignalEvent
 from ekuiper.transport import ReqSocket, TransportError, get_transport
@@ -36,9 +35,14 @@ if TYPE_CHECKING:  # loaded by _open_bookkeeping, after the dial: eKuiper does n
     from ..supervise.control import ControlServer
     from ..supervise.status import StatusWriter
 
-log = logging.getLogger("ekl")
+log = lazylog.getLogger("ekl")
 #: eKuiper gone (its control socket closed) this long: the relay exits, as a plugin would.
 HOST_LOST_GRACE_S = 2.0
+#: The status file and the operator's socket open once eKuiper's first command has been
+#: answered, or after this long: their imports would hold the GIL while that command waits
+#: to be relayed (they cost the first answer 6-10 ms). eKuiper sends its first command as
+#: soon as the plugin is up, so the status file appears within a few ms of RUNNING.
+BOOKKEEPING_WAIT_S = 1.0
 
 
 class Relay:
@@ -60,9 +64,12 @@ class Relay:
         #: opened in ``run`` once the plugin is starting: bookkeeping waits, eKuiper does not
         self.status: Optional[StatusWriter] = None
         self.control: Optional[ControlServer] = None
+        #: set once a command from eKuiper has been answered (``BOOKKEEPING_WAIT_S``)
+        self.answered = threading.Event()
 
     def _open_bookkeeping(self) -> None:
         """The status file and the operator's control socket (``ekl operate``)."""
+        lazylog.load()  # the lazy window ends: modules from here on use logging directly
         from ..supervise.control import ControlServer
         from ..supervise.status import MODE_EKL_PYTHON, STATUS_DIR_ENV, StatusWriter, status_document
 
@@ -104,6 +111,7 @@ class Relay:
                 self.instance.journal.record_start(ctrl, data)
             elif cmd == protocol.CMD_STOP:
                 self.instance.journal.record_stop(ctrl)
+        self.answered.set()
         return result
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -144,6 +152,10 @@ class Relay:
         loop = threading.Thread(target=serve_inverted, daemon=True, name="relay",
                                 args=(up, self.handle, "relay", self.stop_event.is_set))
         loop.start()
+        deadline = time.monotonic() + BOOKKEEPING_WAIT_S
+        while (not self.answered.wait(0.05) and not self.stop_event.is_set()
+               and time.monotonic() < deadline):
+            pass
         try:
             self._open_bookkeeping()
         except BaseException:  # a status folder that cannot be used: stop what started

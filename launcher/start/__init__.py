@@ -10,13 +10,12 @@ tests/test_architecture.py fails if a second place builds a ``PluginInstance``.
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
 import sys
 import threading
 from types import MappingProxyType
 
-from ekuiper import protocol
+from ekuiper import lazylog, protocol
 from ekuiper.record import record, replace
 
 from ..plugin import Plugin, load
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
 if TYPE_CHECKING:  # the host (and pynng) load when a plugin starts, not with the CLI
     from ..host.instance import PluginInstance
 
-log = logging.getLogger("ekl")
+log = lazylog.getLogger("ekl")
 
 #: The rule id ekl's own verbs use for the symbols they start.
 RULE = "ekl"

@@ -34,14 +34,13 @@ entry names a program to run.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
+from ekuiper import lazylog
 from ekuiper.record import fields, replace
 
 from .. import __version__
@@ -58,7 +57,7 @@ if TYPE_CHECKING:
     from typing import Any, Dict, Iterable, List, Optional, Tuple
     Sig = Optional[Tuple[int, int, int]]
 
-log = logging.getLogger("ekl")
+log = lazylog.getLogger("ekl")
 #: "Now" on the file-time clock: a file stamped at or after a resolution's start may have
 #: changed while it was read (``store``'s racy check).
 clock_ns = file_clock_ns
@@ -333,31 +332,3 @@ def _with_sigs(spec: LaunchSpec, sigs: List[List[Any]]) -> LaunchSpec:
     """``spec`` carrying an entry's recorded files and signatures (``LaunchSpec.deps``)."""
     return replace(spec, deps=tuple((f, None if sig is None else tuple(sig))
                                     for f, sig in sigs))
-
-
-class LogCapture(logging.Handler):
-    """Records what resolution logs on ``ekl``, to log it again on every hit.
-
-    Only this thread's records: plugins resolved at the same time in other threads (a
-    supervisor starting several) must not lend their warnings to this entry.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.records: List[Tuple[int, str]] = []
-        self._thread = threading.get_ident()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread != self._thread:
-            return
-        try:
-            self.records.append((record.levelno, record.getMessage()))
-        except Exception:  # a record that cannot be formatted is not worth a failed start
-            pass
-
-    def __enter__(self) -> LogCapture:
-        logging.getLogger("ekl").addHandler(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        logging.getLogger("ekl").removeHandler(self)

@@ -12,12 +12,11 @@ pays neither.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import sys
 from pathlib import Path
 
-from ekuiper import protocol
+from ekuiper import lazylog, protocol
 from ekuiper.record import record
 from ekuiper.transport import TRANSPORT_ENV, transport_name
 
@@ -26,7 +25,7 @@ from ..plugin import Plugin, vendored
 from ..plugin.vendored import Vendored
 from ..process import LaunchSpec
 from ..settings import LaunchOptions
-from .cache import LogCapture, clock_ns, dependencies
+from .cache import clock_ns, dependencies
 from .cache import lookup as cache_lookup
 from .cache import store as cache_store
 from .cache import usable as cache_usable
@@ -35,7 +34,7 @@ TYPE_CHECKING = False  # typing is not loaded at run time on the start path (doc
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, List, Optional, Tuple
 
-log = logging.getLogger("ekl")
+log = lazylog.getLogger("ekl")
 PYTHON_BIN_ENV = "EKL_PYTHON_BIN"
 MIN_PYTHON = (3, 8)
 
@@ -245,6 +244,8 @@ def resolve(manifest: Plugin, opts: Optional[LaunchOptions] = None,
         return spec
     seen: Dict[str, Optional[str]] = {}
     started = clock_ns()
+    from .logcapture import LogCapture
+
     with LogCapture() as logs:
         spec = _resolve(manifest, opts, host_sdk, seen)
     if seen.get("built"):
@@ -265,6 +266,8 @@ def _resolve(manifest: Plugin, opts: LaunchOptions, host_sdk: str,
              seen: Dict[str, Optional[str]]) -> LaunchSpec:
     """``resolve`` without the cache; notes in ``seen`` what the cache must watch."""
     from ekl.envs.probe import ProbeError, clean_env, probe
+
+    lazylog.load()  # ekl.envs logs through logging itself: the program's handler first
 
     conf_arg = protocol.encode_portable_config(opts.send_timeout_ms)
     cwd = str(manifest.executable.parent)

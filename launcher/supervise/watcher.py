@@ -11,11 +11,11 @@ loop goes on. Supervision that stops silently is worse than none.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
 
+from ekuiper import lazylog
 from ekuiper.record import field, record
 
 from ..errors import EklError, PluginStartError
@@ -30,7 +30,7 @@ TYPE_CHECKING = False  # typing is not loaded at run time on the start path (doc
 if TYPE_CHECKING:
     from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-log = logging.getLogger("ekl")
+log = lazylog.getLogger("ekl")
 #: How often the monitor looks again while no process exists (between restarts).
 EXIT_POLL_S = 0.05
 #: Restart records kept in memory (the count is kept separately and never drops).

@@ -7,7 +7,7 @@ keep-alive and error handling), ``PeerWatch`` (the host-gone check) and ``one_li
 form error texts take on the wire).
 """
 
-from .runtime.logs import one_line
+from .lazylog import one_line
 from .runtime.reqloop import PeerWatch, serve_inverted
 
 __all__ = ["serve_inverted", "PeerWatch", "one_line"]

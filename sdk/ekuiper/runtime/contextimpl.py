@@ -6,9 +6,10 @@ import logging
 import time
 
 from .. import protocol
+from ..lazylog import one_line
 from ..transport import PushSocket, TransportClosed, TransportError
 from .context import Context
-from .logs import log, one_line, symbol_logger
+from .logs import log, symbol_logger
 
 TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
 if TYPE_CHECKING:

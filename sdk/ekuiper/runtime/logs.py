@@ -145,6 +145,3 @@ def symbol_logger(symbol: str, meta: Meta) -> logging.Logger:
     return _with_stream(logger)
 
 
-def one_line(text: object) -> str:
-    """Error texts cross the wire and land in eKuiper's status: keep them to one line."""
-    return " ".join(str(text).split())

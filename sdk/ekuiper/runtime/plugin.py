@@ -17,13 +17,14 @@ import time
 
 from .. import protocol
 from ..function import Function
+from ..lazylog import one_line
 from ..protocol import Control
 from ..sigevent import SignalEvent
 from ..sink import Sink
 from ..source import Source
 from ..transport import ReqSocket, Transport, TransportError, get_transport
 from .liveness import ping_reply
-from .logs import log, one_line, setup_logging
+from .logs import log, setup_logging
 from .reqloop import PeerWatch, serve_inverted
 from .symbols import RUNTIMES, Settings, StartError, SymbolRuntime
 

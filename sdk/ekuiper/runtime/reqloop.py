@@ -8,16 +8,17 @@ before it may receive again); the host discards those with its stale-handshake r
 
 from __future__ import annotations
 
-import logging
 import time
 
+from ..lazylog import DEBUG, getLogger, one_line
 from ..protocol import HANDSHAKE
 from ..transport import ReqSocket, TransportClosed, TransportError, TransportTimeout
-from .logs import log, one_line
 
 TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
 if TYPE_CHECKING:
     from typing import Callable, Optional
+
+log = getLogger("ekuiper")
 
 
 class PeerWatch:
@@ -97,7 +98,7 @@ def serve_inverted(sock: ReqSocket, handle: Callable[[bytes], bytes], name: str,
             pending = handle(msg)
         except BaseException as e:  # noqa: B036 -- a peer's bytes must not end the loop
             text = one_line(f"{name}: internal error handling a message: {_describe(e)}")
-            log.error("%s", text, exc_info=log.isEnabledFor(logging.DEBUG))
+            log.error("%s", text, exc_info=log.isEnabledFor(DEBUG))
             try:
                 pending = error_reply(text)
             except Exception:

@@ -6,6 +6,7 @@ import threading
 import time
 
 from .. import protocol
+from ..lazylog import one_line
 from ..protocol import Control, FuncMeta, Meta
 from ..record import record
 from ..transport import (
@@ -19,7 +20,7 @@ from ..transport import (
 )
 from .contextimpl import ContextImpl
 from .liveness import Beat, entry
-from .logs import log, one_line
+from .logs import log
 from .reqloop import serve_inverted
 
 TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)

@@ -9,7 +9,6 @@ that a host can do without pynng too (importing it costs a CLI start 60-100 ms).
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 
@@ -42,6 +41,8 @@ def max_msg_size(raw: Optional[str] = None) -> int:
     if m is None or unit is None:
         if raw not in _warned_env:
             _warned_env.add(raw)
+            import logging
+
             logging.getLogger("ekuiper").warning(
                 "%s=%r is not a size (bytes, or with K, M or G, or 0 for no limit); using "
                 "%d MiB", MAX_MSG_SIZE_ENV, raw, DEFAULT_MAX_MSG_SIZE >> 20)

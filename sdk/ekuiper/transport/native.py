@@ -35,12 +35,12 @@ serves each socket from one thread); ``close`` and ``connected`` may come from a
 
 from __future__ import annotations
 
-import logging
 import os
 import select
 import threading
 import time
 
+from .. import lazylog
 from . import sp
 from .base import (
     PullSocket,
@@ -84,7 +84,7 @@ MAX_PENDING_PEERS = 128
 #: at most one warning per this many seconds about dropped peers, per socket
 WARN_INTERVAL_S = 5.0
 
-log = logging.getLogger("ekuiper")
+log = lazylog.getLogger("ekuiper")
 
 
 class _RateLimitedLog:

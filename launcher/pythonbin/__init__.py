@@ -109,6 +109,8 @@ def run_plugin(manifest: Plugin, conf_arg: Optional[str]) -> int:
     from ..fsafe import STATUS_DIR_ENV, default_status_dir, ensure_private_dir
 
     arm()  # eKuiper's command line never changes: the next start may begin at once
+    # the plugin's first lines wait for eKuiper's first answer (the relay loads logging then)
+    lazylog.hold_until_loaded()
 
     # bad input stops us before anything starts
     status_folder = str(ensure_private_dir(default_status_dir(), "status folder",
@@ -145,7 +147,7 @@ def _log_to_stderr() -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    lazylog.when_loaded(_log_to_stderr)
+    lazylog.when_loaded(_log_to_stderr, lazylog.INFO)
     py = parse(args)
     try:
         manifest = plugin_for_script(py.target) if py.mode == "script" and py.target else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from .. import __version__
@@ -20,7 +21,7 @@ from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXI
 
 TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
 if TYPE_CHECKING:
-    from typing import List, Optional
+    from typing import Any, List, Optional
 
 log = logging.getLogger("ekl")
 
@@ -28,8 +29,42 @@ log = logging.getLogger("ekl")
 # --- parser ------------------------------------------------------------------------------
 
 
+def terminal_columns() -> int:
+    """``shutil.get_terminal_size().columns``, without shutil (see ``Formatter``)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
+class Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, measuring the terminal itself: argparse makes one for
+    every ``add_argument``, and the stock one imports shutil (with bz2, lzma and zlib), 5 ms
+    of every ``ekl`` command before it starts anything."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: Optional[int] = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         terminal_columns() - 2 if width is None else width)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help uses ``Formatter``; its sub-parsers are Parsers too
+    (argparse makes them of the parent's class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", Formatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="ekl", description="Run, call, test and supervise eKuiper Python plugins.",
         epilog="Exit codes: 0 ok, 1 the plugin failed, 2 bad input, 130 interrupted, "
                "143 terminated (SIGTERM).")

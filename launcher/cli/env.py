@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
 
 from ..errors import EklError, ManifestError
@@ -145,6 +144,8 @@ def launcher_verdict(plugin: PluginEnv) -> List[Any]:
     argv = list(spec.argv)
     if len(argv) >= 4 and argv[-3] == "-u":
         argv = argv[:-2] + ["-c", _START_PROBE]
+        import subprocess  # here: every ekl command loads this module
+
         try:
             cp = run_bounded(argv, env, START_PROBE_TIMEOUT_S, cwd=spec.cwd)
             ok = "ekl-start-ok" in cp.stdout

@@ -155,9 +155,10 @@ _ORJSON_OPTS = 0
 
 
 def _load_orjson(obj: Any, option: int = 0) -> bytes:
-    """The first accelerated encode: import orjson (with datetime and uuid, about 9 ms)
-    now rather than with this module, which the launcher imports on every start and which
-    a plugin imports before it has anything to encode; then encode as ``orjson.dumps``.
+    """The first accelerated encode: import orjson (it loads dataclasses, datetime and
+    uuid: about 20 ms here) now rather than with this module, which the launcher imports on
+    every start and which a plugin imports before it has anything to encode; then encode
+    as ``orjson.dumps``.
     Without orjson, later calls skip it (``_orjson_dumps`` becomes None) and this one
     raises ImportError, which ``_fast_dumps`` reads as "use the stdlib"."""
     global _orjson_dumps, _ORJSON_OPTS
@@ -203,6 +204,13 @@ def dumps(obj: Any) -> bytes:
         out = _fast_dumps(obj)
         if out is not None:
             return out
+    return std_dumps(obj)
+
+
+def std_dumps(obj: Any) -> bytes:
+    """``dumps`` by the stdlib encoder alone (the same bytes): for what a host writes once
+    per command or call, where loading orjson (20 ms and more: it imports dataclasses,
+    uuid and datetime) would cost more than it could save (``ekl call``, issue 16)."""
     text = _encode_text(obj)
     try:
         return text.encode("utf-8")
@@ -450,8 +458,8 @@ class Control:
 
 def encode_command(cmd: str, control: Optional[Control] = None) -> bytes:
     """``{"cmd": ..., "arg": "<Control JSON as a string>"}``; note ``arg`` is a string."""
-    arg = dumps(control.to_dict()).decode("utf-8") if control is not None else "{}"
-    return dumps({"cmd": cmd, "arg": arg})
+    arg = std_dumps(control.to_dict()).decode("utf-8") if control is not None else "{}"
+    return std_dumps({"cmd": cmd, "arg": arg})
 
 
 #: written by the stdlib encoder (the same bytes): no orjson import for a constant
@@ -539,7 +547,7 @@ class FuncMeta:
 
 
 def encode_func_request(func: str, arg: Any) -> bytes:
-    return dumps({"func": func, "arg": arg})
+    return std_dumps({"func": func, "arg": arg})
 
 
 def decode_func_request(data: bytes) -> Tuple[str, Any]:

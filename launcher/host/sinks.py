@@ -51,7 +51,7 @@ class SinkWriter:
         """Send one message (bytes as they are, anything else JSON-encoded)."""
         if self.sock is None:
             raise EklError(f"sink {self.symbol}: not connected")
-        data = record if isinstance(record, (bytes, bytearray)) else protocol.dumps(record)
+        data = record if isinstance(record, (bytes, bytearray)) else protocol.std_dumps(record)
         try:
             self.sock.send(bytes(data))
         except TransportTimeout:

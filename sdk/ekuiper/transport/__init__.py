@@ -10,7 +10,9 @@ import os
 
 from .base import (
     DEFAULT_MAX_MSG_SIZE,
+    DEFAULT_PUSH_COALESCE_US,
     MAX_MSG_SIZE_ENV,
+    PUSH_COALESCE_ENV,
     PullSocket,
     PushSocket,
     RepSocket,
@@ -74,4 +76,4 @@ def get_transport(name: Optional[str] = None) -> Transport:
 __all__ = ["Transport", "ReqSocket", "PushSocket", "PullSocket", "RepSocket", "TransportError",
            "TransportTimeout", "TransportClosed", "TransportStateError", "get_transport", "TRANSPORTS",
            "TRANSPORT_ENV", "DEFAULT_TRANSPORT", "transport_name", "MAX_MSG_SIZE_ENV",
-           "DEFAULT_MAX_MSG_SIZE", "max_msg_size"]
+           "DEFAULT_MAX_MSG_SIZE", "max_msg_size", "PUSH_COALESCE_ENV", "DEFAULT_PUSH_COALESCE_US"]

@@ -50,6 +50,40 @@ def max_msg_size(raw: Optional[str] = None) -> int:
     return int(m.group(1)) * unit
 
 
+#: Microseconds a PUSH socket (a source's data, a sink's acks) may hold a message to send it
+#: with the ones that follow it (native transport; ``0`` sends each one at once). Only
+#: messages that come closer together than this wait at all: one after a quiet spell is
+#: written before ``send`` returns. nng's own PUSH queues a message and writes it from its
+#: I/O thread, so a sender never learns of a failed write at that send either.
+PUSH_COALESCE_ENV = "EKUIPER_PUSH_COALESCE_US"
+DEFAULT_PUSH_COALESCE_US = 500
+#: the most a coalescing PUSH socket holds; a send waits (at most its send timeout) beyond
+PUSH_COALESCE_MAX_BYTES = 1 << 20
+
+
+def push_coalesce_s(raw: Optional[str] = None) -> float:
+    """``$EKUIPER_PUSH_COALESCE_US`` in seconds (0: off); a value that cannot be read is
+    logged once and the default used."""
+    if raw is None:
+        raw = os.environ.get(PUSH_COALESCE_ENV)
+    if raw is None or not raw.strip():
+        return DEFAULT_PUSH_COALESCE_US / 1e6
+    try:
+        us = int(raw.strip())
+        if us < 0 or us > 1_000_000:
+            raise ValueError(raw)
+    except ValueError:
+        if raw not in _warned_env:
+            _warned_env.add(raw)
+            import logging
+
+            logging.getLogger("ekuiper").warning(
+                "%s=%r is not a number of microseconds from 0 to 1000000; using %d",
+                PUSH_COALESCE_ENV, raw, DEFAULT_PUSH_COALESCE_US)
+        return DEFAULT_PUSH_COALESCE_US / 1e6
+    return us / 1e6
+
+
 class TransportError(Exception):
     """A socket operation failed for a reason other than a timeout or a close."""
 

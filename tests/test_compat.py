@@ -456,7 +456,10 @@ DEFECTS = [
            "hundred records the ack send times out and the sink dies",
            "sends no acks when the rule did not ask; collects all 2000 records",
            probe_sink_without_ack,
-           lambda r: r["host_timed_out"] and not r["has_last"] and 0 < r["collected"] < 2000,
+           # The dead sink shows in the records it never wrote. Whether the host's sends
+           # also time out depends on how many records the socket buffers hold: ekl's host
+           # writes a burst in one write (EKUIPER_PUSH_COALESCE_US), and 2000 records fit.
+           lambda r: not r["has_last"] and 0 < r["collected"] < 2000,
            lambda r: not r["host_timed_out"] and r["has_last"] and r["collected"] >= 2000),
     Defect("emit-error-empty-tuple",
            "emit_error sends `{\"error\": text}`: eKuiper 2.x decodes only message/meta and "

@@ -31,6 +31,21 @@ def read_exact(c: socket.socket, n: int) -> bytes:
     return buf
 
 
+def read_until_quiet(c: socket.socket, quiet_s: float = 0.5) -> bytes:
+    """Everything a raw peer socket receives until it is quiet for ``quiet_s`` or closed."""
+    c.settimeout(quiet_s)
+    data = b""
+    try:
+        while True:
+            part = c.recv(1 << 20)
+            if not part:
+                break
+            data += part
+    except socket.timeout:
+        pass
+    return data
+
+
 def closed_by_peer(c: socket.socket, timeout: float = 3.0) -> bool:
     """Whether the other end closed ``c`` (reads what it sends until end of stream)."""
     c.settimeout(timeout)

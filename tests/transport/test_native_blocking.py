@@ -20,7 +20,7 @@ import pytest
 
 from ekuiper.transport import TransportClosed, TransportTimeout, get_transport
 
-from .conftest import Blocked
+from .conftest import Blocked, read_until_quiet
 
 native_t = get_transport("native")
 PULL_HEADER = b"\x00SP\x00\x00\x51\x00\x00"
@@ -96,16 +96,7 @@ def test_push_send_times_out_on_a_full_buffer_then_sends_whole_messages(ipc_url)
         sent = _fill(push, b"y" * 1000)
         assert time.monotonic() - t0 < 5
         # The peer now reads everything: every frame that was sent is whole, none torn.
-        conn.settimeout(0.5)
-        data = b""
-        try:
-            while True:
-                part = conn.recv(1 << 20)
-                if not part:
-                    break
-                data += part
-        except socket.timeout:
-            pass
+        data = read_until_quiet(conn)
         frames, off = 0, 0
         while off < len(data):
             kind, length = struct.unpack_from(">BQ", data, off)

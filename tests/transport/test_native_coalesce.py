@@ -8,7 +8,6 @@ to back as separate messages.
 from __future__ import annotations
 
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from ekuiper.transport import (
 )
 from ekuiper.transport.base import PUSH_COALESCE_MAX_BYTES, push_coalesce_s
 
-from .conftest import NNGCAT, wait_for
+from .conftest import NNGCAT, read_until_quiet, wait_for
 from .test_native_blocking import PULL_HEADER, _peer
 
 native_t = get_transport("native")
@@ -48,20 +47,6 @@ def _frames(data: bytes) -> List[bytes]:
         off += 9 + n
     assert off == len(data), "a torn frame"
     return out
-
-
-def _read_all(conn: socket.socket, quiet_s: float = 0.5) -> bytes:
-    conn.settimeout(quiet_s)
-    data = b""
-    try:
-        while True:
-            part = conn.recv(1 << 20)
-            if not part:
-                break
-            data += part
-    except socket.timeout:
-        pass
-    return data
 
 
 def test_bursts_from_several_threads_arrive_whole_and_in_each_threads_order(ipc_url):
@@ -107,7 +92,7 @@ def test_close_writes_what_is_queued(ipc_url):
         for m in msgs:
             push.send(m)
         push.close()
-        assert _frames(_read_all(conn)) == msgs
+        assert _frames(read_until_quiet(conn)) == msgs
 
 
 def test_a_peer_that_stops_reading_blocks_senders_within_the_bound_then_times_out(ipc_url):
@@ -122,12 +107,12 @@ def test_a_peer_that_stops_reading_blocks_senders_within_the_bound_then_times_ou
                 assert sent < 100_000, "never blocked"
         assert time.monotonic() - t0 < 10
         # Everything send accepted arrives, whole and in order, once the peer reads.
-        got = _frames(_read_all(conn, 1.0))
+        got = _frames(read_until_quiet(conn, 1.0))
         assert len(got) == sent and all(m == b"y" * 1000 for m in got)
         # and what was queued never went over the bound: the kernel took the rest
         assert sent * 1009 < PUSH_COALESCE_MAX_BYTES + (8 << 20)
         push.send(b"after")
-        assert _frames(_read_all(conn)) == [b"after"]
+        assert _frames(read_until_quiet(conn)) == [b"after"]
 
 
 def test_a_vanished_peer_fails_a_send_within_the_timeout_and_the_socket_recovers(ipc_url):

@@ -712,6 +712,8 @@ class NativePush(_Dialed, PushSocket):
                     break
                 self._pcond.wait(left)
         super().close()
+        with self._plock:  # a send waiting for room in the queue ends now
+            self._pcond.notify_all()
 
     def _send_now(self, data: bytes) -> None:
         ops = self._ops  # _enter(), inlined on the hot path

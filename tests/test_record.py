@@ -116,6 +116,12 @@ def test_inheritance_post_init_and_own_methods():
 
     ch = Child(1)
     assert (ch.a, ch.b, ch.c, ch.total()) == (1, 2, 3, 3)
+
+    @record(frozen=True)
+    class Again(Base):
+        a: int = 7  # redefined: keeps its place
+
+    assert [f.name for f in fields(Again)] == ["a", "b"] and Again().total() == 9
     assert [f.name for f in fields(Child)] == ["a", "b", "c"]
     assert Child(1) != Base(1)  # another class never compares equal
     with pytest.raises(ValueError, match="negative"):

@@ -108,8 +108,7 @@ def _collect(cls: type) -> Tuple[Field, ...]:
                 delattr(cls, name)
         else:
             setattr(cls, name, f.default)
-        found.pop(name, None)
-        found[name] = f
+        found[name] = f  # a base's field redefined keeps its place, as in dataclasses
     seen_default = ""
     for f in found.values():
         if f.default is not MISSING or f.default_factory is not MISSING:

@@ -588,21 +588,19 @@ class NativePush(_Dialed, PushSocket):
                 self._failure = None
                 raise failure
             if (not self._queue and not self._writing and now - self._last >= window) \
-                    or len(data) > _FAST_PUSH or self._closing or self._stalled \
+                    or n > _FAST_PUSH or self._closing or self._stalled \
                     or self._conn is None:
                 # (big ones, a closing socket's, and while no peer is there or takes them:
                 # after what is queued, and within the send timeout, as without a queue)
                 inline = True
-                while self._queue or self._writing:
-                    self._await_space_locked(now, 0)
+                self._await_space_locked(now, 0)
                 self._writing = True
                 self._last = now
             else:
                 inline = False
-                if self._queued + len(data) > PUSH_COALESCE_MAX_BYTES:
-                    self._await_space_locked(now, len(data))
+                self._await_space_locked(now, n)
                 self._queue.append(data)
-                self._queued += len(data)
+                self._queued += n
                 if not self._writer:
                     self._writer = True
                     self._spawn(self._write_queued, f"ekuiper-push {self._path}")
@@ -1120,8 +1118,6 @@ class NativeTransport(Transport):
                    send_timeout_ms: Optional[int] = None) -> RepSocket:
         return _listen(url, retries, interval_s,
                        lambda path: NativeRep(path, recv_timeout_ms, send_timeout_ms))
-
-
 
 
 def _listen(url: str, retries: int, interval_s: float, make: Callable[[str], L]) -> L:

@@ -126,7 +126,9 @@ def _init(cls: type, flds: Tuple[Field, ...]) -> Callable[..., None]:
     template = {f.name: f.default for f in flds}
     factories = tuple((f.name, f.default_factory) for f in flds
                       if f.default_factory is not MISSING)
-    has_missing = any(v is MISSING for v in template.values())
+    #: fields with neither a default nor a factory
+    required = tuple(f.name for f in flds
+                     if f.default is MISSING and f.default_factory is MISSING)
     post_init = getattr(cls, "__post_init__", None)
     qualname = cls.__qualname__
 
@@ -140,8 +142,8 @@ def _init(cls: type, flds: Tuple[Field, ...]) -> Callable[..., None]:
         for name, _ in zip(names, args):
             if name in kw:
                 raise TypeError(f"{qualname}() got multiple values for argument {name!r}")
-        missing = [n for n in names[len(args):] if n not in kw and template[n] is MISSING
-                   and n not in dict(factories)]
+        given = set(names[:len(args)]) | set(kw)
+        missing = [n for n in required if n not in given]
         raise TypeError(f"{qualname}() missing required argument(s): "
                         f"{', '.join(map(repr, missing))}")
 
@@ -160,11 +162,10 @@ def _init(cls: type, flds: Tuple[Field, ...]) -> Callable[..., None]:
         for name, make in factories:
             if d[name] is MISSING:
                 d[name] = make()
-        if has_missing:
-            for name in names:
-                if d[name] is MISSING:
-                    d.clear()
-                    fail(args, kw)
+        for name in required:
+            if d[name] is MISSING:
+                d.clear()
+                fail(args, kw)
         if post_init is not None:
             post_init(self)
 

@@ -133,3 +133,23 @@ def test_one_line():
     assert one_line("a\n  b\tc\r\n") == "a b c"
     assert one_line(ValueError("x\ny")) == "x y"
 
+
+
+def test_a_hook_that_raises_does_not_leave_logging_half_loaded():
+    p = run(SETUP + """
+def broken():
+    raise RuntimeError("hook failed")
+lazylog.when_loaded(broken, lazylog.INFO)
+lazylog.hold_until_loaded()
+log.info("held")
+try:
+    log.warning("loads, and the hook raises")
+except RuntimeError as e:
+    print("raised:", e)
+log.warning("after")  # logging is loaded: logging's last-resort handler writes it
+log.info("not held any more")  # (dropped by logging itself: nothing set INFO)
+print("held:", len(lazylog._held))
+""")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["raised: hook failed", "held: 0"]
+    assert p.stderr.splitlines() == ["after"]

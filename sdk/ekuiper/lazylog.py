@@ -30,12 +30,13 @@ if TYPE_CHECKING:
     import logging
     from typing import Any, Callable, Dict, List, Tuple
 
-__all__ = ["DEBUG", "HOLD_MAX", "INFO", "LazyLogger", "getLogger", "hold_until_loaded", "load",
+__all__ = ["DEBUG", "HOLD_MAX", "INFO", "WARNING", "LazyLogger", "getLogger", "hold_until_loaded", "load",
            "one_line", "when_loaded"]
 
-#: ``logging.DEBUG`` and ``logging.INFO``, without loading logging
+#: ``logging.DEBUG``, ``INFO`` and ``WARNING``, without loading logging
 DEBUG = 10
 INFO = 20
+WARNING = 30
 
 #: the most records ``hold_until_loaded`` keeps; the next one loads logging
 HOLD_MAX = 256
@@ -52,7 +53,7 @@ _held: List[Tuple[str, int, object, Tuple[Any, ...], Dict[str, Any]]] = []
 #: logging's own default (the root logger at WARNING), lowered by ``when_loaded``: while
 #: nothing has loaded logging, a record below this would be dropped once it is loaded, so
 #: a stand-in drops it without loading logging (``debug`` on a quiet start)
-_floor = 30
+_floor = WARNING
 
 
 def load() -> None:
@@ -67,12 +68,14 @@ def load() -> None:
         _loading = True
         import logging
 
-        while _hooks:
-            _hooks.pop(0)()
-        for name, level, msg, args, kwargs in _held:
-            logging.getLogger(name).log(level, msg, *args, **kwargs)
-        _held.clear()
-        _loaded = True
+        try:
+            while _hooks:
+                _hooks.pop(0)()
+            for name, level, msg, args, kwargs in _held:
+                logging.getLogger(name).log(level, msg, *args, **kwargs)
+        finally:  # a hook that raises must not leave records held, or loaders waiting
+            _held.clear()
+            _loaded = True
 
 
 def hold_until_loaded() -> None:
@@ -94,7 +97,7 @@ def _hold(name: str, level: int, msg: object, args: Tuple[Any, ...],
         return True
 
 
-def when_loaded(hook: Callable[[], None], level: int = 30) -> None:
+def when_loaded(hook: Callable[[], None], level: int = WARNING) -> None:
     """Run ``hook`` when a stand-in loads logging; at once if one already has. ``level``:
     the lowest level the hook lets through (records below it are not worth loading for)."""
     global _floor

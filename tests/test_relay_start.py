@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from conftest import plugin_procs, run_watching
@@ -29,22 +28,9 @@ def test_the_plugin_is_spawned_before_the_dial_to_ekuiper_ends(plugin_copy, ipc_
     folder = plugin_copy("compat")
     status = tmp_path / "status"
     env = dict(os.environ, EKUIPER_IPC_DIR=ipc_dir, EKL_STATUS_DIR=str(status))
-    proc = subprocess.Popen(relay_argv(folder), cwd=folder, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        seen_running = False
-        deadline = time.monotonic() + 30
-        while proc.poll() is None and time.monotonic() < deadline:
-            if plugin_procs(folder):
-                seen_running = True
-            time.sleep(0.05)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    code, err, seen_running = run_watching(relay_argv(folder), folder, cwd=folder, env=env)
     assert seen_running, "the plugin was not started while ekl-python dialed eKuiper"
-    assert proc.returncode == 1
+    assert code == 1
     assert "no eKuiper listening on" in err and "Traceback" not in err
     assert not plugin_procs(folder)
     assert not (status.exists() and list(status.glob("*.json")))  # no status file left

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from typing import IO, Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 if TYPE_CHECKING:  # psutil and subprocess are imported where used: an adopted early start
-    import logging  # needs neither (issue 16); logging loads at the first record (lazylog)
-    import subprocess
+    import logging  # needs neither (issue 16), and logging loads at the first record
+    import subprocess  # (ekuiper.lazylog)
 
     import psutil
 

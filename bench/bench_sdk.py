@@ -58,13 +58,15 @@ METRICS = (  # key, label, higher is better
 
 
 def print_results(title: str, values: Dict[str, Dict[str, float]],
-                  ratio: Dict[str, float]) -> None:
-    """The official/ekl table every SDK bench prints (bench_sdk_c.py uses it too)."""
+                  ratio: Dict[str, float], metrics: Tuple[Tuple[str, str, bool], ...] = METRICS,
+                  base: str = "official") -> None:
+    """The official/ekl table every SDK bench prints (bench_sdk_c.py uses it too, also
+    against an older checkout: ``base`` names the first column)."""
     print(title)
-    print(f"{'':24}{'official':>12}{'ekl':>12}{'ekl/official':>14}")
-    for k, label, higher in METRICS:
+    print(f"{'':24}{base:>12}{'ekl':>12}{'ekl/' + base:>14}")
+    for k, label, higher in metrics:
         better = "higher is better" if higher else "lower is better"
-        print(f"{label:24}{values['official'][k]:>12,.1f}{values['ekl'][k]:>12,.1f}"
+        print(f"{label:24}{values[base][k]:>12,.1f}{values['ekl'][k]:>12,.1f}"
               f"{ratio[k]:>13.2f}x  ({better})")
 
 

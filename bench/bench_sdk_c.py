@@ -24,14 +24,20 @@ round, and the printed CPU is all rounds' CPU over all rounds' work.
 
     .venv/bin/python bench/bench_sdk_c.py [--rounds R] [--seconds S] [--no-orjson]
                                           [--transport native|pynng] [--json FILE]
+                                          [--before PYTHON] [--only func|source]
 
 Run it with another interpreter (e.g. an older checkout's ``.venv/bin/python``) to measure
 that checkout's SDK: ekl's plugin runs on the interpreter that runs the bench.
+``--before PYTHON`` adds a third plugin, ekl's SDK as that interpreter imports it (an
+older checkout's ``.venv/bin/python``), measured in the same rounds in turn with the
+others: a change's effect against a baseline from the same run, which the host's noise
+(tens of per cent between runs here) would otherwise hide. ``--only`` measures one kind.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -255,32 +261,37 @@ def describe(python: str) -> str:
 
 
 def run(rounds: int, seconds: float, transport: str, orjson: bool = True,
-        source_host: str = "nngcat") -> Dict[str, object]:
+        source_host: str = "nngcat", before: str = "",
+        only: str = "") -> Dict[str, object]:
     nngcat = shutil.which("nngcat")
     if nngcat is None:
         raise SystemExit("nngcat not found: install nng's tools (apt-get install nng-utils)")
     pythons = {"official": str(official_sdk_python()), "ekl": sys.executable}
-    for side in SIDES:
+    sides: Tuple[str, ...] = SIDES
+    if before:
+        pythons["before"] = before
+        sides = SIDES + ("before",)
+    for side in sides:
         print(f"{side:9} {describe(pythons[side])}")
     tag = f"{os.getpid()}"
     fmeta = FuncMeta("bench", "op1", 0, 0).encode()
     order = protocol.encode_func_request(protocol.FUNC_EXEC, [1, "x", fmeta]).decode()
     sums = {s: {"wall_f": 0.0, "cpu_f": 0.0, "n_f": 0, "wall_s": 0.0, "cpu_s": 0.0, "n_s": 0}
-            for s in SIDES}
-    per_round: Dict[str, List[Dict[str, float]]] = {s: [] for s in SIDES}
+            for s in sides}
+    per_round: Dict[str, List[Dict[str, float]]] = {s: [] for s in sides}
     with tempfile.TemporaryDirectory(prefix="eklbenchc-") as tmp:
         root = Path(tmp)
-        funcs = {s: f"cbecho{s[0]}{tag}" for s in SIDES}
-        folders = {s: make_plugin(root, f"cbench{s[0]}{tag}", funcs[s]) for s in SIDES}
-        opts = {"official": LaunchOptions(python=pythons["official"]),
-                "ekl": LaunchOptions(python=pythons["ekl"],
-                                     extra_env={"EKUIPER_TRANSPORT": transport,
-                                                "EKUIPER_ORJSON": "1" if orjson else "0"})}
+        funcs = {s: f"cbecho{s[0]}{tag}" for s in sides}
+        folders = {s: make_plugin(root, f"cbench{s[0]}{tag}", funcs[s]) for s in sides}
+        ekl_env = {"EKUIPER_TRANSPORT": transport, "EKUIPER_ORJSON": "1" if orjson else "0"}
+        opts = {s: LaunchOptions(python=pythons[s],
+                                 extra_env={} if s == "official" else ekl_env) for s in sides}
         hosts: List[CHost] = []
         try:
-            with open_plugin(str(folders["official"]), opts["official"]) as off, \
-                    open_plugin(str(folders["ekl"]), opts["ekl"]) as ours:
-                insts = {"official": off, "ekl": ours}
+            with contextlib.ExitStack() as stack:
+                insts = {s: stack.enter_context(open_plugin(str(folders[s]), opts[s]))
+                         for s in sides}
+                off, ours = insts["official"], insts["ekl"]
                 fhost: Dict[str, CHost] = {}
                 for side, inst in insts.items():
                     furl = protocol.function_url(funcs[side], inst.ipc_dir)
@@ -294,12 +305,20 @@ def run(rounds: int, seconds: float, transport: str, orjson: bool = True,
                     time.sleep(0.2)  # connected; from now on it runs only in its windows
                     fhost[side].pause()
                 print(f"official pid {off.pid}; ekl pid {ours.pid} ({transport} transport); "
-                      f"{seconds} s windows")
+                      + (f"before pid {insts['before'].pid}; " if before else "")
+                      + f"{seconds} s windows")
                 for r in range(rounds):
-                    for side in (SIDES if r % 2 == 0 else SIDES[::-1]):
-                        wf, cf, nf = window(insts[side], fhost[side], seconds)
+                    # every side in turn, the order rotating, so that no side is always
+                    # measured right after the same other one
+                    k = r % len(sides)
+                    turn = sides[k:] + sides[:k]
+                    for side in (turn if r % 2 == 0 else turn[::-1]):
+                        wf, cf, nf = (window(insts[side], fhost[side], seconds)
+                                      if only != "source" else (1.0, 0.0, 10))
                         rule = f"cb{side[0]}{tag}r{r}"
-                        if source_host == "nngcat":
+                        if only == "func":
+                            ws, cs, ns = 1.0, 0.0, 10
+                        elif source_host == "nngcat":
                             ws, cs, ns = source_window(insts[side], nngcat, root, side, rule,
                                                        seconds)
                         else:
@@ -326,10 +345,18 @@ def run(rounds: int, seconds: float, transport: str, orjson: bool = True,
                  "cpu_us_per_call": v["cpu_f"] / v["n_f"] * 1e6,
                  "messages_per_s": v["n_s"] / v["wall_s"],
                  "cpu_us_per_message": v["cpu_s"] / v["n_s"] * 1e6} for s, v in sums.items()}
-    return {"rounds": rounds, "seconds": seconds, "transport": transport, "host": "nngcat",
+    res_before = ({"before": total["before"],
+                   "ratio_to_before": {k: _ratio(total["ekl"][k], total["before"][k])
+                                       for k, _, _ in METRICS}} if before else {})
+    return {**res_before,"rounds": rounds, "seconds": seconds, "transport": transport, "host": "nngcat",
             "orjson": orjson, "source_host": source_host,
             "rounds_data": per_round, "total": total,
-            "ratio": {k: total["ekl"][k] / total["official"][k] for k, _, _ in METRICS}}
+            "ratio": {k: _ratio(total["ekl"][k], total["official"][k]) for k, _, _ in METRICS}}
+
+
+def _ratio(a: float, b: float) -> float:
+    """a / b; NaN for a kind that was not measured (``--only``)."""
+    return a / b if b else float("nan")
 
 
 def main(argv: List[str]) -> int:
@@ -347,15 +374,26 @@ def main(argv: List[str]) -> int:
                     help="run ekl's SDK with EKUIPER_ORJSON=0 (standard library JSON only, "
                          "as in an environment without orjson)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    ap.add_argument("--before", metavar="PYTHON", default="",
+                    help="also measure ekl's SDK as this interpreter imports it (an older "
+                         "checkout's .venv/bin/python), in the same rounds")
+    ap.add_argument("--only", choices=["func", "source"], default="",
+                    help="measure function calls or source messages only")
     a = ap.parse_args(argv)
     if a.rounds < 1 or a.seconds <= 0:
         ap.error("--rounds and --seconds must be positive")
     t0 = time.monotonic()
-    res = run(a.rounds, a.seconds, a.transport, not a.no_orjson, a.source_host)
+    res = run(a.rounds, a.seconds, a.transport, not a.no_orjson, a.source_host, a.before,
+              a.only)
     tot, ratio = res["total"], res["ratio"]  # type: ignore[index]
+    shown = tuple(m for m in METRICS if not a.only or
+                  ("call" in m[0]) == (a.only == "func"))
     print_results(f"\n{a.rounds} rounds of {a.seconds} s per SDK and kind, all rounds together "
                   f"(function host: nngcat, source host: {a.source_host}):", tot,
-                  ratio)  # type: ignore[arg-type]
+                  ratio, shown)  # type: ignore[arg-type]
+    if a.before:
+        print_results("\nthe same rounds, against the --before SDK:", tot,
+                      res["ratio_to_before"], shown, base="before")  # type: ignore[arg-type]
     print(f"took {time.monotonic() - t0:.1f} s")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))

@@ -190,9 +190,16 @@ def _fast_dumps(obj: Any) -> Optional[bytes]:
         out = _orjson_dumps(obj, option=_ORJSON_OPTS)
     except Exception:  # orjson.JSONEncodeError (a TypeError), RecursionError, ...
         return None
-    if b"null" in out or b"e-" in out or b"0.0000" in out:
+    # Per call and per message, so: ``find``, not ``bytes in bytes``, which first tries
+    # its operand as an integer and raises (and formats) a TypeError inside; and a byte
+    # (an int, which ``in`` finds with memchr) before each rarer pattern that holds it.
+    if out.find(b"null") >= 0 or (_DASH in out and out.find(b"e-") >= 0) or (
+            _DOT in out and out.find(b"0.0000") >= 0):
         return None
     return out
+
+
+_DASH, _DOT = ord("-"), ord(".")
 
 
 def dumps(obj: Any) -> bytes:

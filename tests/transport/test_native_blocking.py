@@ -272,6 +272,47 @@ def test_exchange_times_out_and_close_wakes_it_and_a_vanished_peer_is_a_reset(ip
         assert isinstance(err, TransportClosed), err
 
 
+def test_exchange_reads_a_split_reply_the_long_way_and_sends_nothing_over_buffered_bytes(
+        ipc_url) -> None:
+    """A reply that arrives in parts, or together with another frame, is read the long
+    way (``ReplyPending``) and what follows it stays buffered; over buffered bytes the
+    next exchange sends nothing (None), and send + recv take it from there."""
+    url = ipc_url("xchg3")
+    with _req_peer(url, recv_timeout_ms=3000) as (req, conn, srv):
+        req.send(b"handshake")  # type: ignore[attr-defined]
+        rid, _ = _read_request(conn)
+        _reply(conn, rid, b"order 1")
+        assert req.recv() == b"order 1"  # type: ignore[attr-defined]
+        got: List[object] = []
+        t = threading.Thread(target=lambda: got.append(req.exchange(b"result 1")),  # type: ignore[attr-defined]
+                             daemon=True)
+        t.start()
+        rid1, body = _read_request(conn)
+        assert body == b"result 1"
+        frame = b"\x01" + struct.pack(">Q", 4 + 7) + rid1 + b"order 2"
+        conn.sendall(frame[:6])
+        time.sleep(0.1)
+        stale = (int.from_bytes(rid1, "big") ^ 1).to_bytes(4, "big")
+        # the rest of the reply, and in the same write a frame nobody asked for
+        conn.sendall(frame[6:] + b"\x01" + struct.pack(">Q", 4 + 5) + stale + b"stale")
+        t.join(5)
+        assert got == [b"order 2"]
+        assert req.exchange(b"result 2") is None  # type: ignore[attr-defined]
+        conn.settimeout(0.2)
+        with pytest.raises(socket.timeout):
+            conn.recv(100)  # nothing was sent
+        conn.settimeout(None)
+        t = threading.Thread(target=lambda: (req.send(b"result 2"),  # type: ignore[attr-defined]
+                                             got.append(req.recv())),  # type: ignore[attr-defined]
+                             daemon=True)
+        t.start()
+        rid2, body = _read_request(conn)
+        assert body == b"result 2"
+        _reply(conn, rid2, b"order 3")
+        t.join(5)
+        assert got == [b"order 2", b"order 3"]  # the buffered stale frame was dropped
+
+
 def wait_for_conn(req: object, timeout: float = 5.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:

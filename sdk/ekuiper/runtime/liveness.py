@@ -57,7 +57,7 @@ class Beat:
         #: wall-clock time of the last error (seconds since the epoch)
         self.last_error_at: Optional[float] = None
 
-    # The hot paths (FunctionRuntime._exec, ContextImpl.emit) inline begin/end/emitted:
+    # The hot paths (FunctionRuntime.handle, ContextImpl.emit) inline begin/end/emitted:
     # change them together.
     def begin(self) -> None:
         self.count += 1

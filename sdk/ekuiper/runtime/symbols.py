@@ -306,33 +306,76 @@ class FunctionRuntime(SymbolRuntime):
     def handle(self, data: bytes) -> bytes:
         """Answer one call; never raises, so the function keeps serving whatever happens.
 
-        The one place every call passes through, start to end (a per-call hook goes
-        here): an Exec exactly as eKuiper writes it, from a call site seen before, takes
-        the fast path; everything else, and every error, the full one."""
+        The one place every call passes through, start to end, and the one place ``exec``
+        runs (a per-call hook goes here). An Exec exactly as eKuiper writes it, from the
+        call site seen last, is recognised here by its ending and only its arguments are
+        parsed; everything else, and every error, goes through :meth:`_route`, which
+        answers it or says what to execute. No other frame sits between the transport
+        and the plugin's ``exec`` on the per-call path: in the serving loop, where the
+        thread sleeps in ``recv`` between calls and comes back to cold caches, each call
+        costs two to three times its warm figure (docs/performance.md)."""
         try:
             tail = self._tail
+            args = None
             if tail is not None and type(data) is bytes and data.endswith(tail) \
                     and data.startswith(_EXEC_PREFIX):
                 i = len(data) - len(tail)
                 if i > _EXEC_START:
                     args = _exec_args(data, i)
-                    if args is not None:
-                        return self._exec(args, self._tail_ctx)  # type: ignore[arg-type]
-            split = _split_exec_request(data)
-            if split is not None:
-                ctx = self._ctx_by_literal.get(split[1])
-                if ctx is not None:
-                    self._tail, self._tail_ctx = protocol.exec_tail(split[1]), ctx
-                    return self._exec(split[0], ctx)
-                if self._learn_literal(split[1]):
-                    return self.handle(data)
-            return self._handle(self.ctrl.symbol_name, data)
+            if args is not None:
+                ctx = self._tail_ctx
+            else:
+                routed = self._route(data)
+                if type(routed) is bytes:
+                    return routed
+                args, ctx = routed
+            beat = self.beat  # (liveness, counters) Beat.begin and Beat.end, inlined
+            beat.count += 1
+            beat.busy_since = _monotonic()
+            try:
+                result = self.s.exec(args, ctx)
+            except protocol.ProtocolError as e:
+                name = self.ctrl.symbol_name
+                log.warning("%s: rejected %s: %s", name, protocol.FUNC_EXEC, e)
+                return self._failed(f"{name}: {e}")
+            except Exception as e:
+                name = self.ctrl.symbol_name
+                log.warning("%s: %s raised %s: %s", name, protocol.FUNC_EXEC, type(e).__name__,
+                            _safe_line(e), exc_info=log.isEnabledFor(10))
+                return self._failed(f"{name}: {protocol.FUNC_EXEC} raised "
+                                    f"{type(e).__name__}: {_safe_line(e)}")
+            finally:
+                beat.last = _monotonic()
+                beat.busy_since = None
+            try:
+                return _encode_func_reply(True, result)
+            except Exception as e:  # TypeError, ValueError (NaN), RecursionError (too deep), ...
+                name = self.ctrl.symbol_name
+                return self._failed(
+                    f"{name}: {protocol.FUNC_EXEC} returned a {type(result).__name__}, which "
+                    f"is not JSON-encodable: {type(e).__name__}: {_safe_line(e)}")
         except BaseException as e:  # noqa: B036 -- a call must never end the function's loop
             name = self.ctrl.symbol_name
             log.warning("%s: call failed: %s: %s", name, type(e).__name__, _safe_line(e))
             return _func_error(f"{name}: {type(e).__name__}: {_safe_line(e)}")
 
-    def _handle(self, name: str, data: bytes) -> bytes:
+    def _route(self, data: bytes) -> Any:
+        """Every request but the last call site's Exec: ``(args, ctx)`` for an Exec that
+        :meth:`handle` is to execute, else the reply (bytes), errors included. An Exec as
+        Go writes it from a call site seen before costs one dictionary lookup; its ending
+        then becomes the one :meth:`handle` recognises."""
+        split = _split_exec_request(data)
+        if split is not None:
+            ctx = self._ctx_by_literal.get(split[1])
+            if ctx is not None:
+                self._tail, self._tail_ctx = protocol.exec_tail(split[1]), ctx
+                return split[0], ctx
+            if self._learn_literal(split[1]):
+                return self._route(data)
+        return self._decoded(self.ctrl.symbol_name, data)
+
+    def _decoded(self, name: str, data: bytes) -> Any:
+        """:meth:`_route` for what the fast forms do not cover: the request decoded in full."""
         try:
             func, arg = protocol.decode_func_request(data)
         except protocol.ProtocolError as e:
@@ -348,7 +391,7 @@ class FunctionRuntime(SymbolRuntime):
                 ctx = self._ctx_by_raw.get(raw) if isinstance(raw, str) else None
                 if ctx is None:
                     ctx = self._context(raw)
-                return self._exec(arg[:-1], ctx)
+                return arg[:-1], ctx
             elif func == protocol.FUNC_VALIDATE:
                 err = self.s.validate(arg if isinstance(arg, list) else [])
                 state, result = (True, "") if not err else (False, one_line(err))
@@ -371,34 +414,6 @@ class FunctionRuntime(SymbolRuntime):
             return _func_error(
                 f"{name}: {func} returned a {type(result).__name__}, which is not "
                 f"JSON-encodable: {type(e).__name__}: {_safe_line(e)}")
-
-    def _exec(self, args: Any, ctx: ContextImpl) -> bytes:
-        """``exec`` and its reply (both paths): never raises an Exception."""
-        beat = self.beat  # the one place every call begins and ends (liveness, counters)
-        beat.count += 1  # Beat.begin and Beat.end, inlined (the per-call path)
-        beat.busy_since = _monotonic()
-        try:
-            result = self.s.exec(args, ctx)
-        except protocol.ProtocolError as e:
-            name = self.ctrl.symbol_name
-            log.warning("%s: rejected %s: %s", name, protocol.FUNC_EXEC, e)
-            return self._failed(f"{name}: {e}")
-        except Exception as e:
-            name = self.ctrl.symbol_name
-            log.warning("%s: %s raised %s: %s", name, protocol.FUNC_EXEC, type(e).__name__,
-                        _safe_line(e), exc_info=log.isEnabledFor(10))
-            return self._failed(f"{name}: {protocol.FUNC_EXEC} raised {type(e).__name__}: "
-                                f"{_safe_line(e)}")
-        finally:
-            beat.last = _monotonic()
-            beat.busy_since = None
-        try:
-            return _encode_func_reply(True, result)
-        except Exception as e:  # TypeError, ValueError (NaN), RecursionError (too deep), ...
-            name = self.ctrl.symbol_name
-            return self._failed(
-                f"{name}: {protocol.FUNC_EXEC} returned a {type(result).__name__}, which is "
-                f"not JSON-encodable: {type(e).__name__}: {_safe_line(e)}")
 
     def _failed(self, text: str) -> bytes:
         """A failed call: counted (errors, last error) and answered ``state: false``."""

@@ -358,6 +358,11 @@ class NativeReq(_Dialed, ReqSocket):
         super().__init__(path)
         self._recv_timeout = recv_timeout_ms
         self._send_timeout = send_timeout_ms
+        #: the SO_RCVTIMEO of the usual receive, one blocking recv (0: none, wait for
+        #: ever); None when the receive timeout is 0, which never blocks: polling only
+        self._block_ms: Optional[int] = (None if recv_timeout_ms == 0 else
+                                         recv_timeout_ms if recv_timeout_ms is not None
+                                         and recv_timeout_ms > 0 else 0)
         # a random start, as nng's, across restarts (os.urandom: the random module costs
         # every plugin and host start several ms to import)
         self._next_id = int.from_bytes(os.urandom(4), "big") >> 1
@@ -450,40 +455,55 @@ class NativeReq(_Dialed, ReqSocket):
     def _await_reply(self, conn: sp.Connection, rid: int) -> bytes:
         """The body of the reply to request ``rid`` on ``conn`` (``recv`` after its state
         checks; the caller has entered the socket)."""
-        timeout = self._recv_timeout
         try:
             # Usually the reply arrives whole and alone: one blocking recv, bounded by
             # SO_RCVTIMEO, returns it. Anything else goes on below, polling until the
             # deadline (which then runs from here).
-            if timeout != 0:
-                body = conn.read_reply(rid, timeout if timeout is not None and timeout > 0
-                                       else 0)
+            if self._block_ms is not None:
+                try:
+                    body = conn.read_reply(rid, self._block_ms)
+                except sp.ReplyPending:
+                    body = None
                 if body is not None:
                     self._rid = None
                     return body
-            deadline = sp.deadline_after(timeout)
-            while True:
-                frame = conn.next_frame()
-                if frame is None:
-                    conn.wait_readable(deadline)
-                    conn.fill()
-                    continue
-                buf, start, end = frame
-                if end - start < 4:
-                    raise sp.ProtocolViolation("reply without a request id")
-                if sp.read_u32(buf, start) == rid:
-                    self._rid = None
-                    return sp.take(buf, start + 4, end)
-                # else: a late reply to a cancelled request, dropped as nng does
-        except TransportTimeout:
-            self._rid = None  # the request is abandoned: recv again needs a send
-            raise
-        except sp.PeerGone as e:
-            self._rid = self._rconn = None
-            if self._closed:  # close() woke the blocking recv (shutdown)
-                raise TransportClosed("socket closed") from None
-            self._discard(conn)
-            raise TransportError(f"connection reset: {e}") from None
+            return self._poll_reply(conn, rid)
+        except (TransportTimeout, sp.PeerGone) as e:
+            raise self._failed(conn, e) from None
+
+    def _poll_reply(self, conn: sp.Connection, rid: int) -> bytes:
+        """The reply the long way: frame by frame from the buffer, polling for more until
+        the receive timeout (which runs from here)."""
+        deadline = sp.deadline_after(self._recv_timeout)
+        while True:
+            frame = conn.next_frame()
+            if frame is None:
+                conn.wait_readable(deadline)
+                conn.fill()
+                continue
+            buf, start, end = frame
+            if end - start < 4:
+                raise sp.ProtocolViolation("reply without a request id")
+            if sp.read_u32(buf, start) == rid:
+                self._rid = None
+                return sp.take(buf, start + 4, end)
+            # else: a late reply to a cancelled request, dropped as nng does
+
+    def _failed(self, conn: sp.Connection, e: Exception) -> Exception:
+        """What a receive (or an exchange's request) that failed with ``e`` raises, the
+        request state updated: the request is abandoned (recv again needs a send), and a
+        broken connection is dropped."""
+        self._rid = None
+        if isinstance(e, TransportTimeout):
+            return e
+        self._rconn = None
+        if self._closed:  # close() woke the blocking recv (shutdown)
+            return TransportClosed("socket closed")
+        self._discard(conn)
+        if getattr(e, "started", False):  # torn request: what send() then recv() report
+            return TransportError("connection reset: the peer went away before the request "
+                                  "was sent")
+        return TransportError(f"connection reset: {e}")
 
     def exchange(self, data: bytes) -> Optional[bytes]:
         """``send(data)`` then ``recv()`` in one call, for serving loops that answer each
@@ -492,37 +512,40 @@ class NativeReq(_Dialed, ReqSocket):
         send, over 64 KiB, a closed socket, a full buffer until the send timeout, a broken
         connection). Nothing was sent then: the caller uses ``send`` and ``recv``, which
         handle each of those cases. Once the request is out, it raises what ``recv``
-        raises. One call instead of two, with one enter and leave, on the per-call path."""
+        raises. Every function call comes here: one frame of this socket's and one of the
+        connection's (``Connection.read_reply``, which sends too) between the serving
+        loop and the system calls."""
         conn = self._conn
         if (conn is None or self._dead or type(data) is not bytes
-                or conn.fast_send_ms != self._send_timeout or len(data) > _FAST_REQ):
+                or conn.fast_send_ms != self._send_timeout or len(data) > _FAST_REQ
+                or self._block_ms is None):
             return None
         ops = self._ops  # _enter(), inlined
         ops.append(None)
         try:
             if self._closed:
                 return None  # send raises TransportClosed
-            # send(), its usual case: a new request, in one send system call
-            self._rid = None
-            self._reset = False
+            # send(), its usual case: a new request (cancelling any earlier one)
             self._next_id = nid = (self._next_id + 1) & 0x7FFFFFFF
             rid = nid | 0x80000000
-            frame = _pack_req(1, len(data) + 4, rid) + data  # 1: MSG_TYPE
+            self._rid, self._rconn, self._reset = rid, conn, False
             try:
-                sent = conn.sock.send(frame, _NOSIGNAL)
-            except OSError:  # SO_SNDTIMEO passed with nothing written, or a broken pipe
+                body = conn.read_reply(rid, self._block_ms,
+                                       _pack_req(1, len(data) + 4, rid) + data)  # 1: MSG_TYPE
+            except sp.ReplyPending:
+                body = None
+            except (TransportTimeout, sp.PeerGone) as e:
+                raise self._failed(conn, e) from None
+            else:
+                if body is None:  # nothing went out (or was read): send() and recv() do it
+                    self._rid = self._rconn = None
+                    return None
                 self._rid = None
-                return None
-            if sent != len(frame):
-                try:
-                    conn._finish(frame, sent, None)  # committed: see Connection.send
-                except sp.PeerGone:  # torn request: what send() then recv() report
-                    self._rid = None
-                    self._discard(conn)
-                    raise TransportError("connection reset: the peer went away before "
-                                         "the request was sent") from None
-            self._rid, self._rconn = rid, conn
-            return self._await_reply(conn, rid)
+                return body
+            try:
+                return self._poll_reply(conn, rid)
+            except (TransportTimeout, sp.PeerGone) as e:
+                raise self._failed(conn, e) from None
         finally:
             ops.pop()  # _leave(), inlined
             if self._closed:

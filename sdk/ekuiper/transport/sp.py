@@ -101,6 +101,13 @@ class ProtocolViolation(PeerGone):
     """The peer sent something that is not SP; nng closes such a pipe, and so do we."""
 
 
+class ReplyPending(Exception):
+    """:meth:`Connection.read_reply` read something other than the lone reply it waited
+    for (a split or late frame): what it read is buffered, and the reply is to be read
+    the long way (:meth:`Connection.next_frame`). Rare, hence an exception: the per-call
+    path then tests one return value only."""
+
+
 def proto_name(proto: int) -> str:
     return f"0x{proto:02x} ({PROTO_NAMES.get(proto, 'unknown')})"
 
@@ -431,20 +438,36 @@ class Connection:
             raise PeerGone(f"receive failed: {e}") from None
         raise PeerGone("the peer closed the connection")
 
-    def read_reply(self, request_id: int, timeout_ms: int) -> Optional[bytes]:
-        """A REQ socket's usual receive in one blocking ``recv``: the body of the reply to
-        ``request_id`` when exactly that frame arrives alone, or None when anything else
-        came (it is then buffered for :meth:`next_frame`) or something was buffered before
-        (nothing is read then). TransportTimeout when ``timeout_ms`` (> 0; 0 waits for
-        ever) passes first; PeerGone at the end of the stream, which is also what
-        :meth:`interrupt` (``close`` from another thread) makes of a blocked call."""
+    def read_reply(self, request_id: int, timeout_ms: int,
+                   frame: Optional[bytes] = None) -> Optional[bytes]:
+        """A REQ socket's usual receive in one blocking ``recv``, with ``frame`` (a whole
+        request of at most FAST_FRAME bytes, while :attr:`fast_send_ms` is in force) sent
+        first in one ``send``: a function call's send and receive in one method.
+
+        The body of the reply to ``request_id`` when exactly that frame arrives alone.
+        None when nothing happened: something was buffered before, ``timeout_ms`` cannot
+        be set, or the send wrote nothing (its timeout passed, or the peer is gone); the
+        caller then takes its long paths, which handle each case. Once something was read,
+        :class:`ReplyPending` when it is not that lone reply (it is buffered for
+        :meth:`next_frame`). TransportTimeout when ``timeout_ms`` (> 0; 0 waits for ever)
+        passes first; PeerGone at the end of the stream, which is also what
+        :meth:`interrupt` (``close`` from another thread) makes of a blocked call, and,
+        with ``started``, for a request cut short by the peer going away."""
         if self._off < len(self._data) or self._parts is not None:
             return None
         if timeout_ms != self._rcvtimeo and (self._rcvtimeo == -1 or not self._set_timeout(
                 socket.SO_RCVTIMEO, timeout_ms)):
             return None
+        sock = self.sock
+        if frame is not None:
+            try:
+                sent = sock.send(frame, _NOSIGNAL)
+            except OSError:  # SO_SNDTIMEO passed with nothing written, or a broken pipe
+                return None
+            if sent != len(frame):
+                self._finish(frame, sent, None)  # committed: see send
         try:
-            chunk = self.sock.recv(_CHUNK)
+            chunk = sock.recv(_CHUNK)
         except BlockingIOError:
             raise TransportTimeout("timed out") from None
         except OSError as e:
@@ -458,7 +481,7 @@ class Connection:
         elif not chunk:
             raise PeerGone("the peer closed the connection")
         self._data, self._off = chunk, 0
-        return None
+        raise ReplyPending
 
     def _set_timeout(self, option: int, ms: int) -> bool:
         """Set SO_RCVTIMEO or SO_SNDTIMEO (``ms`` 0: none). False if the system refuses

@@ -15,7 +15,8 @@ only the plugin's own loop is left) and prints each variant's median CPU of the 
 thread per call or message (``getrusage(RUSAGE_THREAD)``), so that the shares of the
 transport, the decoding/encoding and the plugin's own code show in the loop as it runs
 (a profiler's overhead and a warm cache hide them: a call costs 2-3 times its
-``timeit`` figure here, with the thread sleeping in ``recv`` between calls).
+``timeit`` figure here, with the thread sleeping in ``recv`` between calls). A third
+window, a bare socket with no SDK code, gives the floor of any Python REQ loop here.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ import io
 import pstats
 import resource
 import shutil
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -127,16 +130,20 @@ def main(argv: List[str]) -> int:
                         calls[0] += 1
                         return ready
 
+                    bare = bare_round_trips(protocol.url_path(url), ready)
                     variants = {"full call": counted,
-                                "transport only (canned reply)": canned}
+                                "transport only (canned reply)": canned,
+                                "bare socket (no SDK)": None}
                     fres: Dict[str, List[float]] = {k: [] for k in variants}
                     for r in range(a.split):
                         for k in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
-                            rt.handle = variants[k]  # type: ignore[method-assign]
+                            run = (lambda: bare(a.seconds)) if variants[k] is None else \
+                                (lambda: serve(a.seconds))
+                            rt.handle = variants[k] or counted  # type: ignore[method-assign]
                             calls[0] = 0
                             th = threading.Thread(  # a thread of its own, as the runtime's
-                                target=lambda got=fres[k]: got.append(
-                                    thread_cpu_us(lambda: serve(a.seconds))))
+                                target=lambda got=fres[k], run=run: got.append(
+                                    thread_cpu_us(run)))
                             th.start()
                             th.join()
                     print_split("function calls", "call", fres)
@@ -189,6 +196,32 @@ def main(argv: List[str]) -> int:
                 p.terminate()
                 p.wait()
     return 0
+
+
+def bare_round_trips(path: str, reply: bytes) -> Callable[[float], int]:
+    """The floor of a Python REQ loop: a plain socket dialed to the same nngcat, sending
+    ``reply`` as each request in one ``send`` and taking the order in one ``recv``, with
+    no SDK code around them (what the SDK's transport adds shows against it)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    s.sendall(b"\x00SP\x00" + struct.pack(">H", 0x30) + b"\x00\x00")  # REQ
+    if len(s.recv(8)) != 8:
+        raise SystemExit("nngcat closed the bare connection")
+    head = struct.Struct(">BQI")
+
+    def run(seconds: float) -> int:
+        rid, n = 0x80000000, 0
+        end = time.monotonic() + seconds
+        while True:
+            for _ in range(256):
+                rid = ((rid + 1) & 0x7FFFFFFF) | 0x80000000
+                s.send(head.pack(1, len(reply) + 4, rid) + reply)
+                s.recv(65536)  # (the order: small, whole, alone)
+            n += 256
+            if time.monotonic() > end:
+                return n
+
+    return run
 
 
 def nosend_ctx(meta: Meta, emitter: object) -> ContextImpl:

@@ -205,21 +205,32 @@ def _reply(conn: socket.socket, rid: bytes, body: bytes) -> None:
     conn.sendall(b"\x01" + struct.pack(">Q", 4 + len(body)) + rid + body)
 
 
+def _first_order(req: Any, conn: socket.socket) -> bytes:
+    """The REQ's handshake read and answered with ``order 1``; the handshake's request id."""
+    req.send(b"handshake")
+    rid, body = _read_request(conn)
+    assert body == b"handshake"
+    _reply(conn, rid, b"order 1")
+    assert req.recv() == b"order 1"
+    return rid
+
+
+def _exchanging(req: Any, data: bytes, got: List[object]) -> threading.Thread:
+    """``req.exchange(data)`` in a thread of its own; its answer is appended to ``got``."""
+    t = threading.Thread(target=lambda: got.append(req.exchange(data)), daemon=True)
+    t.start()
+    return t
+
+
 def test_exchange_is_send_then_recv_on_the_wire(ipc_url) -> None:
     """The same frames as send + recv; None (nothing sent) until a first send has set the
     socket's send timeout; a reply with another request id is dropped as recv drops it."""
     url = ipc_url("xchg")
     with _req_peer(url, recv_timeout_ms=3000) as (req, conn, srv):
         assert req.exchange(b"early") is None  # type: ignore[attr-defined]
-        req.send(b"handshake")  # type: ignore[attr-defined]
-        rid0, body = _read_request(conn)
-        assert body == b"handshake"
-        _reply(conn, rid0, b"order 1")
-        assert req.recv() == b"order 1"  # type: ignore[attr-defined]
+        rid0 = _first_order(req, conn)
         got: List[object] = []
-        t = threading.Thread(target=lambda: got.append(req.exchange(b"result 1")),  # type: ignore[attr-defined]
-                             daemon=True)
-        t.start()
+        t = _exchanging(req, b"result 1", got)
         rid1, body = _read_request(conn)
         assert body == b"result 1"
         assert int.from_bytes(rid1, "big") == (int.from_bytes(rid0, "big") + 1) | 0x80000000
@@ -279,14 +290,9 @@ def test_exchange_reads_a_split_reply_the_long_way_and_sends_nothing_over_buffer
     next exchange sends nothing (None), and send + recv take it from there."""
     url = ipc_url("xchg3")
     with _req_peer(url, recv_timeout_ms=3000) as (req, conn, srv):
-        req.send(b"handshake")  # type: ignore[attr-defined]
-        rid, _ = _read_request(conn)
-        _reply(conn, rid, b"order 1")
-        assert req.recv() == b"order 1"  # type: ignore[attr-defined]
+        _first_order(req, conn)
         got: List[object] = []
-        t = threading.Thread(target=lambda: got.append(req.exchange(b"result 1")),  # type: ignore[attr-defined]
-                             daemon=True)
-        t.start()
+        t = _exchanging(req, b"result 1", got)
         rid1, body = _read_request(conn)
         assert body == b"result 1"
         frame = b"\x01" + struct.pack(">Q", 4 + 7) + rid1 + b"order 2"

@@ -138,16 +138,17 @@ class Relay:
         starter = threading.Thread(target=self._start_plugin, daemon=True, name="starter")
         starter.start()
         try:
-            self.upstream = get_transport().dial_req(
-                self.upstream_url, recv_timeout_ms=protocol.KEEPALIVE_MS,
-                send_timeout_ms=self.instance.settings.plugin_send_timeout_ms,
-                retries=protocol.DIAL_RETRIES, interval_s=protocol.DIAL_INTERVAL_S)
+            self.upstream = self._dial_upstream()
         except TransportError as e:
             log.error("ekl-python: no eKuiper listening on %s (%s); the plugin name must equal "
                       "%s", self.upstream_url, e, self.plugin.path.name)
             self._cleanup()
             starter.join(timeout=self.instance.settings.init_timeout_s + 1)
             return 1
+        if self.upstream is None:  # told to stop while dialling: a clean stop
+            self._cleanup()
+            starter.join(timeout=self.instance.settings.init_timeout_s + 1)
+            return self.exit_code
         up = self.upstream
         loop = threading.Thread(target=serve_inverted, daemon=True, name="relay",
                                 args=(up, self.handle, "relay", self.stop_event.is_set))
@@ -178,6 +179,25 @@ class Relay:
         starter.join(timeout=self.instance.settings.init_timeout_s + 1)
         self._cleanup()
         return self.exit_code
+
+    def _dial_upstream(self) -> Optional[ReqSocket]:
+        """eKuiper's control socket, dialled as the SDK dials it (``DIAL_RETRIES`` more
+        tries ``DIAL_INTERVAL_S`` apart; TransportError when all fail), except that a stop
+        (SIGTERM, Ctrl-C) ends the dial at once: None then. A blocking dial with retries
+        would keep a stopped ekl-python, and its plugin, for up to 5 s."""
+        last: Optional[TransportError] = None
+        for _ in range(protocol.DIAL_RETRIES + 1):
+            try:
+                return get_transport().dial_req(
+                    self.upstream_url, recv_timeout_ms=protocol.KEEPALIVE_MS,
+                    send_timeout_ms=self.instance.settings.plugin_send_timeout_ms,
+                    retries=0, interval_s=0)
+            except TransportError as e:
+                last = e
+            if self.stop_event.wait(protocol.DIAL_INTERVAL_S):
+                return None
+        assert last is not None
+        raise last
 
     def _cleanup(self) -> None:
         self.stop_event.set()

@@ -16,6 +16,7 @@ from ..early import arm
 from ..errors import EklError, ManifestError
 from ..ops import cli as ops_cli
 from ..start import Interrupted, terminate_as_interrupt
+from ..stderrlog import log_to_stderr
 from . import authoring, env, operate, run, supervise
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE
 
@@ -81,13 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger("ekl")
-    root.handlers[:] = [handler]
-    root.propagate = False
-    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.getLogger("ekl.plugin").setLevel(logging.WARNING if quiet else logging.INFO)
+    log_to_stderr(logging.DEBUG if verbose > 1 else logging.INFO,
+                  logging.WARNING if quiet else logging.INFO)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

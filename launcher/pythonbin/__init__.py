@@ -31,6 +31,7 @@ from ..errors import EklError, ManifestError
 from ..plugin import Plugin, load, plugin_for_script
 from ..settings import LaunchOptions
 from ..start.resolve import choose_interpreter, resolve
+from ..stderrlog import log_to_stderr
 from .pyargv import parse
 
 TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
@@ -133,21 +134,9 @@ def run_plugin(manifest: Plugin, conf_arg: Optional[str]) -> int:
     return relay.run()
 
 
-def _log_to_stderr() -> None:
-    """ekl's messages as plain lines on stderr (eKuiper logs the plugin's stderr)."""
-    import logging
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger("ekl")
-    root.handlers[:] = [handler]
-    root.propagate = False
-    root.setLevel(logging.INFO)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    lazylog.when_loaded(_log_to_stderr, lazylog.INFO)
+    lazylog.when_loaded(log_to_stderr, lazylog.INFO)  # eKuiper logs our stderr
     py = parse(args)
     try:
         manifest = plugin_for_script(py.target) if py.mode == "script" and py.target else None

@@ -18,7 +18,7 @@ ROOTS = {"ekl.launcher": REPO / "launcher", "ekl.envs": REPO / "envs",
 #: Each launcher sub-package (or top-level module) and its layer: imports may only go to
 #: the same or a lower layer (docs/architecture.md draws this).
 LAYERS = {
-    "": 0, "errors": 0, "progress": 0, "settings": 0, "fsafe": 0, "early": 0,
+    "": 0, "errors": 0, "progress": 0, "settings": 0, "fsafe": 0, "early": 0, "stderrlog": 0,
     "plugin": 1, "process": 1,
     "host": 2,
     "start": 3,

@@ -20,7 +20,9 @@ Variants alternate round by round so machine noise hits all alike; medians are p
 with the ratio to the baseline. ``--before PYTHON`` also times the ``ekl`` and
 ``ekl-python`` installed beside another interpreter (e.g. a checkout of the previous
 version: ``../main/.venv/bin/python``) in the same rounds, for before/after figures from
-one run. ``--imports`` adds the slowest imports (``-X importtime``, cumulative) of
+one run; with ``--installed``, ``--before-checkout DIR`` times as "before" the same
+installed layout built from another checkout (a worktree of main), so both sides start
+alike. ``--imports`` adds the slowest imports (``-X importtime``, cumulative) of
 ``ekl.launcher.cli`` and ``ekl.launcher.pythonbin``. Caches (probe, launch, hosted SDK,
 and a bytecode cache through ``PYTHONPYCACHEPREFIX``, as an installed package has its
 ``.pyc`` files; ``--no-bytecode`` leaves that out) live in a fresh folder and are filled by
@@ -79,32 +81,35 @@ if __name__ == '__main__':
 """
 
 
-def script_files() -> List[Path]:
-    """``script-files`` of pyproject.toml: the commands, as pip installs them."""
-    text = (REPO / "pyproject.toml").read_text()
+def script_files(repo: Path = REPO) -> List[Path]:
+    """``script-files`` of ``repo``'s pyproject.toml: the commands, as pip installs them."""
+    text = (repo / "pyproject.toml").read_text()
     listed = text.split("script-files = [", 1)[1].split("]", 1)[0]
-    return [REPO / m.group(1) for m in re.finditer(r'"([^"]+)"', listed)]
+    return [repo / m.group(1) for m in re.finditer(r'"([^"]+)"', listed)]
 
 
-def installed_venv(root: str, pip_wrappers: bool = False) -> Tuple[str, str, str]:
+def installed_venv(root: str, pip_wrappers: bool = False,
+                   repo: Path = REPO) -> Tuple[str, str, str]:
     """(python, ekl, ekl-python) of a venv laid out as an installed ekl is: the packages as
     plain folders on ``sys.path`` (links into this checkout), the commands as pip installs
     them (the script with the interpreter on its first line; or, with ``pip_wrappers``,
     pip's entry-point wrapper), and the development venv's other packages (psutil,
-    orjson...) through a path file, so no editable-install hook runs at interpreter start."""
+    orjson...) through a path file, so no editable-install hook runs at interpreter start.
+    ``repo``: the checkout whose packages and scripts it links (another one's: a baseline
+    in the same layout)."""
     venv = Path(root) / "installed"
     base = getattr(sys, "_base_executable", sys.executable)
     subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = next(venv.glob("lib/python*/site-packages"))
     tree = venv / "ekl-tree"
     (tree / "ekl").mkdir(parents=True)  # a namespace package, as installed
-    (tree / "ekl" / "launcher").symlink_to(REPO / "launcher")
-    (tree / "ekl" / "envs").symlink_to(REPO / "envs")
-    (tree / "ekuiper").symlink_to(REPO / "sdk" / "ekuiper")
+    (tree / "ekl" / "launcher").symlink_to(repo / "launcher")
+    (tree / "ekl" / "envs").symlink_to(repo / "envs")
+    (tree / "ekuiper").symlink_to(repo / "sdk" / "ekuiper")
     dev_site = [p for p in sys.path if p.endswith("site-packages")]
     (site / "ekl-installed.pth").write_text("\n".join([str(tree), *dev_site]) + "\n")
     py = str(venv / "bin" / "python")
-    for src in script_files():
+    for src in script_files(repo):
         f = venv / "bin" / src.name
         if pip_wrappers:
             f.write_text(PIP_WRAPPER.format(python=py, func=src.name.replace("-", "_")))
@@ -203,6 +208,9 @@ def main() -> None:
     ap.add_argument("--installed", action="store_true",
                     help="run every variant on a venv laid out as an installed ekl (no "
                          "editable-install hooks at interpreter start)")
+    ap.add_argument("--before-checkout", metavar="DIR",
+                    help="with --installed: time as 'before' the same layout built from the "
+                         "checkout in DIR (e.g. a worktree of main), in the same rounds")
     ap.add_argument("--before-pip-wrappers", action="store_true",
                     help="with --installed: time as 'before' the same layout with the commands "
                          "installed as pip's entry-point wrappers (import re first)")
@@ -214,8 +222,12 @@ def main() -> None:
         if a.before_pip_wrappers:
             os.mkdir(os.path.join(root, "wrapped"))
             a.before = installed_venv(os.path.join(root, "wrapped"), pip_wrappers=True)[0]
-    elif a.before_pip_wrappers:
-        ap.error("--before-pip-wrappers needs --installed")
+        elif a.before_checkout:
+            os.mkdir(os.path.join(root, "before"))
+            a.before = installed_venv(os.path.join(root, "before"),
+                                      repo=Path(a.before_checkout).resolve())[0]
+    elif a.before_pip_wrappers or a.before_checkout:
+        ap.error("--before-pip-wrappers and --before-checkout need --installed")
     env = dict(os.environ, EKL_STATUS_DIR=root, EKL_CACHE_DIR=os.path.join(root, "cache"))
     env.pop("PYTHONPATH", None)
     if not a.no_bytecode:

@@ -61,6 +61,7 @@ TYPE_CHECKING = False  # typing is not loaded at run time on the start path (doc
 if TYPE_CHECKING:
     from typing import Callable, Dict, List, Optional, Tuple, TypeVar
     L = TypeVar("L", bound="_Listener")
+    D = TypeVar("D", bound="_Dialed")
 
 #: the largest body a send passes to ``Connection.send_frame`` (its frame, with the SP
 #: header and a REQ's request id, must fit sp.FAST_FRAME); larger ones go the long way
@@ -392,16 +393,8 @@ class NativeReq(_Dialed, ReqSocket):
                 try:
                     n = len(data)
                     if conn.fast_send_ms == self._send_timeout and n <= _FAST_REQ:
-                        # Connection.send_frame, inlined: every function call comes here
-                        frame = _pack_req(1, n + 4, rid) + data  # 1: MSG_TYPE
-                        try:
-                            sent = conn.sock.send(frame, _NOSIGNAL)
-                        except BlockingIOError:
-                            raise TransportTimeout("timed out") from None
-                        except OSError as e:
-                            raise sp.PeerGone(f"send failed: {e}") from None
-                        if sent != n + 13:
-                            conn._finish(frame, sent, None)  # committed: see send_frame
+                        # (a function call's usual send goes through ``exchange`` instead)
+                        conn.send_frame(_pack_req(1, n + 4, rid) + data)  # 1: MSG_TYPE
                     else:  # (the first send sets SO_SNDTIMEO; big ones are sent in parts)
                         conn.send_within(*sp.req_frame(rid, data), self._send_timeout)
                 except sp.PeerGone as e:
@@ -1114,23 +1107,13 @@ class NativeTransport(Transport):
 
     def dial_req(self, url: str, *, recv_timeout_ms: int, send_timeout_ms: int,
                  retries: int, interval_s: float) -> ReqSocket:
-        sock = NativeReq(sp.ipc_path(url), recv_timeout_ms, send_timeout_ms)
-        try:
-            sock._dial_sync(url, retries, interval_s)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return _dialed(NativeReq(sp.ipc_path(url), recv_timeout_ms, send_timeout_ms), url,
+                       retries, interval_s)
 
     def dial_push(self, url: str, *, send_timeout_ms: int, retries: int,
                   interval_s: float) -> PushSocket:
-        sock = NativePush(sp.ipc_path(url), send_timeout_ms)
-        try:
-            sock._dial_sync(url, retries, interval_s)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return _dialed(NativePush(sp.ipc_path(url), send_timeout_ms), url, retries,
+                       interval_s)
 
     def listen_pull(self, url: str, *, retries: int, interval_s: float,
                     recv_timeout_ms: Optional[int] = None) -> PullSocket:
@@ -1141,6 +1124,17 @@ class NativeTransport(Transport):
                    send_timeout_ms: Optional[int] = None) -> RepSocket:
         return _listen(url, retries, interval_s,
                        lambda path: NativeRep(path, recv_timeout_ms, send_timeout_ms))
+
+
+def _dialed(sock: D, url: str, retries: int, interval_s: float) -> D:
+    """``sock`` once its first connection is up (with retries); closed, and the error
+    raised, when none comes."""
+    try:
+        sock._dial_sync(url, retries, interval_s)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _listen(url: str, retries: int, interval_s: float, make: Callable[[str], L]) -> L:

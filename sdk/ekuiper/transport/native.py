@@ -372,11 +372,7 @@ class NativeReq(_Dialed, ReqSocket):
         self._reset = False
 
     def send(self, data: bytes) -> None:
-        ops = self._ops  # _enter(), inlined on the hot path
-        ops.append(None)
-        if self._closed:
-            self._leave()
-            raise TransportClosed("socket closed")
+        self._enter()  # (the per-call path, ``exchange``, inlines it; this is the long one)
         try:
             # A new request cancels the previous one (its late reply will be dropped).
             self._rid = None
@@ -420,16 +416,10 @@ class NativeReq(_Dialed, ReqSocket):
                 self._rid, self._rconn = rid, conn
                 return
         finally:
-            ops.pop()  # _leave(), inlined
-            if self._closed:
-                self._leave_closed()
+            self._leave()
 
     def recv(self) -> bytes:
-        ops = self._ops  # _enter(), inlined on the hot path
-        ops.append(None)
-        if self._closed:
-            self._leave()
-            raise TransportClosed("socket closed")
+        self._enter()
         try:
             rid, conn = self._rid, self._rconn
             if rid is None or conn is None:
@@ -441,9 +431,7 @@ class NativeReq(_Dialed, ReqSocket):
                                        "(send first)")
             return self._await_reply(conn, rid)
         finally:
-            ops.pop()  # _leave(), inlined
-            if self._closed:
-                self._leave_closed()
+            self._leave()
 
     def _await_reply(self, conn: sp.Connection, rid: int) -> bytes:
         """The body of the reply to request ``rid`` on ``conn`` (``recv`` after its state

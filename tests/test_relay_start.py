@@ -93,7 +93,7 @@ def test_no_command_loads_dataclasses_or_typing():
 
 
 def test_plugin_output_held_at_start_is_written_when_ekl_python_is_stopped(plugin_copy,
-                                                                           ipc_dir):
+                                                                           ipc_dir, tmp_path):
     """ekl-python holds the plugin's output lines (INFO) until eKuiper's first command is
     answered, at most 1 s (docs/performance.md): a SIGTERM inside that second still writes
     them before it exits, and it exits at once, with 0, although its dial to eKuiper (no
@@ -107,7 +107,8 @@ def test_plugin_output_held_at_start_is_written_when_ekl_python_is_stopped(plugi
     exe.write_text('import sys\nprint("boot marker one", flush=True)\n'
                    'print("boot marker two", file=sys.stderr, flush=True)\n'
                    + exe.read_text())
-    env = dict(os.environ, EKUIPER_IPC_DIR=ipc_dir)  # no eKuiper: nothing is ever answered
+    # no eKuiper: nothing is ever answered
+    env = dict(os.environ, EKUIPER_IPC_DIR=ipc_dir, EKL_STATUS_DIR=str(tmp_path / "status"))
     proc = subprocess.Popen(relay_argv(folder), cwd=folder, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

@@ -309,11 +309,18 @@ class PluginInstance:
         return writer
 
     def stop_sink(self, symbol: str, meta: Meta) -> None:
+        """Stop the sink while our end of its data socket is still open, then close it.
+
+        The SDK's sink keeps taking records until none has come for a moment, then stops;
+        closing first could drop records the transport still holds (pynng's PUSH drops its
+        queue on close; the test suite's pynng re-run lost the last of 300 under load)."""
         ctrl = Control(symbol, protocol.TYPE_SINK, meta)
         writer = self.sinks.pop(journal_key(ctrl), None)
-        if writer is not None:
-            writer.close()
-        self._stop(ctrl)
+        try:
+            self._stop(ctrl)
+        finally:
+            if writer is not None:
+                writer.close()
 
     def start_function(self, symbol: str) -> FunctionClient:
         """The function's client; functions are shared, so a second call reuses it."""

@@ -148,7 +148,7 @@ class PluginRuntime:
             # eKuiper forgets the symbol only when stop answers ok; the official SDK does too.
             log.warning("stop for %s, which is not running", ctrl.describe)
             return
-        rt.stop(self.settings.shutdown_budget_s)
+        rt.stop(self.settings.shutdown_budget_s, self.settings.sink_drain_max_s)
         log.info("stopped %s", ctrl.describe)
 
     # --- process lifecycle -------------------------------------------------------------

@@ -51,6 +51,10 @@ class Settings:
     shutdown_budget_s: float = 1.5
     #: a stopping sink keeps collecting until nothing has arrived for this long
     sink_drain_ms: int = 100
+    #: eKuiper's stop of a sink: past its share of ``shutdown_budget_s`` the sink keeps
+    #: draining while it still takes records, up to this long in all (under eKuiper's default
+    #: 5 s recvTimeout for the answer); a process shutdown keeps to ``shutdown_budget_s`` alone
+    sink_drain_max_s: float = 4.0
     ipc_dir: Optional[str] = None
 
 
@@ -112,7 +116,9 @@ class SymbolRuntime:
         self.thread = threading.Thread(target=target, name=self.ctrl.key, daemon=True)
         self.thread.start()
 
-    def stop(self, timeout: float = 1.0) -> None:
+    def stop(self, timeout: float = 1.0, drain_max_s: float = 0.0) -> None:
+        """Stop within about ``timeout``; ``drain_max_s``: a sink's longer drain while
+        records still come (``Settings.sink_drain_max_s``); other kinds ignore it."""
         raise NotImplementedError
 
     def is_running(self) -> bool:
@@ -167,7 +173,7 @@ class SourceRuntime(SymbolRuntime):
         if self.sock is not None:
             self.sock.close()
 
-    def stop(self, timeout: float = 1.0) -> None:
+    def stop(self, timeout: float = 1.0, drain_max_s: float = 0.0) -> None:
         was_running, self.running = self.running, False
         if was_running or self.thread is not None:
             call_with_deadline(lambda: self.s.close(self.ctx), timeout, f"{self.name}: close")
@@ -252,11 +258,28 @@ class SinkRuntime(SymbolRuntime):
             if s is not None:
                 s.close()
 
-    def stop(self, timeout: float = 1.0) -> None:
-        """Finish the records already received (the host stops sending first), then close."""
+    def stop(self, timeout: float = 1.0, drain_max_s: float = 0.0) -> None:
+        """Finish the records already received (the host stops sending first), then close.
+
+        The sink drains until nothing has come for ``sink_drain_ms``, within 0.6 of
+        ``timeout``; with ``drain_max_s`` (eKuiper's stop), past that it goes on while it
+        still takes records, up to ``drain_max_s`` in all: a sink with a backlog (a slow
+        ``collect``, a loaded machine) would otherwise drop the rest of what the host had
+        sent. A ``collect`` that begins no record for ``DRAIN_STALL_S`` (it hangs) ends
+        the wait then."""
         self.stopping = True
-        if self.thread is not None and self.thread is not threading.current_thread():
-            self.thread.join(timeout=timeout * 0.6)
+        t = self.thread
+        if t is not None and t is not threading.current_thread():
+            start = time.monotonic()
+            t.join(timeout=timeout * 0.6)
+            seen, last = self.beat.count, time.monotonic()
+            while t.is_alive():
+                now = time.monotonic()
+                if now - start >= drain_max_s or now - last >= DRAIN_STALL_S:
+                    break
+                t.join(timeout=DRAIN_PROGRESS_S)
+                if self.beat.count != seen:
+                    seen, last = self.beat.count, time.monotonic()
         self.running = False
         self._close_sockets()
         if self.thread is not None:
@@ -450,13 +473,18 @@ class FunctionRuntime(SymbolRuntime):
             self._ctx_by_raw[raw] = ctx
         return ctx
 
-    def stop(self, timeout: float = 1.0) -> None:
+    def stop(self, timeout: float = 1.0, drain_max_s: float = 0.0) -> None:
         self.running = False
         if self.sock is not None:
             self.sock.close()
         if self.thread is not None:
             self.thread.join(timeout=min(0.2, timeout))
 
+
+#: how often a sink draining past its base budget checks that records still come
+DRAIN_PROGRESS_S = 0.1
+#: a draining sink that begins no record for this long is stopped (its collect hangs)
+DRAIN_STALL_S = 1.0
 
 #: Error texts of function replies are bounded: they may quote what a peer sent.
 MAX_ERROR_CHARS = 2000

@@ -67,7 +67,8 @@ class Stuck(Source):
 
 
 class Collector(Sink):
-    """Appends every record to ``out``; acks an error for records with "bad"."""
+    """Appends every record to ``out``; acks an error for records with "bad";
+    ``delay_ms``: takes that long per record (a slow sink)."""
 
     def configure(self, conf):
         self.conf = conf
@@ -76,6 +77,8 @@ class Collector(Sink):
         mark(self.conf.get("out"), "open")
 
     def collect(self, ctx, data):
+        if self.conf.get("delay_ms"):
+            time.sleep(self.conf["delay_ms"] / 1000)
         text = data.decode() if isinstance(data, bytes) else str(data)
         mark(self.conf.get("out"), text)
         if self.conf.get("raise_on_bad") and "bad" in text:

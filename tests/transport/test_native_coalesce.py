@@ -238,3 +238,18 @@ def test_the_setting(monkeypatch):
                         text=True, timeout=30)
     assert on.returncode == 0, on.stderr
     assert int(on.stdout) == int(out.stdout) + 1
+
+
+def test_each_bad_setting_is_warned_once_per_variable(caplog):
+    """The same unreadable value in two variables is two warnings (the warned-once set
+    was keyed on the value alone, so the second was never logged); again, none."""
+    from ekuiper.transport.base import max_msg_size
+
+    bad = f"nonsense-{os.getpid()}"
+    with caplog.at_level("WARNING", logger="ekuiper"):
+        for _ in range(2):
+            max_msg_size(bad)
+            push_coalesce_s(bad)
+    warned = [r.getMessage() for r in caplog.records if bad in r.getMessage()]
+    assert len(warned) == 2, warned
+    assert "EKUIPER_MAX_MSG_SIZE" in warned[0] and "EKUIPER_PUSH_COALESCE_US" in warned[1]

@@ -26,7 +26,19 @@ MAX_MSG_SIZE_ENV = "EKUIPER_MAX_MSG_SIZE"
 DEFAULT_MAX_MSG_SIZE = 64 << 20
 _UNITS = {"": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
           "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
+#: (variable, value) pairs already warned about: each bad setting is logged once
 _warned_env: set = set()
+
+
+def _bad_env(name: str, raw: str, what: str, *args: object) -> None:
+    """Log once per variable and value that ``name=raw`` cannot be read; ``what`` says
+    what it should be and which default is used instead."""
+    if (name, raw) in _warned_env:
+        return
+    _warned_env.add((name, raw))
+    import logging
+
+    logging.getLogger("ekuiper").warning("%s=%r " + what, name, raw, *args)
 
 
 def max_msg_size(raw: Optional[str] = None) -> int:
@@ -39,13 +51,8 @@ def max_msg_size(raw: Optional[str] = None) -> int:
     m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", raw)
     unit = _UNITS.get(m.group(2).lower()) if m else None
     if m is None or unit is None:
-        if raw not in _warned_env:
-            _warned_env.add(raw)
-            import logging
-
-            logging.getLogger("ekuiper").warning(
-                "%s=%r is not a size (bytes, or with K, M or G, or 0 for no limit); using "
-                "%d MiB", MAX_MSG_SIZE_ENV, raw, DEFAULT_MAX_MSG_SIZE >> 20)
+        _bad_env(MAX_MSG_SIZE_ENV, raw, "is not a size (bytes, or with K, M or G, or 0 for "
+                 "no limit); using %d MiB", DEFAULT_MAX_MSG_SIZE >> 20)
         return DEFAULT_MAX_MSG_SIZE
     return int(m.group(1)) * unit
 
@@ -73,13 +80,8 @@ def push_coalesce_s(raw: Optional[str] = None) -> float:
         if us < 0 or us > 1_000_000:
             raise ValueError(raw)
     except ValueError:
-        if raw not in _warned_env:
-            _warned_env.add(raw)
-            import logging
-
-            logging.getLogger("ekuiper").warning(
-                "%s=%r is not a number of microseconds from 0 to 1000000; using %d",
-                PUSH_COALESCE_ENV, raw, DEFAULT_PUSH_COALESCE_US)
+        _bad_env(PUSH_COALESCE_ENV, raw, "is not a number of microseconds from 0 to "
+                 "1000000; using %d", DEFAULT_PUSH_COALESCE_US)
         return DEFAULT_PUSH_COALESCE_US / 1e6
     return us / 1e6
 

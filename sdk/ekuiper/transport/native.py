@@ -513,20 +513,15 @@ class NativeReq(_Dialed, ReqSocket):
             try:
                 body = conn.read_reply(rid, self._block_ms,
                                        _pack_req(1, len(data) + 4, rid) + data)  # 1: MSG_TYPE
-            except sp.ReplyPending:
-                body = None
+            except sp.ReplyPending:  # the request is out; the reply comes the long way
+                return self._await_reply(conn, rid)
             except (TransportTimeout, sp.PeerGone) as e:
                 raise self._failed(conn, e) from None
-            else:
-                if body is None:  # nothing went out (or was read): send() and recv() do it
-                    self._rid = self._rconn = None
-                    return None
-                self._rid = None
-                return body
-            try:
-                return self._poll_reply(conn, rid)
-            except (TransportTimeout, sp.PeerGone) as e:
-                raise self._failed(conn, e) from None
+            if body is None:  # nothing went out (or was read): send() and recv() do it
+                self._rid = self._rconn = None
+                return None
+            self._rid = None
+            return body
         finally:
             ops.pop()  # _leave(), inlined
             if self._closed:

@@ -138,14 +138,12 @@ class Relay:
         starter = threading.Thread(target=self._start_plugin, daemon=True, name="starter")
         starter.start()
         try:
-            self.upstream = self._dial_upstream()
+            self.upstream = self._dial_upstream()  # None: told to stop meanwhile (exit 0)
         except TransportError as e:
             log.error("ekl-python: no eKuiper listening on %s (%s); the plugin name must equal "
                       "%s", self.upstream_url, e, self.plugin.path.name)
-            self._cleanup()
-            starter.join(timeout=self.instance.settings.init_timeout_s + 1)
-            return 1
-        if self.upstream is None:  # told to stop while dialling: a clean stop
+            self.exit_code = 1
+        if self.upstream is None:
             self._cleanup()
             starter.join(timeout=self.instance.settings.init_timeout_s + 1)
             return self.exit_code

@@ -106,6 +106,25 @@ def test_feed_to_a_slow_sink_loses_nothing_at_the_end(plugin_copy, tmp_path, tra
     assert time.monotonic() - t0 < 30
 
 
+def test_stopping_a_sink_whose_collect_hangs_is_bounded(plugin_copy, tmp_path):
+    """The longer drain waits only while records still come: a ``collect`` that never
+    returns ends it 1 s after the base budget (``DRAIN_STALL_S``), not at
+    ``sink_drain_max_s``, and ``ekl feed`` exits with nothing left behind."""
+    folder = plugin_copy("compat")
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    cp = ekl("feed", str(folder), "collector", "--config",
+             json.dumps({"out": str(out), "delay_ms": 600_000}),
+             stdin='{"i": 0}\n{"i": 1}\n', timeout=60)
+    took = time.monotonic() - t0
+    assert cp.returncode == 0, cp.stderr
+    assert "fed 2 record(s)" in cp.stderr
+    assert took < 15, f"ekl feed took {took:.1f} s"
+    assert out.read_text().splitlines()[0] == "open"
+    assert not [p for p in psutil.process_iter(["cmdline"])
+                if str(folder) in " ".join(p.info["cmdline"] or [])]
+
+
 def test_feed_reports_ack_errors_and_bad_lines_and_exits_1(plugin_copy, tmp_path):
     folder = plugin_copy("compat")
     out = tmp_path / "out"

@@ -111,3 +111,21 @@ def test_a_plugin_growing_100_mb_per_s_is_restarted_before_it_doubles_max_rss(ho
         assert time.monotonic() - t0 < 20
     finally:
         w.stop()
+
+
+def test_the_last_words_of_a_process_that_dies_at_once_are_in_its_tail(tmp_path):
+    """One thread is started per process; it starts the two output readers itself (a
+    ``Thread.start`` on the start path costs up to 1.5 ms while a plugin boots). A process
+    may exit before that thread has started them: ``tail`` (the line error messages quote)
+    waits for the readers to exist, then to finish, so the last line is never lost."""
+    from ekl.launcher.process import LaunchSpec, PluginProcess
+
+    for i in range(20):
+        argv = ("/bin/sh", "-c", f"echo last words {i} >&2; exit 3")
+        proc = PluginProcess(LaunchSpec("quick", argv, str(tmp_path), {}))
+        proc.start()
+        deadline = time.monotonic() + 10
+        while proc.alive() and time.monotonic() < deadline:
+            pass  # as a handshake wait sees the death: by poll, before ``exited`` is set
+        assert proc.tail() == f"last words {i}"
+        assert proc.exit_description() == "exited with code 3"

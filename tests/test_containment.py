@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -214,5 +215,87 @@ def test_a_respawned_watchdog_knows_the_registry_from_its_first_instant():
         assert life.watchdog_pid not in (None, first)
         argv = psutil.Process(life.watchdog_pid).cmdline()
         assert {"+999998", "+=" + "b" * 32, "+/tmp/ekl-registry-test-never-made"} <= set(argv)
+    finally:
+        life.close()
+
+
+# --- the parked watchdog (early.watchdog_argv) ------------------------------------------
+
+
+def _parked(pid: int) -> bool:
+    """Still the shell: the watchdog's Python has not started."""
+    from ekl.launcher import early
+
+    return psutil.Process(pid).cmdline()[:1] == [early.PARK_SHELL]
+
+
+needs_park_shell = pytest.mark.skipif(not os.access("/bin/sh", os.X_OK), reason="no /bin/sh")
+
+
+@needs_park_shell
+@pytest.mark.parametrize("how", ["eof", "sigterm", "woken-then-eof"])
+def test_a_parked_watchdog_cleans_up_however_its_wait_ends(tmp_path, how):
+    """A watchdog waits in a shell until the first line or EOF (its Python's start, 8 ms of
+    CPU, no longer competes with a plugin's boot). Whatever ends the wait, the registry in
+    its argv is honoured: EOF (the launcher died) and SIGTERM while parked (an outer
+    launcher stopping this tree, pipe still open) both kill the group and remove the
+    folder; after a wake-up line, the lines behind it reach the Python (none swallowed
+    by the shell): an unregistered group survives the EOF."""
+    from ekl.launcher import early
+
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    spare = tmp_path / "spare"
+    spare.mkdir()
+    (spare / "socket-file").touch()
+    r, w = os.pipe()
+    dog = subprocess.Popen(early.watchdog_argv([f"+{victim.pid}", f"+{spare}"]), stdin=r,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    os.close(r)
+    try:
+        time.sleep(0.2)
+        assert _parked(dog.pid)
+        if how == "sigterm":
+            dog.send_signal(signal.SIGTERM)
+        elif how == "woken-then-eof":
+            os.write(w, f"\n-{victim.pid}\n".encode())
+            assert wait_for(lambda: not _parked(dog.pid), timeout=10)
+            time.sleep(0.2)  # the Python reads the line behind the wake-up
+        if how != "sigterm":
+            os.close(w)
+            w = -1
+        assert dog.wait(timeout=10) == 0
+        if how == "woken-then-eof":
+            assert victim.poll() is None, "a line behind the wake-up line was lost"
+        else:
+            assert victim.wait(timeout=5) is not None
+        assert not spare.exists()
+    finally:
+        if w >= 0:
+            os.close(w)
+        for p in (victim, dog):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+@needs_park_shell
+def test_a_lifeline_wakes_its_watchdog_only_for_a_change():
+    """What the watchdog holds already (in its argv: the registry it was spawned with, or
+    an adopted early start's) is not written again: a write would wake it during the very
+    start it is parked for. A new entry wakes it, and it stays the same watchdog."""
+    from ekl.launcher.process.lifeline import Lifeline
+
+    life = Lifeline()
+    try:
+        life.register(999996, "d" * 32)  # spawns it with both in its argv: nothing written
+        pid = life.watchdog_pid
+        assert pid is not None
+        life.register(999996, "d" * 32)  # held already
+        time.sleep(0.2)
+        assert _parked(pid)
+        life.remove_on_death("/tmp/ekl-parked-test-never-made")
+        assert wait_for(lambda: not _parked(pid), timeout=10)
+        assert life.watchdog_pid == pid
     finally:
         life.close()

@@ -116,6 +116,8 @@ class PluginProcess:
         self.stderr_tail: Deque[str] = deque(maxlen=TAIL_LINES)
         self.started_at: Optional[float] = None
         self._readers: List[threading.Thread] = []
+        #: set once ``_watch`` has started the readers (``flush_output`` waits for it)
+        self._readers_started = threading.Event()
         self._out = lazylog.getLogger(f"ekl.plugin.{spec.name}")
         #: set the moment the process exits (a thread blocks in wait(), so nobody polls)
         self.exited = threading.Event()
@@ -181,13 +183,25 @@ class PluginProcess:
         self.started_at = time.time()
         if self.lifeline is not None:
             self.lifeline.register(self.popen.pid, self.token)
-        threading.Thread(target=self._wait, daemon=True,
+        # One thread started here, which starts the two output readers and then waits for
+        # the exit. Why not all three from here: ``Thread.start`` returns only once the new
+        # thread runs, and while the plugin boots on the other core a new thread often
+        # waits 1.3-1.5 ms for a CPU (perf sched, 2 cores); the start path paid that three
+        # times (``ekl-python``'s first answer came 3 ms later).
+        threading.Thread(target=self._watch, daemon=True,
                          name=f"{self.spec.name}-wait").start()
-        for stream, is_err in ((self.popen.stdout, False), (self.popen.stderr, True)):
-            t = threading.Thread(target=self._pump, args=(stream, is_err), daemon=True,
-                                 name=f"{self.spec.name}-{'err' if is_err else 'out'}")
-            t.start()
-            self._readers.append(t)
+
+    def _watch(self) -> None:
+        assert self.popen is not None
+        try:
+            for stream, is_err in ((self.popen.stdout, False), (self.popen.stderr, True)):
+                t = threading.Thread(target=self._pump, args=(stream, is_err), daemon=True,
+                                     name=f"{self.spec.name}-{'err' if is_err else 'out'}")
+                t.start()
+                self._readers.append(t)
+        finally:  # even if a reader could not start: the exit must still be seen
+            self._readers_started.set()
+            self._wait()
 
     def _wait(self) -> None:
         assert self.popen is not None
@@ -259,6 +273,7 @@ class PluginProcess:
         if self.alive():
             return
         end = time.monotonic() + timeout
+        self._readers_started.wait(timeout)  # a process that died at once: its readers
         for t in self._readers:
             t.join(max(0.0, end - time.monotonic()))
 

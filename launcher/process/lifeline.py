@@ -47,20 +47,23 @@ class Lifeline:
         nice_watchdog(proc.pid)
         return proc
 
-    def _write(self, line: str) -> None:
-        """Send one line; respawn (with the full registry) if the watchdog is gone."""
+    def _write(self, *lines: str) -> None:
+        """Send ``lines``; respawn (with the full registry) if the watchdog is gone.
+
+        Each write opens with an empty line: a watchdog still parked in its shell
+        (``early.watchdog_argv``) takes that one as its wake-up, a running one ignores it.
+        A watchdog spawned here got ``lines`` in its argv (the registry is updated before
+        any write), so nothing is written to it: it stays parked."""
         for _ in range(2):
             if self._proc is None or self._proc.poll() is not None:
                 try:
                     self._proc = self._spawn()
                 except OSError:
                     self._proc = None
-                    return
-                if not line:
-                    return
+                return
             try:
                 assert self._proc.stdin is not None
-                self._proc.stdin.write(line + "\n")
+                self._proc.stdin.write("\n" + "".join(f"{ln}\n" for ln in lines))
                 self._proc.stdin.flush()
                 return
             except (BrokenPipeError, OSError):
@@ -81,7 +84,7 @@ class Lifeline:
         """Respawn the watchdog now if it died (the supervisor calls this at each check)."""
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
-                self._write("")
+                self._write()
 
     @property
     def watchdog_pid(self) -> Optional[int]:
@@ -91,11 +94,18 @@ class Lifeline:
         """A plugin's process group, and its containment token (process/containment.py):
         the watchdog kills both when the launcher dies."""
         with self._lock:
-            self._groups.add(pgid)
-            self._write(f"+{pgid}")
-            if token:
+            # What the watchdog holds already (an adopted early start's registry, in its
+            # argv) is not written again: a write would wake a parked watchdog during the
+            # start it is parked for
+            lines = []
+            if pgid not in self._groups:
+                self._groups.add(pgid)
+                lines.append(f"+{pgid}")
+            if token and token not in self._tokens:
                 self._tokens.add(token)
-                self._write(f"+={token}")
+                lines.append(f"+={token}")
+            if lines:
+                self._write(*lines)
 
     def unregister(self, pgid: int, token: Optional[str] = None) -> None:
         """Forget a stopped plugin. A dead watchdog is not respawned for this (a new one
@@ -107,16 +117,15 @@ class Lifeline:
             if token:
                 self._tokens.discard(token)
             if self._proc is not None and self._proc.poll() is None:
-                self._write(f"-{pgid}")
-                if token:
-                    self._write(f"-={token}")
+                self._write(f"-{pgid}", *([f"-={token}"] if token else []))
 
     def remove_on_death(self, path: str) -> None:
         """Have the watchdog remove ``path`` (a file, or a folder of files) if ekl dies."""
         p = os.path.abspath(path)
         with self._lock:
-            self._paths.add(p)
-            self._write(f"+{p}")
+            if p not in self._paths:  # held already: not written again (``register``)
+                self._paths.add(p)
+                self._write(f"+{p}")
 
     def close(self) -> None:
         """EOF makes the watchdog kill whatever is still registered, then exit."""

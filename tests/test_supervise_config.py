@@ -17,6 +17,7 @@ from typing import Dict, Iterator, List
 import pytest
 
 from conftest import make_plugin, short_id, wait_for
+from ekl.launcher.process import is_gone
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -151,3 +152,27 @@ def test_sd_notify_ready_status_watchdog_and_stopping(service: Service, tmp_path
     finally:
         sock.close()
         os.unlink(path)
+
+
+def test_many_quiet_pipelines_stop_together(service: Service, tmp_path: Path) -> None:
+    """SIGTERM with six pipelines whose source is quiet (a message every 30 s): every flow
+    is told to stop at once and each notices within ``RECV_SLICE_S`` (0.1 s). They were stopped one
+    after the other, each waiting out the source's 1 s check: 5 s for six (20 s for
+    twenty, and systemd's stop timeout for ninety)."""
+    from ekl.launcher.supervise.pipeline import SOURCE_CHECK_S
+
+    name = f"sv{short_id()}"
+    flows = "".join(f'[pipelines.q{i}]\nplugin = "{name}"\nsource = "pyjson"\n'
+                    f'config = {{ interval = 30 }}\nsink = "print"\n' for i in range(6))
+    service.write({name: _pysam(tmp_path, name)}, flows)
+    service.start()
+    assert wait_for(lambda: (p := plugins_in(service.status).get(name)) and
+                    p["state"] == "RUNNING" and len(p["refCount"]) == 6, timeout=30)
+    pid = plugins_in(service.status)[name]["pid"]
+    time.sleep(1.5)  # every flow is inside its wait for the quiet source
+    t0 = time.monotonic()
+    service.proc.send_signal(signal.SIGTERM)
+    assert service.proc.wait(30) == 0
+    took = time.monotonic() - t0
+    assert took < 3 * SOURCE_CHECK_S, f"stopping six quiet pipelines took {took:.1f} s"
+    assert wait_for(lambda: is_gone(pid), timeout=5)

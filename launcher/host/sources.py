@@ -13,7 +13,7 @@ from .ipc import listen_pull
 
 TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
 if TYPE_CHECKING:
-    from typing import Iterator, Optional
+    from typing import Callable, Iterator, Optional
 
 #: The longest single wait in ``recv``: the bound on how late a signal is handled.
 RECV_SLICE_S = 0.1
@@ -37,8 +37,18 @@ class SourceStream:
     def recv(self, timeout_s: Optional[float] = None) -> SourceMessage:
         """The next message; waits in slices so Ctrl-C and SIGTERM are handled at once
         (a signal handler runs only when the wait returns to Python)."""
+        msg = self.recv_unless(timeout_s, None)
+        assert msg is not None
+        return msg
+
+    def recv_unless(self, timeout_s: Optional[float],
+                    stopping: Optional[Callable[[], bool]]) -> Optional[SourceMessage]:
+        """``recv``, or None as soon as ``stopping()`` answers true: it is asked at every
+        slice, so a stop is seen within ``RECV_SLICE_S`` even while the source is quiet."""
         end = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
+            if stopping is not None and stopping():
+                return None
             left = RECV_SLICE_S if end is None else min(RECV_SLICE_S, end - time.monotonic())
             if left <= 0:
                 raise HostTimeout(f"source {self.symbol}: no data within {timeout_s:.1f} s")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -52,6 +53,10 @@ class PluginEntry:
                        env=s.get("env", plugin.env), ekl=ekl)
 
 
+#: How long a stop waits for a flow's thread (the sink's drain included) before it goes on.
+FLOW_STOP_TIMEOUT_S = 10.0
+
+
 class Flow:
     """A pipeline of the config file, served on its plugin's watcher in a thread of its own."""
 
@@ -73,9 +78,17 @@ class Flow:
                                         name=f"pipeline-{spec.name}")
         self._thread.start()
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def request_stop(self) -> None:
+        """Tell the flow to stop (it notices within ``sources.RECV_SLICE_S``) and return:
+        many flows stop together (``Arbiter.stop``), not one after the other."""
         self._stop.set()
-        self._thread.join(timeout_s)
+
+    def join(self, timeout_s: float) -> None:
+        self._thread.join(max(0.0, timeout_s))
+
+    def stop(self, timeout_s: float = FLOW_STOP_TIMEOUT_S) -> None:
+        self.request_stop()
+        self.join(timeout_s)
 
 
 def _unique(plugins: List[Plugin]) -> None:
@@ -217,8 +230,12 @@ class Arbiter:
             self.notifier.stopping()
         if self.control is not None:
             self.control.close()
-        for flow in list(self.flows.values()):
-            flow.stop()
+        flows = list(self.flows.values())
+        for flow in flows:  # all at once: each may wait for its sink's drain
+            flow.request_stop()
+        deadline = time.monotonic() + FLOW_STOP_TIMEOUT_S
+        for flow in flows:
+            flow.join(deadline - time.monotonic())
         for w in list(self.watchers.values()):
             w.stop()
         if self.status_writer is not None:

@@ -31,6 +31,10 @@ TYPE_CHECKING = False  # typing is not loaded at run time on the start path (doc
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Optional
 
+    from ekuiper.protocol import SourceMessage
+
+    from ..host.sources import SourceStream
+
 log = logging.getLogger("ekl")
 #: How long the pipeline waits for a restarted plugin before giving up.
 RECOVERY_TIMEOUT_S = 60.0
@@ -155,6 +159,20 @@ class Pipeline:
             except EklError as e:
                 log.debug("%s", e)
 
+    def _next_message(self, stream: SourceStream,
+                      inst: PluginInstance) -> Optional[SourceMessage]:
+        """The source's next message, or None once ``stopping()`` (``ekl supervise``'s stop
+        or reload): the wait looks at it every ``RECV_SLICE_S``, so a stop never waits out
+        a quiet source. After ``SOURCE_CHECK_S`` of silence the plugin is asked whether the
+        source failed: CommandError if it did, else HostTimeout (it is just quiet)."""
+        try:
+            return stream.recv_unless(SOURCE_CHECK_S, self.stopping)
+        except HostTimeout:
+            failed = inst.source_failure(self.source)
+            if failed:
+                raise CommandError(f"source {self.source} stopped: {failed}") from None
+            raise
+
     def _loop(self, inst: PluginInstance) -> int:
         stream = inst.start_source(self.source, self.src_meta, self.datasource, self.config)
         fn = inst.start_function(self.function) if self.function else None
@@ -165,14 +183,9 @@ class Pipeline:
         while (self.count is None or produced < self.count) and not self.stopping():
             try:
                 if pending is None:
-                    try:
-                        msg = stream.recv(SOURCE_CHECK_S)
-                    except HostTimeout:
-                        failed = inst.source_failure(self.source)
-                        if failed:
-                            raise CommandError(f"source {self.source} stopped: {failed}") \
-                                from None
-                        raise
+                    msg = self._next_message(stream, inst)
+                    if msg is None:
+                        break  # stopping
                     if msg.error is not None:
                         log.warning("source %s: error: %s", self.source, msg.error)
                         continue

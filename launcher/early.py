@@ -44,7 +44,7 @@ from . import __version__
 
 TYPE_CHECKING = False  # not typing's: importing typing alone costs 3-5 ms at every start
 if TYPE_CHECKING:
-    from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+    from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
     #: (mtime_ns, size, inode) of a recorded file, or None when it was missing.
     Sig = Optional[Tuple[int, int, int]]
@@ -112,15 +112,25 @@ def safe_folder(folder: str) -> bool:
             and not st.st_mode & 0o022)
 
 
-def make_private_dir(prefix: str = PRIVATE_PREFIX) -> Optional[str]:
+def make_private_dir(prefix: str = PRIVATE_PREFIX,
+                     claim: Optional[Callable[[str], None]] = None,
+                     unclaim: Optional[Callable[[str], None]] = None) -> Optional[str]:
     """A new 0700 folder in ``/tmp`` (not ``$TMPDIR``: socket paths must stay under 107
     bytes), as ``tempfile.mkdtemp`` makes one (a random name, ``mkdir`` failing on a taken
-    one, tried again) without importing it; None when 100 names were all taken."""
+    one, tried again) without importing it; None when 100 names were all taken.
+
+    ``claim(path)`` runs before each ``mkdir`` and ``unclaim(path)`` after one that failed:
+    the watchdog learns of the folder before it exists, so a launcher SIGKILLed at any
+    instant leaves none behind (``fsafe.private_tmp_dir``)."""
     for _ in range(100):
         d = f"/tmp/{prefix}{os.urandom(5).hex()}"
+        if claim is not None:
+            claim(d)
         try:
             os.mkdir(d, 0o700)
         except FileExistsError:
+            if unclaim is not None:
+                unclaim(d)
             continue
         os.chmod(d, 0o700)  # mkdir's 0700 is still subject to an odd umask such as 0277
         return d

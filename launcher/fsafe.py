@@ -21,7 +21,7 @@ from .errors import EklError
 
 TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
 if TYPE_CHECKING:
-    from typing import List, Optional, Union
+    from typing import Callable, List, Optional, Union
     StrPath = Union[str, "os.PathLike[str]"]
 
 
@@ -235,11 +235,15 @@ def file_clock_ns() -> int:
     return time.clock_gettime_ns(coarse) if coarse is not None else time.time_ns()
 
 
-def private_tmp_dir(prefix: str = "ekl-") -> str:
-    """A new folder in ``/tmp`` (not ``$TMPDIR``: socket paths must stay under 107 bytes), 0700."""
+def private_tmp_dir(prefix: str = "ekl-", claim: Optional[Callable[[str], None]] = None,
+                    unclaim: Optional[Callable[[str], None]] = None) -> str:
+    """A new folder in ``/tmp`` (not ``$TMPDIR``: socket paths must stay under 107 bytes), 0700.
+
+    ``claim``/``unclaim``: see ``early.make_private_dir`` (``Lifeline.private_dir`` passes
+    its watchdog's registration, so the folder is known before it exists)."""
     from .early import make_private_dir  # the early start makes its folder the same way
 
-    d = make_private_dir(prefix)
+    d = make_private_dir(prefix, claim, unclaim)
     if d is None:
         raise EklError(f"/tmp/{prefix}*: 100 random folder names were all taken; something "
                        f"is filling /tmp: look at what is in it")

@@ -299,3 +299,56 @@ def test_a_lifeline_wakes_its_watchdog_only_for_a_change():
         assert life.watchdog_pid == pid
     finally:
         life.close()
+
+
+# --- private folders: registered with the watchdog before they exist --------------------
+
+FOLDER_THEN_SIGKILL = """
+import os, signal, sys
+from ekl.launcher.process.lifeline import shared
+if sys.argv[1] == "control":
+    from ekl.launcher.supervise.control import ControlServer
+    folder = ControlServer(lambda: [], lambda *a: (True, "", None)).folder
+else:
+    from ekl.launcher.host.ipc import private_ipc_dir
+    folder = private_ipc_dir(shared())
+print(folder, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # the instant after the folder exists
+"""
+
+
+@pytest.mark.parametrize("kind", ["control", "ipc"])
+def test_a_launcher_killed_the_instant_its_folder_exists_leaves_none(kind):
+    """The launcher's private folders (the ``ekl operate`` socket's, a plugin's socket
+    folder) are given to the watchdog before ``mkdir``: a SIGKILL right after they exist
+    (here the process kills itself then) leaves nothing in /tmp. They were registered just
+    after ``mkdir``, and two empty ``/tmp/ekl-ctl-*`` folders were found after a CI run."""
+    out = subprocess.run([sys.executable, "-c", FOLDER_THEN_SIGKILL, kind], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    folder = out.stdout.strip()
+    assert folder.startswith("/tmp/ekl-")
+    assert wait_for(lambda: not os.path.exists(folder), timeout=10), folder
+
+
+def test_a_taken_folder_name_is_withdrawn_from_the_watchdog(tmp_path, monkeypatch):
+    """A random name that is taken (``mkdir`` fails) was registered already: it is
+    withdrawn before the next name is tried, so the watchdog never removes a folder that is
+    not this launcher's."""
+    from ekl.launcher import early
+    from ekl.launcher.process.lifeline import Lifeline
+
+    taken = "/tmp/ekl-taken-" + "00" * 5
+    os.makedirs(taken, exist_ok=True)
+    names = iter([bytes(5), bytes([1]) * 5])
+    monkeypatch.setattr(early.os, "urandom", lambda n: next(names))
+    life = Lifeline()
+    try:
+        d = life.private_dir("ekl-taken-")
+        assert d == "/tmp/ekl-taken-" + "01" * 5
+        assert taken not in life._paths and d in life._paths
+    finally:
+        life.close()  # the watchdog removes what is registered: ``d``, not ``taken``
+        assert os.path.isdir(taken)
+        os.rmdir(taken)
+        assert wait_for(lambda: not os.path.exists(d), timeout=10)

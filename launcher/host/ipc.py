@@ -29,6 +29,8 @@ TYPE_CHECKING = False  # typing is not loaded at run time on the start path (doc
 if TYPE_CHECKING:
     from typing import Any, Callable, Optional, Union
 
+    from ..process.lifeline import Lifeline
+
 #: How long the host keeps re-dialing a sink's data socket after the plugin said it listens.
 SINK_DIAL_RETRIES = 50
 SINK_DIAL_INTERVAL_S = 0.1
@@ -85,9 +87,10 @@ class PluginDied(Exception):
     """The plugin process died while the host waited on it (the caller words the error)."""
 
 
-def private_ipc_dir() -> str:
-    """A fresh 0700 folder under /tmp (short, so socket paths stay under 107 bytes)."""
-    return private_tmp_dir("ekl-")
+def private_ipc_dir(lifeline: Optional[Lifeline] = None) -> str:
+    """A fresh 0700 folder under /tmp (short, so socket paths stay under 107 bytes); with
+    ``lifeline``, its watchdog knows of it before it exists (``Lifeline.private_dir``)."""
+    return lifeline.private_dir("ekl-") if lifeline is not None else private_tmp_dir("ekl-")
 
 
 def remove_ipc_dir(path: str) -> None:

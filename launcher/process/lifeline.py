@@ -127,6 +127,24 @@ class Lifeline:
                 self._paths.add(p)
                 self._write(f"+{p}")
 
+    def private_dir(self, prefix: str) -> str:
+        """A new private 0700 folder in ``/tmp`` that the watchdog removes if ekl dies,
+        registered *before* ``mkdir`` (a name that turns out taken is withdrawn).
+        Registered after it, a launcher SIGKILLed in between left an empty folder behind
+        (two ``/tmp/ekl-ctl-*`` after a CI run)."""
+        from ..fsafe import private_tmp_dir
+
+        return private_tmp_dir(prefix, self.remove_on_death, self.forget_path)
+
+    def forget_path(self, path: str) -> None:
+        """Withdraw ``remove_on_death(path)``: a folder name registered before ``mkdir``
+        that turned out taken (``fsafe.private_tmp_dir``) is not this launcher's."""
+        p = os.path.abspath(path)
+        with self._lock:
+            if p in self._paths:
+                self._paths.discard(p)
+                self._write(f"-{p}")
+
     def close(self) -> None:
         """EOF makes the watchdog kill whatever is still registered, then exit."""
         with self._lock:

@@ -68,7 +68,8 @@ class SocketDirs:
     owned: Tuple[str, ...] = ()
 
 
-def socket_dirs(spec: LaunchSpec, host: HostSettings, relay: bool = False) -> SocketDirs:
+def socket_dirs(spec: LaunchSpec, host: HostSettings, relay: bool = False,
+                lifeline: Optional[Lifeline] = None) -> SocketDirs:
     """The one decision of the socket folders.
 
     - ``relay`` (``ekl-python``): data sockets where eKuiper listens (``/tmp`` unless
@@ -76,17 +77,19 @@ def socket_dirs(spec: LaunchSpec, host: HostSettings, relay: bool = False) -> So
     - ``--ipc-dir``: that folder for everything.
     - ekl's SDK (installed or hosted): a fresh private 0700 folder, so runs never collide.
     - otherwise (the official SDK, Go, ``conda run``): ``/tmp``, as eKuiper uses.
+
+    A folder made here is given to ``lifeline``'s watchdog before it exists.
     """
     from ..early import claim_dir
     from ..host.ipc import private_ipc_dir
 
     if relay:
-        private = claim_dir() or private_ipc_dir()
+        private = claim_dir() or private_ipc_dir(lifeline)
         return SocketDirs(protocol.ipc_dir(), private, (private,))
     if host.ipc_dir:
         return SocketDirs(host.ipc_dir, host.ipc_dir)
     if spec.ekl_sdk:
-        private = claim_dir() or private_ipc_dir()  # the early start's, if there is one
+        private = claim_dir() or private_ipc_dir(lifeline)  # the early start's, if any
         return SocketDirs(private, private, (private,))
     return SocketDirs(protocol.DEFAULT_IPC_DIR, protocol.DEFAULT_IPC_DIR)
 
@@ -108,14 +111,14 @@ def prepare(plugin: Plugin, opts: Optional[LaunchOptions] = None,
     if spec is None:
         with progress.step(f"resolving the environment of {plugin.name}", tty_only=True):
             spec = resolve(plugin, opts, host_sdk=host_sdk)
-    dirs = socket_dirs(spec, host, relay)
+    lifeline = lifeline or shared()
+    dirs = socket_dirs(spec, host, relay, lifeline)
     env = dict(spec.env)
     env[protocol.IPC_DIR_ENV] = dirs.data
     if dirs.control != dirs.data:
         env[protocol.CONTROL_URL_ENV] = protocol.control_url(plugin.name, dirs.control)
     spec = _with_env(spec, env)
-    lifeline = lifeline or shared()
-    for d in dirs.owned:  # a SIGKILLed launcher cannot remove them: the watchdog does
+    for d in dirs.owned:  # the early start's folder too (held already: nothing is written)
         lifeline.remove_on_death(d)
     return PluginInstance(spec, host, ipc_dir=dirs.data, control_dir=dirs.control,
                           owned_dirs=dirs.owned, lifeline=lifeline)

@@ -21,7 +21,6 @@ import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import EklError
-from ..fsafe import private_tmp_dir
 from ..process.lifeline import shared
 
 log = logging.getLogger("ekl")
@@ -51,9 +50,8 @@ class ControlServer:
     def __init__(self, names: Callable[[], List[str]], handler: Handler) -> None:
         self.names = names
         self.handler = handler
-        self.folder = private_tmp_dir("ekl-ctl-")
+        self.folder = shared().private_dir("ekl-ctl-")  # a SIGKILLed launcher leaves none
         self.path = os.path.join(self.folder, SOCKET_NAME)
-        shared().remove_on_death(self.folder)  # a SIGKILLed launcher leaves no socket behind
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.bind(self.path)
         self._sock.listen(8)

@@ -201,9 +201,13 @@ def test_a_real_plugins_output_lands_in_its_own_file(logger, tmp_path, plugin_co
                 return [json.loads(x) for x in f.read_text().splitlines()]
             except (OSError, ValueError):
                 return []
-        assert wait_for(lambda: len(lines()) >= 2, timeout=15)
+        # stdout and stderr are read by two threads: their lines land in either order, and
+        # the stderr ones ("EEE...", the SDK's "serving") may all come before the stdout one
+        def both() -> bool:
+            msgs = [x["msg"] for x in lines()]
+            return "hello from the plugin" in msgs and any(m.startswith("EEEE") for m in msgs)
+        assert wait_for(both, timeout=15), lines()
         got = lines()
-        # stdout and stderr are read by two threads: their lines may land in either order
         hello = [x for x in got if x["msg"] == "hello from the plugin"]
         assert hello and hello[0]["plugin"] == name
         assert hello[0]["logger"] == f"ekl.plugin.{name}"

@@ -119,9 +119,11 @@ def make_private_dir(prefix: str = PRIVATE_PREFIX,
     bytes), as ``tempfile.mkdtemp`` makes one (a random name, ``mkdir`` failing on a taken
     one, tried again) without importing it; None when 100 names were all taken.
 
-    ``claim(path)`` runs before each ``mkdir`` and ``unclaim(path)`` after one that failed:
-    the watchdog learns of the folder before it exists, so a launcher SIGKILLed at any
-    instant leaves none behind (``fsafe.private_tmp_dir``)."""
+    ``claim(path)`` runs before each ``mkdir`` and ``unclaim(path)`` after one that failed.
+    ``Lifeline.private_dir`` passes its watchdog's registration, so the watchdog knows of
+    the folder before it exists and a launcher SIGKILLed at any instant leaves none
+    behind. The early start passes none: its watchdog gets the folder in its argv, spawned
+    about a millisecond after the folder is made (docs/launcher.md)."""
     for _ in range(100):
         d = f"/tmp/{prefix}{os.urandom(5).hex()}"
         if claim is not None:

@@ -196,18 +196,25 @@ def test_a_real_plugins_output_lands_in_its_own_file(logger, tmp_path, plugin_co
         host.start(folder)
         f = d / f"{name}.log"
 
-        def lines() -> List[dict]:
-            try:
-                return [json.loads(x) for x in f.read_text().splitlines()]
-            except (OSError, ValueError):
-                return []
-        # stdout and stderr are read by two threads: their lines land in either order, and
-        # the stderr ones ("EEE...", the SDK's "serving") may all come before the stdout one
+        got: List[dict] = []
+
         def both() -> bool:
-            msgs = [x["msg"] for x in lines()]
+            """Both lines are in the file: stdout and stderr are read by two threads, so
+            their lines land in either order. The file is read while the router writes to
+            it (a line may be half written: not parsed), and checked on that same read."""
+            try:
+                text = f.read_text()
+            except OSError:
+                return False
+            got[:] = []
+            for x in text.splitlines():
+                try:
+                    got.append(json.loads(x))
+                except ValueError:
+                    pass
+            msgs = [x["msg"] for x in got]
             return "hello from the plugin" in msgs and any(m.startswith("EEEE") for m in msgs)
-        assert wait_for(both, timeout=15), lines()
-        got = lines()
+        assert wait_for(both, timeout=15), got
         hello = [x for x in got if x["msg"] == "hello from the plugin"]
         assert hello and hello[0]["plugin"] == name
         assert hello[0]["logger"] == f"ekl.plugin.{name}"

@@ -80,15 +80,22 @@ class Flow:
 
     def request_stop(self) -> None:
         """Tell the flow to stop (it notices within ``sources.RECV_SLICE_S``) and return:
-        many flows stop together (``Arbiter.stop``), not one after the other."""
+        many flows stop together (``stop_flows``), not one after the other."""
         self._stop.set()
 
     def join(self, timeout_s: float) -> None:
         self._thread.join(max(0.0, timeout_s))
 
-    def stop(self, timeout_s: float = FLOW_STOP_TIMEOUT_S) -> None:
-        self.request_stop()
-        self.join(timeout_s)
+
+def stop_flows(flows: List[Flow]) -> None:
+    """Stop ``flows`` together: each is told at once, then all are waited for under one
+    ``FLOW_STOP_TIMEOUT_S`` (each may wait for its sink's drain). One after the other,
+    six flows on quiet sources took 5 s to stop."""
+    for flow in flows:
+        flow.request_stop()
+    deadline = time.monotonic() + FLOW_STOP_TIMEOUT_S
+    for flow in flows:
+        flow.join(deadline - time.monotonic())
 
 
 def _unique(plugins: List[Plugin]) -> None:
@@ -180,9 +187,8 @@ class Arbiter:
             touched = {n for n in self.watchers
                        if n not in wanted or self._entry_of.get(n) != wanted[n][1]}
             keep = {f.name: f for f in flows}
-            for name, flow in list(self.flows.items()):
-                if flow.spec.plugin in touched or keep.get(name) != flow.spec:
-                    self.flows.pop(name).stop()
+            stop_flows([self.flows.pop(name) for name, flow in list(self.flows.items())
+                        if flow.spec.plugin in touched or keep.get(name) != flow.spec])
             for name in [n for n in self.watchers if n not in wanted]:
                 self.watchers.pop(name).stop()
                 self._entry_of.pop(name, None)
@@ -230,12 +236,7 @@ class Arbiter:
             self.notifier.stopping()
         if self.control is not None:
             self.control.close()
-        flows = list(self.flows.values())
-        for flow in flows:  # all at once: each may wait for its sink's drain
-            flow.request_stop()
-        deadline = time.monotonic() + FLOW_STOP_TIMEOUT_S
-        for flow in flows:
-            flow.join(deadline - time.monotonic())
+        stop_flows(list(self.flows.values()))
         for w in list(self.watchers.values()):
             w.stop()
         if self.status_writer is not None:

@@ -23,7 +23,6 @@ from ekuiper.transport import (
 )
 
 from ..errors import EklError, HostTimeout
-from ..fsafe import private_tmp_dir
 
 TYPE_CHECKING = False  # typing is not loaded at run time on the start path (docs/architecture.md)
 if TYPE_CHECKING:
@@ -87,10 +86,10 @@ class PluginDied(Exception):
     """The plugin process died while the host waited on it (the caller words the error)."""
 
 
-def private_ipc_dir(lifeline: Optional[Lifeline] = None) -> str:
-    """A fresh 0700 folder under /tmp (short, so socket paths stay under 107 bytes); with
-    ``lifeline``, its watchdog knows of it before it exists (``Lifeline.private_dir``)."""
-    return lifeline.private_dir("ekl-") if lifeline is not None else private_tmp_dir("ekl-")
+def private_ipc_dir(lifeline: Lifeline) -> str:
+    """A fresh 0700 folder under /tmp (short, so socket paths stay under 107 bytes), which
+    ``lifeline``'s watchdog knows of before it exists (``Lifeline.private_dir``)."""
+    return lifeline.private_dir("ekl-")
 
 
 def remove_ipc_dir(path: str) -> None:

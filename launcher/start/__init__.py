@@ -68,8 +68,8 @@ class SocketDirs:
     owned: Tuple[str, ...] = ()
 
 
-def socket_dirs(spec: LaunchSpec, host: HostSettings, relay: bool = False,
-                lifeline: Optional[Lifeline] = None) -> SocketDirs:
+def socket_dirs(spec: LaunchSpec, host: HostSettings, relay: bool,
+                lifeline: Lifeline) -> SocketDirs:
     """The one decision of the socket folders.
 
     - ``relay`` (``ekl-python``): data sockets where eKuiper listens (``/tmp`` unless
